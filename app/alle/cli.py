@@ -1,0 +1,94 @@
+"""`alle`: the one entrypoint of the image. Each process type is a subcommand (twelve-factor VI, XII)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+
+from alle.config import Settings, get_settings
+from alle.logs import configure
+
+
+def _web(settings: Settings, _: argparse.Namespace) -> int:
+    import uvicorn
+
+    from alle.api.app import create_app
+
+    config = uvicorn.Config(
+        create_app(settings),
+        host="0.0.0.0",  # noqa: S104 - Cloud Run routes to the container's port
+        port=settings.PORT,
+        log_config=None,
+        proxy_headers=True,
+        forwarded_allow_ips="*",
+        # Shorter than Cloud Run's 10 s between SIGTERM and SIGKILL, so in-flight requests finish.
+        timeout_graceful_shutdown=settings.SHUTDOWN_GRACE_SECONDS,
+    )
+    uvicorn.Server(config).run()
+    return 0
+
+
+def _worker(settings: Settings, _: argparse.Namespace) -> int:
+    from alle.worker import run
+
+    return run(settings)
+
+
+def _migrate(settings: Settings, _: argparse.Namespace) -> int:
+    from alle.migrate import run
+
+    return run(settings)
+
+
+def _cleanup(settings: Settings, args: argparse.Namespace) -> int:
+    from alle.admin import cleanup_old_tasks
+
+    return cleanup_old_tasks(settings, older_than_days=args.older_than_days)
+
+
+def _report(settings: Settings, _: argparse.Namespace) -> int:
+    from alle.admin import generate_report
+
+    return generate_report(settings)
+
+
+def _dead_jobs(settings: Settings, args: argparse.Namespace) -> int:
+    from alle import jobs
+
+    queue = jobs.create_queue(settings)
+    if args.action == "list":
+        for message in jobs.dead_jobs(queue):
+            print(json.dumps({"id": message.message_id, "actor": message.actor_name, "args": message.args,
+                              "retries": message.options.get("retries"),
+                              "error": (message.options.get("traceback") or "").strip().splitlines()[-1:]}))
+        return 0
+    count = jobs.retry_dead_jobs(queue, args.ids or None)
+    print(json.dumps({"retried": count}))
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="alle", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("web", help="serve HTTP on 0.0.0.0:$PORT").set_defaults(run=_web)
+    commands.add_parser("worker", help="consume background jobs until SIGTERM").set_defaults(run=_worker)
+    commands.add_parser("migrate", help="apply database migrations (idempotent)").set_defaults(run=_migrate)
+    cleanup = commands.add_parser("cleanup-old-tasks", help="delete completed tasks older than an age")
+    cleanup.add_argument("--older-than-days", type=int, default=30, choices=range(1, 3651), metavar="DAYS")
+    cleanup.set_defaults(run=_cleanup)
+    commands.add_parser("generate-report", help="write a CSV of all tasks to the bucket").set_defaults(run=_report)
+    dead = commands.add_parser("dead-jobs", help="inspect or retry jobs that exhausted their retries")
+    dead.add_argument("action", choices=["list", "retry"])
+    dead.add_argument("ids", nargs="*", help="message ids to retry (default: all)")
+    dead.set_defaults(run=_dead_jobs)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    settings = get_settings()
+    configure(settings.LOG_LEVEL.value)
+    run: Callable[[Settings, argparse.Namespace], int] = args.run
+    sys.exit(run(settings, args))

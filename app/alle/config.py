@@ -1,0 +1,130 @@
+"""Settings come only from the environment (twelve-factor III), are read once and validated at start."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import UTC, datetime
+from enum import StrEnum
+from functools import lru_cache
+from typing import Annotated
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: The env names every process receives, in every stack. The Pulumi program sets exactly these.
+CONTRACT_ENV = (
+    "APP_ENV",
+    "RELEASE",
+    "LOG_LEVEL",
+    "DATABASE_URL",
+    "REDIS_URL",
+    "REDIS_CA_CERT",
+    "STORAGE_BUCKET",
+    "SECRET_KEY",
+    "GOOGLE_CLOUD_PROJECT",
+    "MAIL_API_KEY",
+    "MAIL_FROM",
+)
+
+_PLACEHOLDERS = {"changeme", "change-me", "secret", "development-secret-key-not-for-production"}
+
+
+class AppEnv(StrEnum):
+    development = "development"
+    test = "test"
+    staging = "staging"
+    production = "production"
+
+
+class LogLevel(StrEnum):
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(case_sensitive=True, extra="ignore")
+
+    APP_ENV: AppEnv
+    RELEASE: Annotated[str, Field(min_length=1, max_length=63)]
+    LOG_LEVEL: LogLevel = LogLevel.INFO
+    PORT: Annotated[int, Field(ge=1, le=65535)] = 8080
+    DATABASE_URL: str
+    REDIS_URL: str
+    REDIS_CA_CERT: str | None = None
+    STORAGE_BUCKET: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")]
+    SECRET_KEY: Annotated[str, Field(min_length=32)]
+    GOOGLE_CLOUD_PROJECT: str | None = None
+    MAIL_API_KEY: str | None = None
+    MAIL_FROM: str = "alle@example.com"
+    # Tuning knobs with production defaults; tests shorten them.
+    SESSION_TTL_SECONDS: Annotated[int, Field(ge=60)] = 7 * 24 * 3600
+    CACHE_TTL_SECONDS: Annotated[int, Field(ge=1)] = 300
+    WORKER_THREADS: Annotated[int, Field(ge=1, le=64)] = 4
+    QUEUE_HEARTBEAT_TIMEOUT_SECONDS: Annotated[int, Field(ge=1)] = 60
+    QUEUE_MAX_RETRIES: Annotated[int, Field(ge=0, le=50)] = 8
+    QUEUE_MIN_BACKOFF_MS: Annotated[int, Field(ge=10)] = 5_000
+    SHUTDOWN_GRACE_SECONDS: Annotated[int, Field(ge=1, le=9)] = 8
+
+    @field_validator("DATABASE_URL")
+    @classmethod
+    def _postgres_url(cls, value: str) -> str:
+        if not value.startswith(("postgresql://", "postgres://")):
+            raise ValueError("expected a postgresql:// URL")
+        return value
+
+    @field_validator("REDIS_URL")
+    @classmethod
+    def _redis_url(cls, value: str) -> str:
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("expected a redis://, rediss:// or unix:// URL")
+        return value
+
+    @field_validator("REDIS_CA_CERT")
+    @classmethod
+    def _pem(cls, value: str | None) -> str | None:
+        if value and "-----BEGIN CERTIFICATE-----" not in value:
+            raise ValueError("expected a PEM certificate (-----BEGIN CERTIFICATE-----)")
+        return value or None
+
+    @model_validator(mode="after")
+    def _no_placeholders_outside_development(self) -> Settings:
+        deployed = self.APP_ENV in (AppEnv.staging, AppEnv.production)
+        if deployed and self.SECRET_KEY.lower() in _PLACEHOLDERS:
+            raise ValueError("SECRET_KEY: a placeholder value is not allowed in staging or production")
+        return self
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        """Alembic goes through SQLAlchemy, which needs the psycopg 3 driver named in the URL."""
+        _, rest = self.DATABASE_URL.split("://", 1)
+        return f"postgresql+psycopg://{rest}"
+
+
+def _describe(error: ValidationError) -> str:
+    parts = []
+    for item in error.errors():
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "missing":
+            message = "is missing"
+        key = ".".join(str(p) for p in item["loc"])
+        parts.append(f"{key} {message}" if key else message)
+    return "; ".join(parts)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Read the environment once; on a bad value log one JSON line naming the key and exit non-zero."""
+    try:
+        return Settings()  # type: ignore[call-arg]
+    except ValidationError as error:
+        line = {
+            "severity": "CRITICAL",
+            "message": f"invalid configuration: {_describe(error)}. Set the variable and restart.",
+            "time": datetime.now(UTC).isoformat(),
+        }
+        sys.stdout.write(json.dumps(line) + "\n")
+        sys.stdout.flush()
+        raise SystemExit(2) from None

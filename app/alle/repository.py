@@ -1,0 +1,268 @@
+"""Data access: every query the app runs, as keyword-only functions over a psycopg connection."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+from typing import Any
+
+from psycopg import Connection
+from psycopg.errors import UniqueViolation
+
+Row = dict[str, Any]
+Conn = Connection[Row]
+
+TASK_COLUMNS = "id, title, notes, status, due_date, completed_at, created_at, updated_at"
+
+
+class EmailTaken(Exception):
+    pass
+
+
+def create_user(conn: Conn, *, email: str, password_hash: str) -> Row:
+    try:
+        with conn.transaction():
+            row = conn.execute(
+                "INSERT INTO users (email, password_hash) VALUES (%s, %s) RETURNING id, email, created_at",
+                (email, password_hash),
+            ).fetchone()
+    except UniqueViolation as error:
+        raise EmailTaken(email) from error
+    assert row is not None
+    return row
+
+
+def get_user_by_email(conn: Conn, *, email: str) -> Row | None:
+    return conn.execute(
+        "SELECT id, email, password_hash FROM users WHERE lower(email) = lower(%s)", (email,)
+    ).fetchone()
+
+
+def get_user(conn: Conn, *, user_id: uuid.UUID) -> Row | None:
+    return conn.execute("SELECT id, email, created_at FROM users WHERE id = %s", (user_id,)).fetchone()
+
+
+def create_session(conn: Conn, *, token_hash: str, user_id: uuid.UUID, ttl_seconds: int) -> None:
+    conn.execute(
+        "INSERT INTO sessions (token_hash, user_id, expires_at) "
+        "VALUES (%s, %s, now() + make_interval(secs => %s))",
+        (token_hash, user_id, ttl_seconds),
+    )
+
+
+def get_session_user(conn: Conn, *, token_hash: str) -> uuid.UUID | None:
+    row = conn.execute(
+        "SELECT user_id FROM sessions WHERE token_hash = %s AND expires_at > now()", (token_hash,)
+    ).fetchone()
+    return None if row is None else row["user_id"]
+
+
+def delete_session(conn: Conn, *, token_hash: str) -> None:
+    conn.execute("DELETE FROM sessions WHERE token_hash = %s", (token_hash,))
+
+
+def create_task(
+    conn: Conn,
+    *,
+    owner_id: uuid.UUID,
+    title: str,
+    notes: str,
+    due_date: date | None,
+    idempotency_key: str | None,
+    fingerprint: str | None,
+) -> tuple[Row, bool]:
+    """Insert once per (owner, Idempotency-Key): the unique constraint, not memory, stops duplicates.
+
+    Returns the task and whether this call created it. A replay with a different body raises ValueError.
+    """
+    row = conn.execute(
+        f"""
+        INSERT INTO tasks (owner_id, title, notes, due_date, idempotency_key, request_fingerprint)
+        VALUES (%s, %s, %s, %s, %s, %s)
+        ON CONFLICT (owner_id, idempotency_key) DO NOTHING
+        RETURNING {TASK_COLUMNS}
+        """,
+        (owner_id, title, notes, due_date, idempotency_key, fingerprint),
+    ).fetchone()
+    if row is not None:
+        return row, True
+    existing = conn.execute(
+        f"SELECT {TASK_COLUMNS}, request_fingerprint FROM tasks WHERE owner_id = %s AND idempotency_key = %s",
+        (owner_id, idempotency_key),
+    ).fetchone()
+    assert existing is not None
+    if existing.pop("request_fingerprint") != fingerprint:
+        raise ValueError("Idempotency-Key was already used with a different request body")
+    return existing, False
+
+
+def get_task(conn: Conn, *, owner_id: uuid.UUID, task_id: uuid.UUID) -> Row | None:
+    return conn.execute(
+        f"SELECT {TASK_COLUMNS} FROM tasks WHERE id = %s AND owner_id = %s", (task_id, owner_id)
+    ).fetchone()
+
+
+def list_tasks(
+    conn: Conn, *, owner_id: uuid.UUID, status: str | None, limit: int, offset: int
+) -> tuple[list[Row], int]:
+    where = "owner_id = %s" + (" AND status = %s" if status else "")
+    params: tuple[Any, ...] = (owner_id, status) if status else (owner_id,)
+    rows = conn.execute(
+        f"SELECT {TASK_COLUMNS} FROM tasks WHERE {where} ORDER BY created_at DESC, id LIMIT %s OFFSET %s",
+        (*params, limit, offset),
+    ).fetchall()
+    total = conn.execute(f"SELECT count(*) AS n FROM tasks WHERE {where}", params).fetchone()
+    assert total is not None
+    return rows, int(total["n"])
+
+
+def update_task(conn: Conn, *, owner_id: uuid.UUID, task_id: uuid.UUID, changes: dict[str, Any]) -> Row | None:
+    """Apply a partial update; moving to `done` stamps completed_at and records the notification to send."""
+    allowed = {"title", "notes", "status", "due_date"}
+    assignments = [f"{column} = %({column})s" for column in changes if column in allowed]
+    assignments.append(
+        "completed_at = CASE WHEN %(status_given)s AND %(status)s::text = 'done' THEN coalesce(completed_at, now()) "
+        "WHEN %(status_given)s THEN NULL ELSE completed_at END"
+    )
+    params = {
+        **{key: None for key in allowed},
+        **changes,
+        "status_given": "status" in changes,
+        "owner_id": owner_id,
+        "task_id": task_id,
+    }
+    row = conn.execute(
+        f"UPDATE tasks SET {', '.join(assignments)}, updated_at = now() "
+        f"WHERE id = %(task_id)s AND owner_id = %(owner_id)s RETURNING {TASK_COLUMNS}",
+        params,
+    ).fetchone()
+    if row is not None and row["status"] == "done":
+        conn.execute(
+            "INSERT INTO notifications (task_id, kind) VALUES (%s, 'task_completed') ON CONFLICT DO NOTHING",
+            (task_id,),
+        )
+    return row
+
+
+def delete_task(conn: Conn, *, owner_id: uuid.UUID, task_id: uuid.UUID) -> list[str] | None:
+    """Delete the task and return its attachments' object names, or None when there is no such task."""
+    objects = [
+        r["object_name"]
+        for r in conn.execute(
+            "SELECT a.object_name FROM attachments a JOIN tasks t ON t.id = a.task_id "
+            "WHERE t.id = %s AND t.owner_id = %s",
+            (task_id, owner_id),
+        ).fetchall()
+    ]
+    deleted = conn.execute("DELETE FROM tasks WHERE id = %s AND owner_id = %s", (task_id, owner_id)).rowcount
+    return objects if deleted else None
+
+
+def add_attachment(
+    conn: Conn, *, task_id: uuid.UUID, filename: str, content_type: str, size_bytes: int, object_name: str
+) -> Row:
+    row = conn.execute(
+        "INSERT INTO attachments (task_id, filename, content_type, size_bytes, object_name) "
+        "VALUES (%s, %s, %s, %s, %s) RETURNING id, filename, content_type, size_bytes, created_at",
+        (task_id, filename, content_type, size_bytes, object_name),
+    ).fetchone()
+    assert row is not None
+    return row
+
+
+def list_attachments(conn: Conn, *, task_id: uuid.UUID) -> list[Row]:
+    return conn.execute(
+        "SELECT id, filename, content_type, size_bytes, created_at FROM attachments "
+        "WHERE task_id = %s ORDER BY created_at",
+        (task_id,),
+    ).fetchall()
+
+
+def get_attachment(conn: Conn, *, owner_id: uuid.UUID, task_id: uuid.UUID, attachment_id: uuid.UUID) -> Row | None:
+    return conn.execute(
+        "SELECT a.filename, a.content_type, a.size_bytes, a.object_name FROM attachments a "
+        "JOIN tasks t ON t.id = a.task_id WHERE a.id = %s AND t.id = %s AND t.owner_id = %s",
+        (attachment_id, task_id, owner_id),
+    ).fetchone()
+
+
+def claim_notification(conn: Conn, *, task_id: uuid.UUID) -> Row | None:
+    """Lock the unsent notification for this task with its recipient; None when sent already (a redelivery)."""
+    return conn.execute(
+        "SELECT n.id, t.title, u.email FROM notifications n "
+        "JOIN tasks t ON t.id = n.task_id JOIN users u ON u.id = t.owner_id "
+        "WHERE n.task_id = %s AND n.kind = 'task_completed' AND n.sent_at IS NULL FOR UPDATE OF n",
+        (task_id,),
+    ).fetchone()
+
+
+def mark_notification_enqueued(conn: Conn, *, task_id: uuid.UUID) -> None:
+    conn.execute(
+        "UPDATE notifications SET enqueued_at = now() WHERE task_id = %s AND kind = 'task_completed'", (task_id,)
+    )
+
+
+def unenqueued_notifications(conn: Conn, *, older_than_seconds: int, limit: int) -> list[uuid.UUID]:
+    """The outbox: completions whose job never reached the queue (Redis was down at the time)."""
+    rows = conn.execute(
+        "SELECT task_id FROM notifications WHERE enqueued_at IS NULL AND sent_at IS NULL "
+        "AND created_at < now() - make_interval(secs => %s) ORDER BY created_at LIMIT %s",
+        (older_than_seconds, limit),
+    ).fetchall()
+    return [r["task_id"] for r in rows]
+
+
+def mark_notification_sent(conn: Conn, *, notification_id: int) -> None:
+    conn.execute("UPDATE notifications SET sent_at = now() WHERE id = %s", (notification_id,))
+
+
+def create_report(conn: Conn, *, owner_id: uuid.UUID | None) -> Row:
+    row = conn.execute(
+        "INSERT INTO reports (owner_id) VALUES (%s) RETURNING id, status, created_at", (owner_id,)
+    ).fetchone()
+    assert row is not None
+    return row
+
+
+def get_report(conn: Conn, *, report_id: uuid.UUID, owner_id: uuid.UUID | None) -> Row | None:
+    return conn.execute(
+        "SELECT id, owner_id, status, object_name, row_count, created_at, finished_at FROM reports "
+        "WHERE id = %s AND owner_id IS NOT DISTINCT FROM %s",
+        (report_id, owner_id),
+    ).fetchone()
+
+
+def report_rows(conn: Conn, *, owner_id: uuid.UUID | None) -> list[Row]:
+    return conn.execute(
+        "SELECT t.id, u.email AS owner, t.title, t.status, t.due_date, t.created_at, t.completed_at "
+        "FROM tasks t JOIN users u ON u.id = t.owner_id "
+        "WHERE %(owner)s::uuid IS NULL OR t.owner_id = %(owner)s ORDER BY t.created_at, t.id",
+        {"owner": owner_id},
+    ).fetchall()
+
+
+def finish_report(conn: Conn, *, report_id: uuid.UUID, object_name: str, row_count: int) -> None:
+    conn.execute(
+        "UPDATE reports SET status = 'done', object_name = %s, row_count = %s, finished_at = now() WHERE id = %s",
+        (object_name, row_count, report_id),
+    )
+
+
+def delete_completed_before(conn: Conn, *, cutoff: datetime, batch: int) -> tuple[int, list[str]]:
+    """Delete one batch of old completed tasks; returns how many, and their attachments' object names."""
+    rows = conn.execute(
+        """
+        WITH doomed AS (
+            SELECT id FROM tasks WHERE status = 'done' AND completed_at < %s
+            ORDER BY completed_at LIMIT %s FOR UPDATE SKIP LOCKED
+        ), objects AS (
+            SELECT a.object_name FROM attachments a JOIN doomed d ON d.id = a.task_id
+        ), gone AS (
+            DELETE FROM tasks t USING doomed d WHERE t.id = d.id RETURNING t.id
+        )
+        SELECT (SELECT count(*) FROM gone) AS deleted, array(SELECT object_name FROM objects) AS objects
+        """,
+        (cutoff, batch),
+    ).fetchone()
+    assert rows is not None
+    return int(rows["deleted"]), list(rows["objects"])

@@ -1,0 +1,138 @@
+"""Fixtures: real PostgreSQL 16, Redis and a Cloud Storage emulator, and real `alle` processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+
+APP = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(APP / "dev"))
+
+import backing  # noqa: E402
+
+SECRET = "test-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz"
+
+
+@pytest.fixture(scope="session")
+def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[backing.Backing]:
+    running = backing.start(tmp_path_factory.mktemp("backing"), persistent=False)
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def app_env(services: backing.Backing, tmp_path: Path) -> dict[str, str]:
+    """A fresh, migrated database and a fresh Redis namespace per test: no test sees another's rows."""
+    database_url = services.create_database(f"t_{uuid.uuid4().hex[:12]}")
+    services.redis.flushall()
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(tmp_path),
+        "APP_ENV": "test",
+        "RELEASE": "test-release",
+        "LOG_LEVEL": "INFO",
+        "SECRET_KEY": SECRET,
+        **services.env,
+        "DATABASE_URL": database_url,
+        "QUEUE_HEARTBEAT_TIMEOUT_SECONDS": "2",
+        "QUEUE_MIN_BACKOFF_MS": "100",
+        "QUEUE_MAX_RETRIES": "2",
+    }
+    migrate = subprocess.run(["alle", "migrate"], env=env, capture_output=True, text=True, cwd=tmp_path)
+    assert migrate.returncode == 0, migrate.stdout + migrate.stderr
+    return env
+
+
+@dataclass
+class Proc:
+    """A running `alle` process whose stdout is captured to a file for assertions."""
+
+    popen: subprocess.Popen[bytes]
+    log_path: Path
+    port: int | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def output(self) -> str:
+        return self.log_path.read_text()
+
+    def terminate(self, timeout: float = 15) -> int:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+        return self.popen.wait(timeout)
+
+
+@pytest.fixture
+def spawn(app_env: dict[str, str], tmp_path: Path) -> Iterator[object]:
+    started: list[Proc] = []
+
+    def _spawn(command: str, env: dict[str, str] | None = None, wait_ready: bool = True) -> Proc:
+        proc_env = {**app_env, **(env or {})}
+        port = None
+        if command == "web":
+            port = backing.free_port()
+            proc_env["PORT"] = str(port)
+        log_path = tmp_path / f"{command}-{len(started)}.log"
+        with log_path.open("wb") as out:
+            popen = subprocess.Popen(
+                ["alle", command], env=proc_env, stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path,
+                start_new_session=True,
+            )
+        proc = Proc(popen, log_path, port)
+        started.append(proc)
+        if command == "web" and wait_ready:
+            wait_for(lambda: _healthy(proc), what=f"web on port {port}", proc=proc)
+        return proc
+
+    yield _spawn
+    for proc in started:
+        if proc.popen.poll() is None:
+            os.killpg(proc.popen.pid, signal.SIGKILL)
+            proc.popen.wait()
+
+
+def _healthy(proc: Proc) -> bool:
+    try:
+        return httpx.get(f"{proc.url}/healthz", timeout=0.5).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def wait_for(check: object, *, what: str, timeout: float = 20, proc: Proc | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():  # type: ignore[operator]
+            return
+        if proc is not None and proc.popen.poll() is not None:
+            raise AssertionError(f"{what}: process exited early:\n{proc.output()}")
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def signup_and_login(base_url: str, email: str | None = None) -> dict[str, str]:
+    """Returns auth headers for a new user."""
+    email = email or f"{uuid.uuid4().hex[:10]}@example.com"
+    credentials = {"email": email, "password": "correct horse battery"}
+    assert httpx.post(f"{base_url}/v1/auth/signup", json=credentials).status_code == 201
+    token = httpx.post(f"{base_url}/v1/auth/login", json=credentials).json()["access_token"]
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+def db(app_env: dict[str, str]) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
+    with psycopg.connect(app_env["DATABASE_URL"], autocommit=True) as conn:
+        yield conn
