@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from collections.abc import Callable
 
@@ -26,6 +27,8 @@ def _web(settings: Settings, _: argparse.Namespace) -> int:
         # Shorter than Cloud Run's 10 s between SIGTERM and SIGKILL, so in-flight requests finish.
         timeout_graceful_shutdown=settings.SHUTDOWN_GRACE_SECONDS,
     )
+    # Uvicorn re-raises SIGTERM after its graceful shutdown; a clean drain should end with status 0.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     uvicorn.Server(config).run()
     return 0
 

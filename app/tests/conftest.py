@@ -8,13 +8,15 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import httpx
 import psycopg
 import pytest
+from google.cloud.storage import Bucket
 
 APP = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(APP / "dev"))
@@ -38,7 +40,7 @@ def app_env(services: backing.Backing, tmp_path: Path) -> dict[str, str]:
     services.redis.flushall()
     env = {
         "PATH": os.environ["PATH"],
-        "HOME": str(tmp_path),
+        "HOME": str(tmp_path / "cwd"),
         "APP_ENV": "test",
         "RELEASE": "test-release",
         "LOG_LEVEL": "INFO",
@@ -52,6 +54,10 @@ def app_env(services: backing.Backing, tmp_path: Path) -> dict[str, str]:
     migrate = subprocess.run(["alle", "migrate"], env=env, capture_output=True, text=True, cwd=tmp_path)
     assert migrate.returncode == 0, migrate.stdout + migrate.stderr
     return env
+
+
+class Spawn(Protocol):
+    def __call__(self, command: str, env: dict[str, str] | None = None, wait_ready: bool = True) -> Proc: ...
 
 
 @dataclass
@@ -77,7 +83,15 @@ class Proc:
 
 
 @pytest.fixture
-def spawn(app_env: dict[str, str], tmp_path: Path) -> Iterator[object]:
+def workdir(tmp_path: Path) -> Path:
+    """The processes' working directory and HOME: it must stay empty (the app writes no files)."""
+    path = tmp_path / "cwd"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def spawn(app_env: dict[str, str], tmp_path: Path, workdir: Path) -> Iterator[Spawn]:
     started: list[Proc] = []
 
     def _spawn(command: str, env: dict[str, str] | None = None, wait_ready: bool = True) -> Proc:
@@ -89,7 +103,7 @@ def spawn(app_env: dict[str, str], tmp_path: Path) -> Iterator[object]:
         log_path = tmp_path / f"{command}-{len(started)}.log"
         with log_path.open("wb") as out:
             popen = subprocess.Popen(
-                ["alle", command], env=proc_env, stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path,
+                ["alle", command], env=proc_env, stdout=out, stderr=subprocess.STDOUT, cwd=workdir,
                 start_new_session=True,
             )
         proc = Proc(popen, log_path, port)
@@ -112,10 +126,10 @@ def _healthy(proc: Proc) -> bool:
         return False
 
 
-def wait_for(check: object, *, what: str, timeout: float = 20, proc: Proc | None = None) -> None:
+def wait_for(check: Callable[[], object], *, what: str, timeout: float = 20, proc: Proc | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if check():  # type: ignore[operator]
+        if check():
             return
         if proc is not None and proc.popen.poll() is not None:
             raise AssertionError(f"{what}: process exited early:\n{proc.output()}")
@@ -136,3 +150,22 @@ def signup_and_login(base_url: str, email: str | None = None) -> dict[str, str]:
 def db(app_env: dict[str, str]) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
     with psycopg.connect(app_env["DATABASE_URL"], autocommit=True) as conn:
         yield conn
+
+
+@pytest.fixture
+def bucket(app_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Bucket:
+    """The emulated bucket, seen from the test through the same client library the app uses."""
+    from google.cloud import storage
+
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", app_env["STORAGE_EMULATOR_HOST"])
+    return storage.Client(project=app_env["GOOGLE_CLOUD_PROJECT"]).bucket(app_env["STORAGE_BUCKET"])
+
+
+def blocked_on_lock(database_url: str, application_name: str) -> bool:
+    """Polled from its own connection: pg_stat_activity is a snapshot inside a transaction."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s AND wait_event_type = 'Lock'",
+            (application_name,),
+        ).fetchone()
+    return row == (1,)

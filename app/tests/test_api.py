@@ -1,0 +1,166 @@
+"""The Tasks API over HTTP against a real `alle web` on real PostgreSQL, Redis and the storage emulator."""
+
+from __future__ import annotations
+
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import psycopg
+import pytest
+from google.cloud.storage import Bucket
+
+from conftest import Proc, Spawn, signup_and_login
+
+
+@pytest.fixture
+def web(spawn: Spawn) -> Proc:
+    return spawn("web")
+
+
+def test_openapi_document_is_served(web: Proc) -> None:
+    spec = httpx.get(f"{web.url}/openapi.json").json()
+    assert "/v1/tasks" in spec["paths"]
+    assert "/v1/tasks/{task_id}/attachments" in spec["paths"]
+
+
+def test_task_lifecycle_create_read_update_complete_delete(web: Proc) -> None:
+    auth = signup_and_login(web.url)
+    created = httpx.post(f"{web.url}/v1/tasks", json={"title": "  Write report ", "due_date": "2026-12-01"},
+                         headers=auth)
+    assert created.status_code == 201
+    task = created.json()
+    assert task["title"] == "Write report"
+    assert task["status"] == "todo"
+    url = f"{web.url}/v1/tasks/{task['id']}"
+    assert httpx.get(url, headers=auth).json()["due_date"] == "2026-12-01"
+    patched = httpx.patch(url, json={"notes": "two pages", "status": "in_progress"}, headers=auth).json()
+    assert (patched["notes"], patched["status"]) == ("two pages", "in_progress")
+    done = httpx.post(f"{url}/complete", headers=auth).json()
+    assert done["status"] == "done" and done["completed_at"] is not None
+    reopened = httpx.patch(url, json={"status": "todo"}, headers=auth).json()
+    assert reopened["completed_at"] is None
+    assert httpx.delete(url, headers=auth).status_code == 204
+    assert httpx.get(url, headers=auth).status_code == 404
+
+
+def test_user_sees_and_changes_only_their_own_tasks(web: Proc) -> None:
+    alice, bob = signup_and_login(web.url), signup_and_login(web.url)
+    task = httpx.post(f"{web.url}/v1/tasks", json={"title": "alice's"}, headers=alice).json()
+    url = f"{web.url}/v1/tasks/{task['id']}"
+    assert httpx.get(url, headers=bob).status_code == 404
+    assert httpx.patch(url, json={"title": "mine now"}, headers=bob).status_code == 404
+    assert httpx.delete(url, headers=bob).status_code == 404
+    assert httpx.get(f"{web.url}/v1/tasks", headers=bob).json()["total"] == 0
+    assert httpx.get(url, headers=alice).json()["title"] == "alice's"
+
+
+def test_list_paginates_and_filters_by_status(web: Proc) -> None:
+    auth = signup_and_login(web.url)
+    ids = [httpx.post(f"{web.url}/v1/tasks", json={"title": f"t{i}"}, headers=auth).json()["id"] for i in range(5)]
+    httpx.post(f"{web.url}/v1/tasks/{ids[0]}/complete", headers=auth)
+    page = httpx.get(f"{web.url}/v1/tasks", params={"limit": 2, "offset": 2}, headers=auth).json()
+    assert page["total"] == 5 and len(page["items"]) == 2
+    assert [t["title"] for t in page["items"]] == ["t2", "t1"]
+    done = httpx.get(f"{web.url}/v1/tasks", params={"status": "done"}, headers=auth).json()
+    assert [t["id"] for t in done["items"]] == [ids[0]]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status"),
+    [
+        ("post", "/v1/tasks", {"title": ""}, 422),
+        ("post", "/v1/tasks", {"title": "x" * 201}, 422),
+        ("post", "/v1/tasks", {"title": "ok", "due_date": "tomorrow"}, 422),
+        ("post", "/v1/tasks", {"title": "ok", "owner_id": "someone"}, 422),
+        ("patch", "/v1/tasks/not-a-uuid", {"title": "x"}, 422),
+        ("patch", "/v1/tasks/{id}", {"status": "finished"}, 422),
+        ("patch", "/v1/tasks/{id}", {"title": None}, 422),
+        ("get", "/v1/tasks?limit=1000", None, 422),
+        ("get", "/v1/tasks?status=bogus", None, 422),
+    ],
+)
+def test_bad_input_gets_a_4xx_with_a_message_never_a_5xx(
+    web: Proc, method: str, path: str, body: dict[str, object] | None, status: int
+) -> None:
+    auth = signup_and_login(web.url)
+    task_id = httpx.post(f"{web.url}/v1/tasks", json={"title": "t"}, headers=auth).json()["id"]
+    response = httpx.request(method, web.url + path.replace("{id}", task_id), json=body, headers=auth)
+    assert response.status_code == status
+    assert response.json()["detail"]
+
+
+def test_requests_without_a_session_are_refused(web: Proc) -> None:
+    assert httpx.get(f"{web.url}/v1/tasks").status_code == 401
+    bad = httpx.get(f"{web.url}/v1/tasks", headers={"Authorization": "Bearer forged"})
+    assert bad.status_code == 401
+    assert "log in again" in bad.json()["detail"]
+
+
+def test_signup_twice_conflicts_and_wrong_password_is_refused(web: Proc) -> None:
+    creds = {"email": "Same@Example.com", "password": "long enough pw"}
+    assert httpx.post(f"{web.url}/v1/auth/signup", json=creds).status_code == 201
+    again = httpx.post(f"{web.url}/v1/auth/signup", json={**creds, "email": "same@example.com"})
+    assert again.status_code == 409
+    wrong = httpx.post(f"{web.url}/v1/auth/login", json={**creds, "password": "not the password"})
+    assert wrong.status_code == 401
+
+
+def test_logout_ends_the_session(web: Proc) -> None:
+    auth = signup_and_login(web.url)
+    assert httpx.post(f"{web.url}/v1/auth/logout", headers=auth).status_code == 204
+    assert httpx.get(f"{web.url}/v1/users/me", headers=auth).status_code == 401
+
+
+def test_idempotent_create_replays_the_same_task(web: Proc) -> None:
+    auth = signup_and_login(web.url)
+    headers = {**auth, "Idempotency-Key": "create-1"}
+    first = httpx.post(f"{web.url}/v1/tasks", json={"title": "once"}, headers=headers)
+    second = httpx.post(f"{web.url}/v1/tasks", json={"title": "once"}, headers=headers)
+    assert (first.status_code, second.status_code) == (201, 200)
+    assert second.headers["Idempotent-Replayed"] == "true"
+    assert first.json()["id"] == second.json()["id"]
+    reused = httpx.post(f"{web.url}/v1/tasks", json={"title": "different"}, headers=headers)
+    assert reused.status_code == 422
+    assert "different request body" in reused.json()["detail"]
+
+
+def test_idempotent_create_under_concurrent_retries_gives_one_task(
+    spawn: Spawn, db: psycopg.Connection[tuple[object, ...]]
+) -> None:
+    webs = [spawn("web"), spawn("web")]
+    auth = signup_and_login(webs[0].url)
+    headers = {**auth, "Idempotency-Key": f"retry-{uuid.uuid4()}"}
+
+    def attempt(i: int) -> httpx.Response:
+        return httpx.post(f"{webs[i % 2].url}/v1/tasks", json={"title": "pay rent"}, headers=headers)
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        responses = list(pool.map(attempt, range(32)))
+    assert {r.status_code for r in responses} <= {200, 201}
+    assert sum(r.status_code == 201 for r in responses) == 1
+    assert len({r.json()["id"] for r in responses}) == 1
+    count = db.execute("SELECT count(*) FROM tasks WHERE title = 'pay rent'").fetchone()
+    assert count == (1,)
+
+
+def test_attachment_uploads_to_the_bucket_and_downloads_back(web: Proc, bucket: Bucket) -> None:
+    auth = signup_and_login(web.url)
+    task_id = httpx.post(f"{web.url}/v1/tasks", json={"title": "with file"}, headers=auth).json()["id"]
+    payload = bytes(range(256)) * 1000
+    uploaded = httpx.post(
+        f"{web.url}/v1/tasks/{task_id}/attachments",
+        files={"file": ("scan ü.pdf", payload, "application/pdf")},
+        headers=auth,
+    )
+    assert uploaded.status_code == 201, uploaded.text
+    attachment = uploaded.json()
+    assert attachment["size_bytes"] == len(payload)
+    download = httpx.get(f"{web.url}/v1/tasks/{task_id}/attachments/{attachment['id']}", headers=auth)
+    assert download.status_code == 200
+    assert download.content == payload
+    assert download.headers["content-type"] == "application/pdf"
+    blobs = list(bucket.list_blobs(prefix=f"attachments/{task_id}/"))
+    assert len(blobs) == 1 and blobs[0].size == len(payload)
+    other = signup_and_login(web.url)
+    assert httpx.get(f"{web.url}/v1/tasks/{task_id}/attachments/{attachment['id']}", headers=other).status_code == 404

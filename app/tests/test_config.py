@@ -1,0 +1,72 @@
+"""Config only from env: a missing or invalid value stops every process at start with one JSON line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from conftest import SECRET
+
+BASE = {
+    "APP_ENV": "test",
+    "RELEASE": "r1",
+    "DATABASE_URL": "postgresql://u:p@127.0.0.1:1/db",
+    "REDIS_URL": "redis://127.0.0.1:1/0",
+    "STORAGE_BUCKET": "alle-test",
+    "SECRET_KEY": SECRET,
+}
+
+
+def run_alle(command: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    import os
+
+    return subprocess.run(
+        ["alle", command], env={"PATH": os.environ["PATH"], **env}, capture_output=True, text=True, timeout=30
+    )
+
+
+@pytest.mark.parametrize("command", ["web", "worker", "migrate", "cleanup-old-tasks", "generate-report"])
+def test_missing_database_url_exits_nonzero_with_one_json_line_naming_it(command: str) -> None:
+    env = {k: v for k, v in BASE.items() if k != "DATABASE_URL"}
+    result = run_alle(command, env)
+    assert result.returncode == 2
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 1, result.stdout
+    record = json.loads(lines[0])
+    assert record["severity"] == "CRITICAL"
+    assert "DATABASE_URL is missing" in record["message"]
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        ("REDIS_URL", "http://cache:6379", "REDIS_URL expected a redis://, rediss:// or unix:// URL"),
+        ("DATABASE_URL", "mysql://x", "DATABASE_URL expected a postgresql:// URL"),
+        ("APP_ENV", "prod", "APP_ENV Input should be 'development', 'test', 'staging' or 'production'"),
+        ("SECRET_KEY", "short", "SECRET_KEY String should have at least 32 characters"),
+        ("REDIS_CA_CERT", "not a pem", "REDIS_CA_CERT expected a PEM certificate"),
+        ("PORT", "99999", "PORT Input should be less than or equal to 65535"),
+    ],
+)
+def test_invalid_value_names_key_and_what_is_expected(key: str, value: str, expected: str) -> None:
+    result = run_alle("web", {**BASE, key: value})
+    assert result.returncode == 2
+    assert expected in json.loads(result.stdout)["message"]
+
+
+def test_placeholder_secret_key_is_refused_in_production() -> None:
+    env = {**BASE, "APP_ENV": "production", "SECRET_KEY": "development-secret-key-not-for-production"}
+    result = run_alle("web", env)
+    assert result.returncode == 2
+    assert "placeholder" in json.loads(result.stdout)["message"]
+
+
+def test_placeholder_secret_key_is_allowed_in_development() -> None:
+    from alle.config import Settings
+
+    settings = Settings.model_validate(
+        {**BASE, "APP_ENV": "development", "SECRET_KEY": "development-secret-key-not-for-production"}
+    )
+    assert settings.APP_ENV == "development"

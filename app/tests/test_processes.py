@@ -1,0 +1,103 @@
+"""Twelve-factor properties of the processes themselves: stateless, disposable, logs as event streams."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import psycopg
+
+from conftest import Spawn, blocked_on_lock, signup_and_login, wait_for
+
+
+def test_two_web_processes_share_sessions_and_data(spawn: Spawn) -> None:
+    first, second = spawn("web"), spawn("web")
+    auth = signup_and_login(first.url)
+    task = httpx.post(f"{first.url}/v1/tasks", json={"title": "shared"}, headers=auth).json()
+    seen = httpx.get(f"{second.url}/v1/tasks/{task['id']}", headers=auth)
+    assert seen.status_code == 200 and seen.json()["title"] == "shared"
+    httpx.patch(f"{second.url}/v1/tasks/{task['id']}", json={"title": "edited"}, headers=auth)
+    assert httpx.get(f"{first.url}/v1/tasks/{task['id']}", headers=auth).json()["title"] == "edited"
+
+
+def test_sigterm_during_a_request_lets_it_complete_then_exits_zero(
+    spawn: Spawn, db: psycopg.Connection[tuple[object, ...]], app_env: dict[str, str]
+) -> None:
+    web = spawn("web")
+    auth = signup_and_login(web.url)
+    task = httpx.post(f"{web.url}/v1/tasks", json={"title": "slow"}, headers=auth).json()
+    result: dict[str, httpx.Response] = {}
+    with db.transaction():
+        # Hold the row so the PATCH is in flight inside the web process when SIGTERM arrives.
+        db.execute("SELECT id FROM tasks WHERE id = %s FOR UPDATE", (task["id"],))
+        request = threading.Thread(target=lambda: result.setdefault("r", httpx.patch(
+            f"{web.url}/v1/tasks/{task['id']}", json={"title": "finished"}, headers=auth, timeout=20)))
+        request.start()
+        wait_for(lambda: blocked_on_lock(app_env["DATABASE_URL"], "alle-web"), what="the PATCH to wait on the lock")
+        web.popen.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        assert web.popen.poll() is None, "web exited while a request was in flight"
+        try:
+            httpx.get(f"{web.url}/healthz", timeout=1)
+            accepting = True
+        except httpx.HTTPError:
+            accepting = False
+        assert not accepting, "web still accepts new connections after SIGTERM"
+    request.join(10)
+    assert result["r"].status_code == 200
+    assert result["r"].json()["title"] == "finished"
+    assert web.popen.wait(10) == 0
+    assert "web stopped; pools closed" in web.output()
+
+
+def test_logs_are_json_lines_on_stdout_with_trace_and_http_request(spawn: Spawn, workdir: Path) -> None:
+    web = spawn("web", {"GOOGLE_CLOUD_PROJECT": "alle-test-project"})
+    auth = signup_and_login(web.url)
+    trace = "0af7651916cd43dd8448eb211c80319c"
+    httpx.get(f"{web.url}/v1/tasks", headers={**auth, "traceparent": f"00-{trace}-b7ad6b7169203331-01"})
+    httpx.get(f"{web.url}/v1/tasks", headers={**auth, "X-Cloud-Trace-Context": "105445aa7843bc8bf206b12000100000/1;o=1"})
+    web.terminate()
+    records = [json.loads(line) for line in web.output().splitlines()]
+    assert all({"severity", "message", "time"} <= r.keys() for r in records)
+    access = [r for r in records if "httpRequest" in r]
+    assert any(r["httpRequest"]["requestUrl"] == "/v1/tasks" and r["httpRequest"]["status"] == 200 for r in access)
+    traced = [r.get("logging.googleapis.com/trace") for r in access]
+    assert f"projects/alle-test-project/traces/{trace}" in traced
+    assert "projects/alle-test-project/traces/105445aa7843bc8bf206b12000100000" in traced
+    assert list(workdir.iterdir()) == [], "the app wrote files to its working directory"
+
+
+def test_worker_killed_mid_job_still_completes_the_job_once(
+    spawn: Spawn, db: psycopg.Connection[tuple[object, ...]], app_env: dict[str, str]
+) -> None:
+    web = spawn("web")
+    auth = signup_and_login(web.url)
+    task = httpx.post(f"{web.url}/v1/tasks", json={"title": "ship it"}, headers=auth).json()
+    httpx.post(f"{web.url}/v1/tasks/{task['id']}/complete", headers=auth)
+    with db.transaction():
+        # The handler locks the notification row; holding it first keeps the job in progress.
+        db.execute("SELECT id FROM notifications WHERE task_id = %s FOR UPDATE", (task["id"],))
+        doomed = spawn("worker")
+        wait_for(lambda: blocked_on_lock(app_env["DATABASE_URL"], "alle-worker"), what="the worker inside the job")
+        doomed.popen.send_signal(signal.SIGKILL)
+        doomed.popen.wait(5)
+    assert db.execute("SELECT sent_at FROM notifications WHERE task_id = %s", (task["id"],)).fetchone() == (None,)
+    survivor = spawn("worker")
+    wait_for(lambda: db.execute(
+        "SELECT sent_at IS NOT NULL FROM notifications WHERE task_id = %s", (task["id"],)).fetchone() == (True,),
+        what="the redelivered job to complete", timeout=30)
+    survivor.terminate()
+    mails = [line for line in survivor.output().splitlines() if json.loads(line)["message"] == "mail"]
+    assert len(mails) == 1
+    assert "ship it" in mails[0]
+
+
+def test_worker_exits_zero_on_sigterm(spawn: Spawn) -> None:
+    worker = spawn("worker")
+    wait_for(lambda: "worker started" in worker.output(), what="worker start")
+    assert worker.terminate() == 0
+    assert "worker stopped" in worker.output()
