@@ -1,0 +1,97 @@
+"""Background jobs on the real Redis broker: delivery, the outbox sweep, retries and the dead-letter set."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+
+import httpx
+import psycopg
+from google.cloud.storage import Bucket
+
+from alle import jobs
+from alle.config import Settings
+from alle.worker import sweep_outbox
+from conftest import Spawn, signup_and_login, wait_for
+
+
+def _scalar(db: psycopg.Connection[tuple[object, ...]], sql: str, *params: object) -> object:
+    row = db.execute(sql, params).fetchone()
+    return None if row is None else row[0]
+
+
+def test_completed_task_sends_one_notification(spawn: Spawn, db: psycopg.Connection[tuple[object, ...]]) -> None:
+    web, worker = spawn("web"), spawn("worker")
+    auth = signup_and_login(web.url)
+    task = httpx.post(f"{web.url}/v1/tasks", json={"title": "done soon"}, headers=auth).json()
+    httpx.post(f"{web.url}/v1/tasks/{task['id']}/complete", headers=auth)
+    httpx.post(f"{web.url}/v1/tasks/{task['id']}/complete", headers=auth)
+    httpx.patch(f"{web.url}/v1/tasks/{task['id']}", json={"status": "done"}, headers=auth)
+    wait_for(lambda: _scalar(db, "SELECT sent_at FROM notifications WHERE task_id = %s", task["id"]) is not None,
+             what="the notification")
+    worker.terminate()
+    assert worker.output().count('"message": "mail"') == 1
+
+
+def test_outbox_sweep_enqueues_notifications_the_web_could_not(
+    spawn: Spawn, db: psycopg.Connection[tuple[object, ...]], app_env: dict[str, str], bucket: Bucket
+) -> None:
+    web = spawn("web", {"REDIS_URL": "redis://127.0.0.1:1/0"})
+    auth = signup_and_login(web.url)
+    task = httpx.post(f"{web.url}/v1/tasks", json={"title": "redis was down"}, headers=auth).json()
+    httpx.post(f"{web.url}/v1/tasks/{task['id']}/complete", headers=auth)
+    assert _scalar(db, "SELECT enqueued_at FROM notifications WHERE task_id = %s", task["id"]) is None
+    db.execute("UPDATE notifications SET created_at = now() - interval '5 minutes'")
+    settings = Settings.model_validate(app_env)
+    queue, runtime = jobs.create_queue(settings), jobs.build_runtime(settings)
+    try:
+        assert sweep_outbox(queue, runtime) == 1
+        assert sweep_outbox(queue, runtime) == 0
+    finally:
+        runtime.pool.close()
+        queue.broker.close()
+    spawn("worker")
+    wait_for(lambda: _scalar(db, "SELECT sent_at FROM notifications WHERE task_id = %s", task["id"]) is not None,
+             what="the swept notification")
+
+
+def test_report_requested_over_http_is_written_to_the_bucket(spawn: Spawn, bucket: Bucket) -> None:
+    web = spawn("web")
+    spawn("worker")
+    auth = signup_and_login(web.url)
+    for title in ("a", "b"):
+        httpx.post(f"{web.url}/v1/tasks", json={"title": title}, headers=auth)
+    requested = httpx.post(f"{web.url}/v1/reports", headers=auth)
+    assert requested.status_code == 202
+    url = f"{web.url}{requested.headers['Location']}"
+    wait_for(lambda: httpx.get(url, headers=auth).json()["status"] == "done", what="the report")
+    rows = list(csv.DictReader(io.StringIO(httpx.get(f"{url}/download", headers=auth).text)))
+    assert sorted(r["title"] for r in rows) == ["a", "b"]
+    assert bucket.blob(f"reports/{requested.json()['id']}.csv").exists()
+
+
+def test_job_that_keeps_failing_lands_in_dead_letters_and_can_be_retried(
+    spawn: Spawn, app_env: dict[str, str], bucket: Bucket
+) -> None:
+    web = spawn("web")
+    broken = spawn("worker", {"STORAGE_BUCKET": "no-such-bucket"})
+    auth = signup_and_login(web.url)
+    report = httpx.post(f"{web.url}/v1/reports", headers=auth).json()
+
+    def dead() -> list[dict[str, object]]:
+        listing = subprocess.run(["alle", "dead-jobs", "list"], env=app_env, capture_output=True, text=True)
+        return [json.loads(line) for line in listing.stdout.splitlines() if line.startswith('{"id"')]
+
+    wait_for(lambda: len(dead()) == 1, what="the job to be dead-lettered", timeout=30)
+    entry = dead()[0]
+    assert entry["actor"] == "generate_report" and entry["args"] == [report["id"]]
+    assert entry["retries"] == int(app_env["QUEUE_MAX_RETRIES"])  # retried up to the limit first
+    broken.terminate()
+    spawn("worker")
+    retry = subprocess.run(["alle", "dead-jobs", "retry"], env=app_env, capture_output=True, text=True)
+    assert json.loads(retry.stdout.splitlines()[-1]) == {"retried": 1}
+    assert dead() == []
+    url = f"{web.url}/v1/reports/{report['id']}"
+    wait_for(lambda: httpx.get(url, headers=auth).json()["status"] == "done", what="the retried report")

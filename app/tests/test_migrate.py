@@ -1,0 +1,65 @@
+"""`alle migrate`: forward-only, idempotent, safe when two run at once, and clear when it fails."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import uuid
+
+import psycopg
+
+import backing
+
+
+def _migrate(env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(["alle", "migrate"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _tables(url: str) -> set[str]:
+    with psycopg.connect(url) as conn:
+        rows = conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'").fetchall()
+    return {r[0] for r in rows}
+
+
+EXPECTED = {"alembic_version", "users", "sessions", "tasks", "attachments", "notifications", "reports"}
+
+
+def test_migrate_twice_is_a_no_op_the_second_time(app_env: dict[str, str]) -> None:
+    again = _migrate(app_env)
+    output, _ = again.communicate(timeout=60)
+    assert again.returncode == 0, output
+    assert "Running upgrade" not in output
+    assert _tables(app_env["DATABASE_URL"]) == EXPECTED
+
+
+def test_two_concurrent_migrations_leave_the_schema_correct(
+    services: backing.Backing, app_env: dict[str, str]
+) -> None:
+    url = services.create_database(f"c_{uuid.uuid4().hex[:12]}")
+    env = {**app_env, "DATABASE_URL": url}
+    runs = [_migrate(env), _migrate(env)]
+    outputs = [run.communicate(timeout=60)[0] for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], outputs
+    assert sum("Running upgrade  -> 0001" in out for out in outputs) == 1
+    assert _tables(url) == EXPECTED
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0001",)]
+
+
+def test_failed_migration_says_what_to_do_and_keeps_existing_data(
+    services: backing.Backing, app_env: dict[str, str]
+) -> None:
+    url = services.create_database(f"f_{uuid.uuid4().hex[:12]}")
+    with psycopg.connect(url) as conn:
+        conn.execute("CREATE TABLE users (legacy text)")
+        conn.execute("INSERT INTO users VALUES ('keep me')")
+    run = _migrate({**app_env, "DATABASE_URL": url})
+    output, _ = run.communicate(timeout=60)
+    assert run.returncode == 1
+    failure = [json.loads(line) for line in output.splitlines() if "migration failed" in line]
+    assert len(failure) == 1
+    assert "run `alle migrate` again" in failure[0]["message"]
+    assert "already exists" in failure[0]["error"]
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT legacy FROM users").fetchall() == [("keep me",)]
+        assert "tasks" not in _tables(url)
