@@ -1,0 +1,121 @@
+"""alle: one release of the Alle image per stack. Load config, build components, export outputs."""
+
+import pulumi
+
+from components import config as stack_config
+from components.apis import Apis, ApisArgs
+from components.cache import Cache, CacheArgs
+from components.database import Database, DatabaseArgs
+from components.identity import Identity, IdentityArgs
+from components.image import Image, ImageArgs
+from components.jobs import Jobs, JobsArgs
+from components.network import Network, NetworkArgs
+from components.scheduler import Scheduler, SchedulerArgs
+from components.secrets import Secrets, SecretsArgs
+from components.services import Web, WebArgs, Worker, WorkerArgs
+from components.storage import Storage, StorageArgs
+from components.workload import Workload
+
+cfg = stack_config.load()
+name = cfg.prefix
+common = {"project": cfg.project}
+
+apis = Apis(name, ApisArgs(project=cfg.project))
+
+network = Network(name, NetworkArgs(
+    **common, region=cfg.region, subnet_cidr=cfg.subnet_cidr, services_range_prefix=cfg.services_range_prefix,
+    depends_on=apis.needs("compute", "servicenetworking"),
+))
+
+identity = Identity(name, IdentityArgs(**common, prefix=name, depends_on=apis.needs("iam")))
+
+database = Database(name, DatabaseArgs(
+    **common, region=cfg.region, prefix=name, tier=cfg.db_tier, edition=cfg.db_edition,
+    high_availability=cfg.db_high_availability, disk_size_gb=cfg.db_disk_size_gb,
+    backup_retention_count=cfg.db_backup_retention_count, pitr_days=cfg.db_pitr_days, production=cfg.production,
+    network_id=network.network_id, labels=cfg.labels,
+    depends_on=[*apis.needs("sql"), network.private_services],
+))
+
+cache = Cache(name, CacheArgs(
+    **common, region=cfg.region, prefix=name, tier=cfg.redis_tier, memory_gb=cfg.redis_memory_gb,
+    redis_version=cfg.redis_version, production=cfg.production, network_id=network.network_id,
+    reserved_range=network.services_range_name, labels=cfg.labels,
+    depends_on=[*apis.needs("redis"), network.private_services],
+))
+
+storage = Storage(name, StorageArgs(
+    **common, region=cfg.region, noncurrent_days=cfg.uploads_noncurrent_days, production=cfg.production,
+    members=identity.runtime_members, labels=cfg.labels, depends_on=apis.needs("storage"),
+))
+
+secrets = Secrets(name, SecretsArgs(
+    **common, prefix=name, readers=identity.runtime_members, labels=cfg.labels,
+    values={
+        "DATABASE_URL": database.url,
+        "REDIS_URL": cache.url,
+        "REDIS_CA_CERT": cache.ca_cert,
+        "MAIL_API_KEY": cfg.mail_api_key,
+    },
+    generated=["SECRET_KEY"],
+    depends_on=apis.needs("secretmanager"),
+))
+
+image = Image(name, ImageArgs(
+    **common, release=cfg.release, pinned=cfg.image, registry_project=cfg.registry_project,
+    registry_location=cfg.registry_location, repository=cfg.registry_repository,
+    readers=identity.runtime_members, labels=cfg.labels, depends_on=apis.needs("artifactregistry"),
+))
+
+workload = Workload(
+    image=image.ref,
+    env={
+        "APP_ENV": cfg.environment,
+        "RELEASE": cfg.release,
+        "LOG_LEVEL": cfg.log_level,
+        "STORAGE_BUCKET": storage.bucket_name,
+        "GOOGLE_CLOUD_PROJECT": cfg.project,
+        "MAIL_FROM": cfg.mail_from,
+    },
+    secrets=secrets.refs,
+    network_id=network.network_id,
+    subnet_id=network.subnet_id,
+    labels=cfg.labels,
+    ready=[*secrets.ready, *storage.grants, *image.grants],
+)
+run_apis = apis.needs("run")
+
+jobs = Jobs(name, JobsArgs(
+    **common, region=cfg.region, prefix=name, release=cfg.release, production=cfg.production, workload=workload,
+    service_account=identity.emails["jobs"], sizing=cfg.jobs, cleanup_older_than_days=cfg.cleanup_older_than_days,
+    depends_on=[*run_apis, database.user, database.database],
+))
+
+# Web and worker roll out only after this release's migration succeeded.
+web = Web(name, WebArgs(
+    **common, region=cfg.region, prefix=name, production=cfg.production, public=cfg.public, workload=workload,
+    service_account=identity.emails["web"], sizing=cfg.web, min_instances=cfg.web_min_instances,
+    max_instances=cfg.web_max_instances, concurrency=cfg.web_concurrency, depends_on=[*run_apis, jobs.migrate],
+))
+
+worker = Worker(name, WorkerArgs(
+    **common, region=cfg.region, prefix=name, production=cfg.production, workload=workload,
+    service_account=identity.emails["worker"], sizing=cfg.worker, instances=cfg.worker_instances,
+    depends_on=[*run_apis, jobs.migrate],
+))
+
+scheduler = Scheduler(name, SchedulerArgs(
+    **common, region=cfg.region, prefix=name, schedule=cfg.cleanup_schedule, time_zone=cfg.time_zone,
+    job_name=jobs.names["cleanup-old-tasks"], invoker_email=identity.emails["scheduler"],
+    invoker_member=identity.members["scheduler"], depends_on=apis.needs("scheduler"),
+))
+
+pulumi.export("web_url", web.url)
+pulumi.export("image", image.ref)
+pulumi.export("release", cfg.release)
+pulumi.export("region", cfg.region)
+pulumi.export("project", cfg.project)
+pulumi.export("jobs", jobs.names)
+pulumi.export("worker_pool", worker.name)
+pulumi.export("sql_connection_name", database.connection_name)
+pulumi.export("bucket", storage.bucket_name)

@@ -1,0 +1,336 @@
+"""The stack's configuration: every key read once, typed, and validated before any resource is declared.
+
+Defaults live in Pulumi.yaml only; the stack files carry the per-stack sizing keys (PER_STACK_KEYS).
+Every problem is reported at once, each as one sentence naming the stack, key, value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TypeVar
+
+import pulumi
+
+T = TypeVar("T")
+
+ENVIRONMENTS = ("staging", "production")
+
+#: The only keys whose values may differ between Pulumi.staging.yaml and Pulumi.production.yaml.
+PER_STACK_KEYS = (
+    "alle:dbTier",
+    "alle:dbHighAvailability",
+    "alle:dbDiskSizeGb",
+    "alle:redisTier",
+    "alle:redisMemoryGb",
+    "alle:webMinInstances",
+    "alle:webMaxInstances",
+    "alle:webConcurrency",
+    "alle:webCpu",
+    "alle:webMemory",
+    "alle:workerInstances",
+    "alle:workerCpu",
+    "alle:workerMemory",
+    "alle:image",
+    "alle:registryProject",
+    "alle:registryLocation",
+)
+
+#: Regions where Cloud Run (services, jobs, worker pools, Direct VPC egress), Cloud SQL and Memorystore all run.
+REGIONS = frozenset({
+    "asia-east1", "asia-northeast1", "asia-south1", "asia-southeast1", "australia-southeast1",
+    "europe-north1", "europe-southwest1", "europe-west1", "europe-west2", "europe-west3", "europe-west4",
+    "europe-west6", "europe-west8", "europe-west9", "me-west1", "northamerica-northeast1",
+    "southamerica-east1", "us-central1", "us-east1", "us-east4", "us-east5", "us-south1", "us-west1",
+    "us-west2", "us-west4",
+})
+
+#: Cloud Run CPU → (min, max) memory in MiB, second-generation execution environment.
+CLOUD_RUN_MEMORY_MIB = {"1": (512, 4096), "2": (512, 8192), "4": (2048, 16384), "6": (4096, 24576), "8": (4096, 32768)}
+
+#: Cloud SQL Enterprise edition shared-core tiers (not covered by the SLA; staging only).
+SHARED_CORE_TIERS = frozenset({"db-f1-micro", "db-g1-small"})
+DB_CUSTOM = re.compile(r"^db-custom-(\d+)-(\d+)$")
+PERF_OPTIMIZED = re.compile(r"^db-perf-optimized-N-(2|4|8|16|32|48|64|80|96|128)$")
+
+IMAGE_DIGEST = re.compile(r"^[a-z0-9.-]+(:\d+)?(/[a-z0-9._-]+)+@sha256:[0-9a-f]{64}$")
+RELEASE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+PROJECT_ID = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
+MEMORY = re.compile(r"^(\d+)(Mi|Gi)$")
+CRON = re.compile(r"^(\S+\s+){4}\S+$")
+EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+class ConfigError(Exception):
+    """All invalid keys of a stack, one sentence each."""
+
+
+@dataclass(frozen=True)
+class Sizing:
+    cpu: str
+    memory: str
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    stack: str
+    project: str
+    region: str
+    release: str
+    image: str | None
+    public: bool
+    log_level: str
+    registry_project: str
+    registry_location: str
+    registry_repository: str
+    db_tier: str
+    db_edition: str
+    db_high_availability: bool
+    db_disk_size_gb: int
+    db_backup_retention_count: int
+    db_pitr_days: int
+    redis_tier: str
+    redis_memory_gb: int
+    redis_version: str
+    web_min_instances: int
+    web_max_instances: int
+    web_concurrency: int
+    web: Sizing
+    worker_instances: int
+    worker: Sizing
+    jobs: Sizing
+    subnet_cidr: str
+    services_range_prefix: int
+    uploads_noncurrent_days: int
+    cleanup_schedule: str
+    cleanup_older_than_days: int
+    time_zone: str
+    mail_from: str
+    mail_api_key: pulumi.Output[str]
+
+    @property
+    def environment(self) -> str:
+        return self.stack
+
+    @property
+    def production(self) -> bool:
+        """One flag decides deletion protection and Pulumi `protect` for every stateful resource."""
+        return self.stack == "production"
+
+    @property
+    def prefix(self) -> str:
+        return f"alle-{self.stack}"
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return {"app": "alle", "stack": self.stack, "release": self.release}
+
+    @property
+    def pulls_from_other_project(self) -> bool:
+        return self.registry_project != self.project
+
+
+class _Reader:
+    """Reads raw strings and records one sentence per bad value instead of stopping at the first."""
+
+    def __init__(self, stack: str, raw: Mapping[str, str]) -> None:
+        self.stack = stack
+        self.raw = raw
+        self.errors: list[str] = []
+
+    def fail(self, key: str, value: object, allowed: str) -> None:
+        self.errors.append(f"Stack '{self.stack}': {key} is {value!r}; {allowed}.")
+
+    def get(self, key: str, parse: Callable[[str], T], allowed: str, fallback: T) -> T:
+        value = self.raw.get(key)
+        if value is None:
+            self.fail(key, None, f"it is required ({allowed}); declare it in Pulumi.yaml or set it with "
+                                 f"`pulumi config set {key} …`")
+            return fallback
+        try:
+            return parse(value)
+        except ValueError:
+            self.fail(key, value, allowed)
+            return fallback
+
+    def string(self, key: str, pattern: re.Pattern[str] | None = None, allowed: str = "any text") -> str:
+        def parse(value: str) -> str:
+            if pattern is not None and not pattern.match(value):
+                raise ValueError
+            return value
+
+        return self.get(key, parse, allowed, "")
+
+    def choice(self, key: str, options: tuple[str, ...] | frozenset[str]) -> str:
+        allowed = "allowed: " + ", ".join(sorted(options))
+
+        def parse(value: str) -> str:
+            if value not in options:
+                raise ValueError
+            return value
+
+        return self.get(key, parse, allowed, sorted(options)[0])
+
+    def integer(self, key: str, low: int, high: int) -> int:
+        def parse(value: str) -> int:
+            number = int(value)
+            if not low <= number <= high:
+                raise ValueError
+            return number
+
+        return self.get(key, parse, f"allowed: a whole number from {low} to {high}", low)
+
+    def boolean(self, key: str) -> bool:
+        def parse(value: str) -> bool:
+            if value.lower() not in ("true", "false"):
+                raise ValueError
+            return value.lower() == "true"
+
+        return self.get(key, parse, "allowed: true or false", False)
+
+
+def _mib(memory: str) -> int:
+    match = MEMORY.match(memory)
+    if not match:
+        raise ValueError(memory)
+    return int(match[1]) * (1024 if match[2] == "Gi" else 1)
+
+
+def _sizing(reader: _Reader, prefix: str) -> Sizing:
+    cpu = reader.choice(f"alle:{prefix}Cpu", frozenset(CLOUD_RUN_MEMORY_MIB))
+    key = f"alle:{prefix}Memory"
+    memory = reader.string(key, MEMORY, "allowed: a size such as 512Mi or 2Gi")
+    if memory and cpu in CLOUD_RUN_MEMORY_MIB:
+        low, high = CLOUD_RUN_MEMORY_MIB[cpu]
+        if not low <= _mib(memory) <= high:
+            reader.fail(key, memory, f"with {cpu} CPU Cloud Run allows {low}Mi to {high}Mi")
+    return Sizing(cpu=cpu, memory=memory)
+
+
+def _db_edition(reader: _Reader, tier: str, production: bool) -> str:
+    """Pair the tier with its edition: Enterprise takes shared-core and db-custom, Enterprise Plus takes perf-optimized."""
+    if PERF_OPTIMIZED.match(tier):
+        return "ENTERPRISE_PLUS"
+    custom = DB_CUSTOM.match(tier)
+    if custom:
+        cpus, memory = int(custom[1]), int(custom[2])
+        cpus_ok = cpus == 1 or (cpus % 2 == 0 and 2 <= cpus <= 96)
+        memory_ok = memory % 256 == 0 and memory >= 3840 and 0.9 * 1024 * cpus <= memory <= 6.5 * 1024 * cpus
+        if not (cpus_ok and memory_ok):
+            reader.fail("alle:dbTier", tier, "db-custom-CPUS-MIB needs 1 or an even number of CPUs up to 96 and "
+                                            "0.9–6.5 GiB per CPU in multiples of 256 MiB, at least 3840 MiB")
+        return "ENTERPRISE"
+    if tier in SHARED_CORE_TIERS:
+        if production:
+            reader.fail("alle:dbTier", tier, "production needs a dedicated-core tier (db-custom-… or "
+                                            "db-perf-optimized-N-…), shared-core tiers have no SLA")
+        return "ENTERPRISE"
+    reader.fail("alle:dbTier", tier, "allowed: db-f1-micro, db-g1-small, db-custom-CPUS-MIB or db-perf-optimized-N-CPUS")
+    return "ENTERPRISE"
+
+
+def parse(stack: str, raw: Mapping[str, str], mail_api_key: pulumi.Output[str]) -> StackConfig:
+    """Validate the raw `namespace:key` strings of one stack; raise ConfigError listing every problem."""
+    reader = _Reader(stack, raw)
+    if stack not in ENVIRONMENTS:
+        reader.fail("stack name", stack, "allowed: " + " or ".join(ENVIRONMENTS) + " (the stack name is APP_ENV)")
+    production = stack == "production"
+    project = reader.string("gcp:project", PROJECT_ID, "allowed: a GCP project id (6–30 lowercase letters, "
+                                                        "digits and hyphens)")
+    region = reader.choice("gcp:region", REGIONS)
+    image = raw.get("alle:image") or None
+    if image is not None and not IMAGE_DIGEST.match(image):
+        reader.fail("alle:image", image, "allowed: empty (build from app/) or a reference pinned by digest, "
+                                          "REGISTRY/PATH@sha256:<64 hex>")
+    if production and image is None:
+        reader.fail("alle:image", "", "production never builds: pin the digest staging runs (`./bin/alle-ops promote`)")
+    registry_project = raw.get("alle:registryProject") or project
+    if not PROJECT_ID.match(registry_project):
+        reader.fail("alle:registryProject", registry_project, "allowed: a GCP project id")
+    if registry_project != project and image is None and not production:
+        reader.fail("alle:image", "", f"a stack that pulls from {registry_project}'s registry does not build: "
+                                      "pin a digest, or leave alle:registryProject empty to own a registry")
+    registry_location = raw.get("alle:registryLocation") or region
+    if registry_location not in REGIONS:
+        reader.fail("alle:registryLocation", registry_location, "allowed: " + ", ".join(sorted(REGIONS)))
+    db_tier = reader.string("alle:dbTier")
+    db_high_availability = reader.boolean("alle:dbHighAvailability")
+    redis_tier = reader.choice("alle:redisTier", ("BASIC", "STANDARD_HA"))
+    if production and not db_high_availability:
+        reader.fail("alle:dbHighAvailability", "false", "production requires regional high availability (true)")
+    if production and redis_tier != "STANDARD_HA":
+        reader.fail("alle:redisTier", redis_tier, "production requires STANDARD_HA")
+    web_min = reader.integer("alle:webMinInstances", 0, 100)
+    web_max = reader.integer("alle:webMaxInstances", 1, 1000)
+    if web_min > web_max:
+        reader.fail("alle:webMinInstances", str(web_min), f"it must not exceed alle:webMaxInstances ({web_max})")
+    config = StackConfig(
+        stack=stack,
+        project=project,
+        region=region,
+        release=reader.string("alle:release", RELEASE, "allowed: 1–63 lowercase letters, digits, '-' or '_' "
+                                                        "(a commit SHA works), as it becomes a label value"),
+        image=image,
+        public=reader.boolean("alle:public"),
+        log_level=reader.choice("alle:logLevel", LOG_LEVELS),
+        registry_project=registry_project,
+        registry_location=registry_location,
+        registry_repository=reader.string("alle:registryRepository", re.compile(r"^[a-z][a-z0-9-]{0,62}$"),
+                                          "allowed: lowercase letters, digits and hyphens"),
+        db_tier=db_tier,
+        db_edition=_db_edition(reader, db_tier, production) if db_tier else "ENTERPRISE",
+        db_high_availability=db_high_availability,
+        db_disk_size_gb=reader.integer("alle:dbDiskSizeGb", 10, 65536),
+        db_backup_retention_count=reader.integer("alle:dbBackupRetentionCount", 1, 365),
+        db_pitr_days=reader.integer("alle:dbPitrDays", 1, 7),
+        redis_tier=redis_tier,
+        redis_memory_gb=reader.integer("alle:redisMemoryGb", 1, 300),
+        redis_version=reader.choice("alle:redisVersion", ("REDIS_7_0", "REDIS_7_2")),
+        web_min_instances=web_min,
+        web_max_instances=web_max,
+        web_concurrency=reader.integer("alle:webConcurrency", 1, 1000),
+        web=_sizing(reader, "web"),
+        worker_instances=reader.integer("alle:workerInstances", 0, 100),
+        worker=_sizing(reader, "worker"),
+        jobs=_sizing(reader, "jobs"),
+        subnet_cidr=reader.string("alle:subnetCidr", re.compile(r"^10\.\d{1,3}\.\d{1,3}\.0/(2[0-6]|1\d)$"),
+                                  "allowed: a private 10.x.y.0 range of /26 or larger, as Direct VPC egress needs"),
+        services_range_prefix=reader.integer("alle:servicesRangePrefix", 16, 24),
+        uploads_noncurrent_days=reader.integer("alle:uploadsNoncurrentDays", 1, 3650),
+        cleanup_schedule=reader.string("alle:cleanupSchedule", CRON, "allowed: a five-field cron expression"),
+        cleanup_older_than_days=reader.integer("alle:cleanupOlderThanDays", 1, 3650),
+        time_zone=reader.string("alle:timeZone", re.compile(r"^[A-Za-z_]+(/[A-Za-z_+-]+)*$"), "allowed: a tz name"),
+        mail_from=reader.string("alle:mailFrom", EMAIL, "allowed: an email address"),
+        mail_api_key=mail_api_key,
+    )
+    if reader.errors:
+        raise ConfigError(" ".join(reader.errors))
+    return config
+
+
+#: Keys read as plain strings (everything declared in Pulumi.yaml except the secret).
+KEYS = (
+    "gcp:project", "gcp:region", "alle:release", "alle:image", "alle:public", "alle:logLevel",
+    "alle:registryProject", "alle:registryLocation", "alle:registryRepository", "alle:dbTier",
+    "alle:dbHighAvailability", "alle:dbDiskSizeGb", "alle:dbBackupRetentionCount", "alle:dbPitrDays",
+    "alle:redisTier", "alle:redisMemoryGb", "alle:redisVersion", "alle:webMinInstances", "alle:webMaxInstances",
+    "alle:webConcurrency", "alle:webCpu", "alle:webMemory", "alle:workerInstances", "alle:workerCpu",
+    "alle:workerMemory", "alle:jobsCpu", "alle:jobsMemory", "alle:subnetCidr", "alle:servicesRangePrefix",
+    "alle:uploadsNoncurrentDays", "alle:cleanupSchedule", "alle:cleanupOlderThanDays", "alle:timeZone",
+    "alle:mailFrom",
+)
+
+
+def load() -> StackConfig:
+    """Read every key of the running stack once."""
+    namespaces = {"gcp": pulumi.Config("gcp"), "alle": pulumi.Config("alle")}
+    raw: dict[str, str] = {}
+    for key in KEYS:
+        namespace, name = key.split(":")
+        value = namespaces[namespace].get(name)
+        if value is not None:
+            raw[key] = value
+    mail_api_key = namespaces["alle"].require_secret("mailApiKey")
+    return parse(pulumi.get_stack(), raw, mail_api_key)

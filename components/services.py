@@ -1,0 +1,160 @@
+"""The long-running processes: `alle web` as a Cloud Run service and `alle worker` as a Cloud Run worker pool."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_gcp as gcp
+
+from components.config import Sizing
+from components.workload import Workload
+
+run = gcp.cloudrunv2
+CONTAINER_PORT = 8080
+
+
+@dataclass
+class WebArgs:
+    project: str
+    region: str
+    prefix: str
+    production: bool
+    public: bool
+    workload: Workload
+    service_account: pulumi.Input[str]
+    sizing: Sizing
+    min_instances: int
+    max_instances: int
+    concurrency: int
+    depends_on: list[pulumi.Resource]
+
+
+class Web(pulumi.ComponentResource):
+    def __init__(self, name: str, args: WebArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("alle:services:Web", name, None, opts)
+        w = args.workload
+        # Probes use /healthz: /readyz also checks Redis, and the app is built to keep serving from PostgreSQL
+        # while Redis is away; gating instances on it would turn a cache outage into an outage.
+        probe = run.ServiceTemplateContainerStartupProbeHttpGetArgs(path="/healthz", port=CONTAINER_PORT)
+        self.service = run.Service(
+            f"{name}-service",
+            run.ServiceArgs(
+                project=args.project,
+                location=args.region,
+                name=f"{args.prefix}-web",
+                ingress="INGRESS_TRAFFIC_ALL",
+                deletion_protection=args.production,
+                labels=w.labels,
+                template=run.ServiceTemplateArgs(
+                    labels=w.labels,
+                    service_account=args.service_account,
+                    execution_environment="EXECUTION_ENVIRONMENT_GEN2",
+                    max_instance_request_concurrency=args.concurrency,
+                    timeout="60s",
+                    scaling=run.ServiceTemplateScalingArgs(
+                        min_instance_count=args.min_instances, max_instance_count=args.max_instances
+                    ),
+                    vpc_access=w.vpc(run.ServiceTemplateVpcAccessArgs, run.ServiceTemplateVpcAccessNetworkInterfaceArgs),
+                    containers=[
+                        run.ServiceTemplateContainerArgs(
+                            image=w.image,
+                            args=["web"],
+                            ports=run.ServiceTemplateContainerPortsArgs(container_port=CONTAINER_PORT),
+                            envs=w.envs(
+                                run.ServiceTemplateContainerEnvArgs,
+                                run.ServiceTemplateContainerEnvValueSourceArgs,
+                                run.ServiceTemplateContainerEnvValueSourceSecretKeyRefArgs,
+                            ),
+                            resources=run.ServiceTemplateContainerResourcesArgs(
+                                limits={"cpu": args.sizing.cpu, "memory": args.sizing.memory},
+                                startup_cpu_boost=True,
+                                cpu_idle=True,
+                            ),
+                            startup_probe=run.ServiceTemplateContainerStartupProbeArgs(
+                                http_get=probe, period_seconds=2, failure_threshold=15, timeout_seconds=1
+                            ),
+                            liveness_probe=run.ServiceTemplateContainerLivenessProbeArgs(
+                                http_get=run.ServiceTemplateContainerLivenessProbeHttpGetArgs(
+                                    path="/healthz", port=CONTAINER_PORT
+                                ),
+                                period_seconds=15,
+                                failure_threshold=3,
+                                timeout_seconds=2,
+                            ),
+                        )
+                    ],
+                ),
+            ),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[*args.depends_on, *w.ready]),
+        )
+        self.public_access: gcp.cloudrunv2.ServiceIamMember | None = None
+        if args.public:
+            self.public_access = run.ServiceIamMember(
+                f"{name}-public",
+                run.ServiceIamMemberArgs(
+                    project=args.project,
+                    location=args.region,
+                    name=self.service.name,
+                    role="roles/run.invoker",
+                    member="allUsers",
+                ),
+                opts=pulumi.ResourceOptions(parent=self),
+            )
+        self.url = self.service.uri
+        self.register_outputs({"url": self.url})
+
+
+@dataclass
+class WorkerArgs:
+    project: str
+    region: str
+    prefix: str
+    production: bool
+    workload: Workload
+    service_account: pulumi.Input[str]
+    sizing: Sizing
+    instances: int
+    depends_on: list[pulumi.Resource]
+
+
+class Worker(pulumi.ComponentResource):
+    def __init__(self, name: str, args: WorkerArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("alle:services:Worker", name, None, opts)
+        w = args.workload
+        self.pool = run.WorkerPool(
+            f"{name}-pool",
+            run.WorkerPoolArgs(
+                project=args.project,
+                location=args.region,
+                name=f"{args.prefix}-worker",
+                # Worker pools are a pre-GA Cloud Run surface; the API refuses them at the GA launch stage.
+                launch_stage="BETA",
+                deletion_protection=args.production,
+                labels=w.labels,
+                scaling=run.WorkerPoolScalingArgs(scaling_mode="MANUAL", manual_instance_count=args.instances),
+                template=run.WorkerPoolTemplateArgs(
+                    labels=w.labels,
+                    service_account=args.service_account,
+                    vpc_access=w.vpc(run.WorkerPoolTemplateVpcAccessArgs,
+                                     run.WorkerPoolTemplateVpcAccessNetworkInterfaceArgs),
+                    containers=[
+                        run.WorkerPoolTemplateContainerArgs(
+                            image=w.image,
+                            args=["worker"],
+                            envs=w.envs(
+                                run.WorkerPoolTemplateContainerEnvArgs,
+                                run.WorkerPoolTemplateContainerEnvValueSourceArgs,
+                                run.WorkerPoolTemplateContainerEnvValueSourceSecretKeyRefArgs,
+                            ),
+                            resources=run.WorkerPoolTemplateContainerResourcesArgs(
+                                limits={"cpu": args.sizing.cpu, "memory": args.sizing.memory}
+                            ),
+                        )
+                    ],
+                ),
+            ),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[*args.depends_on, *w.ready]),
+        )
+        self.name = self.pool.name
+        self.register_outputs({"name": self.pool.name})

@@ -1,0 +1,103 @@
+"""Load stack config the way the Pulumi CLI does and run the program per stack in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+MAIL_KEY = "SG.mock-sendgrid-key"
+#: What `alle-ops promote` pins into production: the digest staging built.
+PROMOTED = "europe-west1-docker.pkg.dev/alle-staging/alle/alle@sha256:" + "ab" * 32
+
+
+def stack_config(stack: str, overrides: dict[str, str] | None = None) -> dict[str, str]:
+    """Project defaults from Pulumi.yaml, then the stack file, then overrides; values as strings like the CLI."""
+    project = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())
+    config: dict[str, str] = {}
+    for key, spec in project["config"].items():
+        if "default" in spec:
+            config[f"alle:{key}"] = _text(spec["default"])
+    stack_file = yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())
+    config |= {key: _text(value) for key, value in stack_file["config"].items()}
+    config["alle:mailApiKey"] = MAIL_KEY
+    if stack == "production" and not config.get("alle:image"):
+        config["alle:image"] = PROMOTED
+    return config | (overrides or {})
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+@dataclass
+class Resource:
+    type: str
+    name: str
+    urn: str
+    parent: str
+    custom: bool
+    protect: bool
+    dependencies: list[str]
+    inputs: dict[str, Any]
+
+
+class Graph:
+    """What one stack registered."""
+
+    def __init__(self, stack: str, data: dict[str, Any]) -> None:
+        self.stack = stack
+        self.resources = [Resource(**r) for r in data["resources"]]
+        self.outputs: dict[str, Any] = data["outputs"]
+        self.by_urn = {r.urn: r for r in self.resources}
+
+    def of_type(self, typ: str) -> list[Resource]:
+        return [r for r in self.resources if r.type == typ]
+
+    def one(self, typ: str, name: str | None = None) -> Resource:
+        found = [r for r in self.of_type(typ) if name is None or r.name == name]
+        assert len(found) == 1, f"{self.stack}: expected one {typ} {name or ''}, found {[r.name for r in found]}"
+        return found[0]
+
+    def custom(self) -> Iterator[Resource]:
+        return (r for r in self.resources if r.custom)
+
+    def depends_on(self, resource: Resource, other: Resource) -> bool:
+        """Direct or transitive: would the engine create `other` before `resource`?"""
+        seen: set[str] = set()
+        todo = list(resource.dependencies)
+        while todo:
+            urn = todo.pop()
+            if urn == other.urn:
+                return True
+            if urn in seen or urn not in self.by_urn:
+                continue
+            seen.add(urn)
+            todo.extend(self.by_urn[urn].dependencies)
+        return False
+
+
+def run(stack: str, config: dict[str, str]) -> dict[str, Any]:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "tests" / "run_program.py"), stack],
+        input=json.dumps(config), capture_output=True, text=True, timeout=120, cwd=ROOT,
+    )
+    lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
+    if not lines:
+        raise AssertionError(f"program printed nothing for {stack}:\n{result.stdout}\n{result.stderr}")
+    return dict(json.loads(lines[-1]))
+
+
+def program(stack: str, overrides: dict[str, str] | None = None) -> Graph:
+    data = run(stack, stack_config(stack, overrides))
+    assert "error" not in data, data["error"]
+    return Graph(stack, data)

@@ -1,0 +1,99 @@
+"""Pulumi mocks that record what the program registers: inputs, parent, dependencies, protect, stack outputs.
+
+Mocks accept anything, so the values they hand back are the ones GCP would (a version number, a digest),
+and what they record is exactly what the engine would receive.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import pulumi
+from pulumi.runtime import rpc
+from pulumi.runtime.mocks import MockCallArgs, MockMonitor, MockResourceArgs
+
+SECRET_SIG = rpc._special_sig_key
+SECRET_VALUE = rpc._special_secret_sig
+
+
+def plain(value: Any) -> Any:
+    """Unwrap Pulumi's secret envelopes into {"secret": value} so tests can see what was secret."""
+    if isinstance(value, dict):
+        if value.get(SECRET_SIG) == SECRET_VALUE:
+            return {"secret": plain(value.get("value"))}
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [plain(v) for v in value]
+    return value
+
+
+def _unsecret(value: Any) -> Any:
+    if isinstance(value, dict):
+        if value.get(SECRET_SIG) == SECRET_VALUE:
+            return _unsecret(value.get("value"))
+        return {k: _unsecret(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_unsecret(v) for v in value]
+    return value
+
+
+class Mocks(pulumi.runtime.Mocks):
+    def new_resource(self, args: MockResourceArgs) -> tuple[str, dict[str, Any]]:
+        inputs = _unsecret(args.inputs)
+        outputs = dict(args.inputs)
+        name = inputs.get("name", args.name)
+        typ = args.typ
+        if typ == "gcp:serviceaccount/account:Account":
+            email = f"{inputs['accountId']}@{inputs['project']}.iam.gserviceaccount.com"
+            outputs |= {"email": email, "member": f"serviceAccount:{email}"}
+        elif typ == "gcp:sql/databaseInstance:DatabaseInstance":
+            outputs |= {"privateIpAddress": "10.20.0.3", "connectionName": f"{inputs['project']}:{inputs['region']}:{name}"}
+        elif typ == "gcp:redis/instance:Instance":
+            outputs |= {
+                "host": "10.20.1.4",
+                "port": 6378,
+                "authString": "mock-auth-string",
+                "serverCaCerts": [{"cert": "-----BEGIN CERTIFICATE-----\nMOCK\n-----END CERTIFICATE-----\n"}],
+            }
+        elif typ == "gcp:secretmanager/secretVersion:SecretVersion":
+            outputs |= {"version": "1", "name": f"{inputs['secret']}/versions/1"}
+        elif typ == "gcp:secretmanager/secret:Secret":
+            outputs |= {"name": f"projects/{inputs['project']}/secrets/{inputs['secretId']}"}
+        elif typ == "gcp:cloudrunv2/service:Service":
+            outputs |= {"uri": f"https://{name}-abc123-ew.a.run.app"}
+        elif typ == "docker:index/image:Image":
+            repository = inputs["imageName"].rsplit(":", 1)[0]
+            digest = hashlib.sha256(inputs["imageName"].encode()).hexdigest()
+            outputs |= {"repoDigest": f"{repository}@sha256:{digest}"}
+        elif typ == "random:index/randomPassword:RandomPassword":
+            outputs |= {"result": "r" * int(inputs["length"])}
+        return f"{args.name}-id", outputs
+
+    def call(self, args: MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
+        if args.token == "gcp:organizations/getProject:getProject":
+            return {"number": "123456789012", "projectId": args.args.get("projectId")}, None
+        return {}, None
+
+
+class RecordingMonitor(MockMonitor):
+    """Keeps every registration request as the engine would see it."""
+
+    def __init__(self, mocks: Mocks) -> None:
+        super().__init__(mocks)
+        self.recorded: list[dict[str, Any]] = []
+
+    def RegisterResource(self, request: Any) -> Any:  # noqa: N802 - gRPC method name
+        response = super().RegisterResource(request)
+        if request.type != "pulumi:pulumi:Stack":
+            self.recorded.append({
+                "type": request.type,
+                "name": request.name,
+                "urn": response.urn,
+                "parent": request.parent,
+                "custom": request.custom,
+                "protect": bool(request.protect),
+                "dependencies": list(request.dependencies),
+                "inputs": plain(rpc.deserialize_properties(request.object, keep_unknowns=True)),
+            })
+        return response
