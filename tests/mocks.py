@@ -72,8 +72,8 @@ class Mocks(pulumi.runtime.Mocks):
 
     def call(self, args: MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
         if args.token == "gcp:organizations/getProject:getProject":
-            return {"number": "123456789012", "projectId": args.args.get("projectId")}, None
-        return {}, None
+            return {"number": "123456789012", "projectId": args.args.get("projectId")}, []
+        return {}, []
 
 
 class RecordingMonitor(MockMonitor):

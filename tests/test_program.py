@@ -1,0 +1,429 @@
+"""The whole Pulumi program per stack, asserted on the inputs the engine would receive (camelCase)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+
+from harness import MAIL_KEY, PROMOTED, Graph, Resource, program
+
+RUN = "gcp:cloudrunv2"
+SERVICE, WORKER_POOL, JOB = f"{RUN}/service:Service", f"{RUN}/workerPool:WorkerPool", f"{RUN}/job:Job"
+SQL = "gcp:sql/databaseInstance:DatabaseInstance"
+REDIS = "gcp:redis/instance:Instance"
+BUCKET = "gcp:storage/bucket:Bucket"
+SECRET_VERSION = "gcp:secretmanager/secretVersion:SecretVersion"
+SECRET_IAM = "gcp:secretmanager/secretIamMember:SecretIamMember"
+PSA = "gcp:servicenetworking/connection:Connection"
+APP_ENV_NAMES = ["APP_ENV", "DATABASE_URL", "GOOGLE_CLOUD_PROJECT", "LOG_LEVEL", "MAIL_API_KEY", "MAIL_FROM",
+                 "REDIS_CA_CERT", "REDIS_URL", "RELEASE", "SECRET_KEY", "STORAGE_BUCKET"]
+
+
+def container(resource: Resource) -> dict[str, Any]:
+    template = resource.inputs["template"]
+    if resource.type == JOB:
+        template = template["template"]
+    [only] = template["containers"]
+    return dict(only)
+
+
+def env(resource: Resource) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueSource")) for e in container(resource)["envs"]}
+
+
+def workloads(graph: Graph) -> list[Resource]:
+    return [*graph.of_type(SERVICE), *graph.of_type(WORKER_POOL), *graph.of_type(JOB)]
+
+
+def sa(graph: Graph, role: str) -> str:
+    return f"serviceAccount:alle-{graph.stack}-{role}@alle-{graph.stack}.iam.gserviceaccount.com"
+
+
+# Counts --------------------------------------------------------------------------------------------------------
+
+
+def test_staging_registers_its_full_resource_set(staging: Graph) -> None:
+    assert len(staging.resources) == 84
+    assert len([r for r in staging.resources if not r.custom]) == 12
+
+
+def test_production_registers_its_full_resource_set(production: Graph) -> None:
+    # No registry and no build (−2); read access on staging's registry for 3 identities and the service agent (+4).
+    assert len(production.resources) == 86
+    assert len([r for r in production.resources if not r.custom]) == 12
+
+
+def test_every_custom_resource_is_parented_to_a_component(stack: Graph) -> None:
+    components = {r.urn for r in stack.resources if not r.custom}
+    assert all(r.parent in components for r in stack.custom())
+
+
+# 3. Components -------------------------------------------------------------------------------------------------
+
+
+def test_apis_are_enabled_and_never_disabled_on_destroy(stack: Graph) -> None:
+    apis = stack.of_type("gcp:projects/service:Service")
+    assert {a.inputs["service"] for a in apis} >= {
+        "run.googleapis.com", "sqladmin.googleapis.com", "redis.googleapis.com", "secretmanager.googleapis.com",
+        "servicenetworking.googleapis.com", "cloudscheduler.googleapis.com", "artifactregistry.googleapis.com",
+    }
+    assert all(a.inputs["disableOnDestroy"] is False for a in apis)
+
+
+API_OF = {
+    "gcp:compute/": "compute.googleapis.com",
+    "gcp:servicenetworking/": "servicenetworking.googleapis.com",
+    "gcp:sql/databaseInstance": "sqladmin.googleapis.com",
+    "gcp:redis/": "redis.googleapis.com",
+    "gcp:secretmanager/secret:": "secretmanager.googleapis.com",
+    "gcp:serviceaccount/": "iam.googleapis.com",
+    "gcp:artifactregistry/repository:": "artifactregistry.googleapis.com",
+    "gcp:cloudrunv2/service:": "run.googleapis.com",
+    "gcp:cloudrunv2/workerPool:": "run.googleapis.com",
+    "gcp:cloudrunv2/job:": "run.googleapis.com",
+    "gcp:cloudscheduler/": "cloudscheduler.googleapis.com",
+    "gcp:storage/bucket:": "storage.googleapis.com",
+}
+
+
+def test_every_resource_waits_for_the_api_it_uses(stack: Graph) -> None:
+    apis = {a.inputs["service"]: a for a in stack.of_type("gcp:projects/service:Service")}
+    checked = 0
+    for resource in stack.custom():
+        for prefix, api in API_OF.items():
+            if resource.type.startswith(prefix):
+                assert stack.depends_on(resource, apis[api]), f"{resource.name} does not wait for {api}"
+                checked += 1
+    assert checked >= 15
+
+
+def test_network_has_run_subnet_and_private_services_access_abandoned_on_delete(stack: Graph) -> None:
+    subnet = stack.one("gcp:compute/subnetwork:Subnetwork")
+    assert subnet.inputs["ipCidrRange"] == "10.8.0.0/24"
+    address = stack.one("gcp:compute/globalAddress:GlobalAddress")
+    assert (address.inputs["purpose"], address.inputs["addressType"]) == ("VPC_PEERING", "INTERNAL")
+    connection = stack.one(PSA)
+    assert connection.inputs["service"] == "servicenetworking.googleapis.com"
+    assert connection.inputs["reservedPeeringRanges"] == [address.inputs["name"]]
+    assert connection.inputs["deletionPolicy"] == "ABANDON"
+    for workload in workloads(stack):
+        template = workload.inputs["template"]
+        vpc = (template["template"] if workload.type == JOB else template)["vpcAccess"]
+        assert vpc["networkInterfaces"] == [{"network": "alle-" + stack.stack + "-vpc-id",
+                                             "subnetwork": f"alle-{stack.stack}-run-id"}]
+        assert vpc["egress"] == "PRIVATE_RANGES_ONLY"
+
+
+def test_cloud_sql_is_postgres_16_private_ssl_only_with_backups_pitr_maintenance_insights(stack: Graph) -> None:
+    sql = stack.one(SQL).inputs
+    assert sql["databaseVersion"] == "POSTGRES_16"
+    settings = sql["settings"]
+    assert settings["ipConfiguration"]["ipv4Enabled"] is False
+    assert settings["ipConfiguration"]["privateNetwork"] == f"alle-{stack.stack}-vpc-id"
+    assert settings["ipConfiguration"]["sslMode"] == "ENCRYPTED_ONLY"
+    backup = settings["backupConfiguration"]
+    assert backup["enabled"] and backup["pointInTimeRecoveryEnabled"]
+    assert backup["transactionLogRetentionDays"] == 7
+    assert settings["maintenanceWindow"] == {"day": 7, "hour": 3, "updateTrack": "stable"}
+    assert settings["insightsConfig"]["queryInsightsEnabled"] is True
+
+
+def test_production_database_is_regional_and_protected_three_ways(production: Graph) -> None:
+    sql = production.one(SQL)
+    assert sql.inputs["settings"]["availabilityType"] == "REGIONAL"
+    assert sql.inputs["settings"]["tier"] == "db-custom-2-7680"
+    assert sql.inputs["settings"]["edition"] == "ENTERPRISE"
+    assert sql.inputs["deletionProtection"] is True
+    assert sql.inputs["settings"]["deletionProtectionEnabled"] is True
+    assert sql.protect is True
+
+
+def test_staging_database_is_zonal_and_can_be_torn_down(staging: Graph) -> None:
+    sql = staging.one(SQL)
+    assert sql.inputs["settings"]["availabilityType"] == "ZONAL"
+    assert sql.inputs["deletionProtection"] is False
+    assert sql.protect is False
+
+
+def test_app_user_is_abandoned_on_delete_and_its_password_lives_only_in_secrets(stack: Graph) -> None:
+    user = stack.one("gcp:sql/user:User")
+    assert user.inputs["deletionPolicy"] == "ABANDON"
+    assert user.inputs["password"] == {"secret": "r" * 40}
+    url = _secret_data(stack, "database-url")
+    assert url == {"secret": f"postgresql://alle:{'r' * 40}@10.20.0.3:5432/alle?sslmode=require"}
+    assert "r" * 40 not in repr(stack.outputs)
+    for workload in workloads(stack):
+        assert "r" * 40 not in repr(container(workload))
+
+
+def _secret_data(graph: Graph, key: str) -> Any:
+    [version] = [v for v in graph.of_type(SECRET_VERSION) if v.name == f"alle-{graph.stack}-{key}-v"]
+    return version.inputs["secretData"]
+
+
+def test_database_and_cache_wait_for_the_private_services_connection(stack: Graph) -> None:
+    connection = stack.one(PSA)
+    assert stack.depends_on(stack.one(SQL), connection)
+    assert stack.depends_on(stack.one(REDIS), connection)
+
+
+def test_memorystore_is_redis_7_private_with_auth_and_tls(stack: Graph) -> None:
+    redis = stack.one(REDIS).inputs
+    assert redis["redisVersion"] == "REDIS_7_2"
+    assert redis["connectMode"] == "PRIVATE_SERVICE_ACCESS"
+    assert redis["authEnabled"] is True
+    assert redis["transitEncryptionMode"] == "SERVER_AUTHENTICATION"
+    assert redis["reservedIpRange"] == f"alle-{stack.stack}-services"
+    assert _secret_data(stack, "redis-url") == {"secret": "rediss://:mock-auth-string@10.20.1.4:6378/0"}
+    assert _secret_data(stack, "redis-ca-cert")["secret"].startswith("-----BEGIN CERTIFICATE-----")
+
+
+def test_redis_tier_is_standard_ha_in_production_and_basic_in_staging(staging: Graph, production: Graph) -> None:
+    assert production.one(REDIS).inputs["tier"] == "STANDARD_HA"
+    assert staging.one(REDIS).inputs["tier"] == "BASIC"
+
+
+def test_uploads_bucket_is_private_uniform_versioned_with_expiring_old_versions(stack: Graph) -> None:
+    bucket = stack.one(BUCKET).inputs
+    assert bucket["uniformBucketLevelAccess"] is True
+    assert bucket["publicAccessPrevention"] == "enforced"
+    assert bucket["versioning"] == {"enabled": True}
+    assert bucket["forceDestroy"] is False
+    [rule] = bucket["lifecycleRules"]
+    assert rule["action"]["type"] == "Delete"
+    assert rule["condition"]["daysSinceNoncurrentTime"] == 30
+    assert rule["condition"]["withState"] == "ARCHIVED"
+
+
+def test_bucket_access_is_granted_on_the_bucket_to_the_runtime_identities_only(stack: Graph) -> None:
+    grants = stack.of_type("gcp:storage/bucketIAMMember:BucketIAMMember")
+    assert {g.inputs["member"] for g in grants} == {sa(stack, r) for r in ("web", "worker", "jobs")}
+    assert {g.inputs["role"] for g in grants} == {"roles/storage.objectUser"}
+    project_roles = {g.inputs["role"] for g in stack.of_type("gcp:projects/iAMMember:IAMMember")}
+    assert not any(role.startswith("roles/storage.") for role in project_roles)
+
+
+def test_secrets_exist_for_each_app_secret(stack: Graph) -> None:
+    ids = {s.inputs["secretId"] for s in stack.of_type("gcp:secretmanager/secret:Secret")}
+    prefix = f"alle-{stack.stack}"
+    assert ids == {f"{prefix}-{k}" for k in ("database-url", "redis-url", "redis-ca-cert", "secret-key", "mail-api-key")}
+    assert _secret_data(stack, "mail-api-key") == {"secret": MAIL_KEY}
+    assert re.fullmatch(r"[a-zA-Z0-9]{64}", _secret_data(stack, "secret-key")["secret"])
+
+
+def test_every_secret_reference_pins_a_version_number(stack: Graph) -> None:
+    refs = [v["secretKeyRef"] for w in workloads(stack) for v in env(w).values() if isinstance(v, dict)]
+    assert len(refs) == 5 * len(workloads(stack))
+    assert all(ref["version"] == "1" for ref in refs)
+
+
+def test_each_secret_is_readable_by_exactly_the_runtime_identities(stack: Graph) -> None:
+    readers: dict[str, set[str]] = {}
+    for grant in stack.of_type(SECRET_IAM):
+        assert grant.inputs["role"] == "roles/secretmanager.secretAccessor"
+        readers.setdefault(grant.inputs["secretId"], set()).add(grant.inputs["member"])
+    assert len(readers) == 5
+    assert all(members == {sa(stack, r) for r in ("web", "worker", "jobs")} for members in readers.values())
+
+
+def test_identities_one_per_workload_without_primitive_or_project_wide_secret_roles(stack: Graph) -> None:
+    accounts = {a.inputs["accountId"] for a in stack.of_type("gcp:serviceaccount/account:Account")}
+    assert accounts == {f"alle-{stack.stack}-{r}" for r in ("web", "worker", "jobs", "scheduler")}
+    assert all(len(a) <= 30 for a in accounts)
+    roles = [r.inputs["role"] for r in stack.resources if "role" in r.inputs]
+    assert not {"roles/owner", "roles/editor", "roles/viewer"} & set(roles)
+    project_roles = {g.inputs["role"] for g in stack.of_type("gcp:projects/iAMMember:IAMMember")}
+    assert "roles/secretmanager.secretAccessor" not in project_roles
+
+
+def test_staging_builds_the_image_for_amd64_and_every_workload_runs_its_digest(staging: Graph) -> None:
+    build = staging.one("docker:index/image:Image").inputs
+    assert build["build"]["platform"] == "linux/amd64"
+    assert build["build"]["context"] == "app"
+    assert build["imageName"] == "europe-west1-docker.pkg.dev/alle-staging/alle/alle:dev"
+    images = {container(w)["image"] for w in workloads(staging)}
+    [image] = images
+    assert re.fullmatch(r"europe-west1-docker\.pkg\.dev/alle-staging/alle/alle@sha256:[0-9a-f]{64}", image)
+    assert staging.outputs["image"] == image
+    repo = staging.one("gcp:artifactregistry/repository:Repository").inputs
+    assert repo["format"] == "DOCKER"
+    assert {p["action"] for p in repo["cleanupPolicies"]} == {"KEEP", "DELETE"}
+
+
+def test_production_never_builds_and_runs_the_pinned_digest_from_stagings_registry(production: Graph) -> None:
+    assert production.of_type("docker:index/image:Image") == []
+    assert production.of_type("gcp:artifactregistry/repository:Repository") == []
+    assert {container(w)["image"] for w in workloads(production)} == {PROMOTED}
+    grants = production.of_type("gcp:artifactregistry/repositoryIamMember:RepositoryIamMember")
+    assert {g.inputs["project"] for g in grants} == {"alle-staging"}
+    assert {g.inputs["role"] for g in grants} == {"roles/artifactregistry.reader"}
+    assert {g.inputs["member"] for g in grants} == {
+        *(sa(production, r) for r in ("web", "worker", "jobs")),
+        "serviceAccount:service-123456789012@serverless-robot-prod.iam.gserviceaccount.com",
+    }
+
+
+def test_web_runs_alle_web_with_probes_scaling_and_sizing_per_stack(staging: Graph, production: Graph) -> None:
+    expected = {"staging": (0, 3, 40, "1", "512Mi"), "production": (1, 20, 80, "2", "1Gi")}
+    for graph in (staging, production):
+        service = graph.one(SERVICE)
+        template = service.inputs["template"]
+        web = container(service)
+        assert web["args"] == ["web"]
+        assert web["startupProbe"]["httpGet"]["path"] == "/healthz"
+        assert web["livenessProbe"]["httpGet"]["path"] == "/healthz"
+        assert web["resources"]["startupCpuBoost"] is True
+        sizing = (template["scaling"]["minInstanceCount"], template["scaling"]["maxInstanceCount"],
+                  template["maxInstanceRequestConcurrency"], web["resources"]["limits"]["cpu"],
+                  web["resources"]["limits"]["memory"])
+        assert sizing == expected[graph.stack]
+        assert template["serviceAccount"] == sa(graph, "web")[len("serviceAccount:"):]
+
+
+def test_only_the_web_service_is_publicly_invocable(stack: Graph) -> None:
+    public = [r for r in stack.resources if r.inputs.get("member") == "allUsers"]
+    assert [(r.type, r.inputs["role"]) for r in public] == [("gcp:cloudrunv2/serviceIamMember:ServiceIamMember",
+                                                             "roles/run.invoker")]
+
+
+def test_web_is_private_when_public_is_false() -> None:
+    private = program("staging", {"alle:public": "false"})
+    assert [r for r in private.resources if r.inputs.get("member") == "allUsers"] == []
+
+
+def test_worker_pool_runs_alle_worker_with_instances_per_stack_and_no_ingress(
+    staging: Graph, production: Graph
+) -> None:
+    for graph, count in ((staging, 1), (production, 2)):
+        pool = graph.one(WORKER_POOL)
+        assert container(pool)["args"] == ["worker"]
+        assert pool.inputs["scaling"] == {"scalingMode": "MANUAL", "manualInstanceCount": count}
+        assert "ingress" not in pool.inputs and "ports" not in container(pool)
+        assert env(pool) == env(graph.one(SERVICE))
+
+
+def test_migrate_job_carries_the_release_as_execution_token_and_admin_jobs_do_not(stack: Graph) -> None:
+    jobs = {j.inputs["name"]: j for j in stack.of_type(JOB)}
+    prefix = f"alle-{stack.stack}"
+    assert set(jobs) == {f"{prefix}-migrate", f"{prefix}-cleanup-old-tasks", f"{prefix}-generate-report"}
+    assert jobs[f"{prefix}-migrate"].inputs["runExecutionToken"] == "dev"
+    assert container(jobs[f"{prefix}-migrate"])["args"] == ["migrate"]
+    assert container(jobs[f"{prefix}-cleanup-old-tasks"])["args"] == ["cleanup-old-tasks", "--older-than-days", "90"]
+    assert "runExecutionToken" not in jobs[f"{prefix}-generate-report"].inputs
+
+
+def test_web_and_worker_depend_on_the_migrate_job(stack: Graph) -> None:
+    [migrate] = [j for j in stack.of_type(JOB) if j.inputs["name"].endswith("-migrate")]
+    assert stack.depends_on(stack.one(SERVICE), migrate)
+    assert stack.depends_on(stack.one(WORKER_POOL), migrate)
+
+
+def test_every_workload_waits_for_its_secret_versions_and_iam_grants(stack: Graph) -> None:
+    versions, grants = stack.of_type(SECRET_VERSION), stack.of_type(SECRET_IAM)
+    bucket_grants = stack.of_type("gcp:storage/bucketIAMMember:BucketIAMMember")
+    for workload in workloads(stack):
+        for needed in (*versions, *grants, *bucket_grants):
+            assert stack.depends_on(workload, needed), f"{workload.name} does not wait for {needed.name}"
+
+
+def test_production_workloads_wait_for_registry_read_access(production: Graph) -> None:
+    grants = production.of_type("gcp:artifactregistry/repositoryIamMember:RepositoryIamMember")
+    assert all(production.depends_on(w, g) for w in workloads(production) for g in grants)
+
+
+def test_scheduler_runs_cleanup_job_through_the_admin_api_as_an_invoker_of_that_job_only(stack: Graph) -> None:
+    job = stack.one("gcp:cloudscheduler/job:Job").inputs
+    prefix = f"alle-{stack.stack}"
+    assert job["httpTarget"]["uri"] == (
+        f"https://run.googleapis.com/v2/projects/{prefix}/locations/europe-west1/jobs/{prefix}-cleanup-old-tasks:run"
+    )
+    assert job["httpTarget"]["httpMethod"] == "POST"
+    assert job["httpTarget"]["oauthToken"]["serviceAccountEmail"] == sa(stack, "scheduler")[len("serviceAccount:"):]
+    assert job["schedule"] == "0 3 * * *"
+    [grant] = [r for r in stack.resources if r.inputs.get("member") == sa(stack, "scheduler")]
+    assert grant.type == "gcp:cloudrunv2/jobIamMember:JobIamMember"
+    assert (grant.inputs["name"], grant.inputs["role"]) == (f"{prefix}-cleanup-old-tasks", "roles/run.invoker")
+
+
+# 5. Parity -----------------------------------------------------------------------------------------------------
+
+
+def test_every_process_in_every_stack_gets_the_same_env_names(staging: Graph, production: Graph) -> None:
+    names = {tuple(sorted(env(w))) for graph in (staging, production) for w in workloads(graph)}
+    assert names == {tuple(APP_ENV_NAMES)}
+
+
+def test_env_contract_matches_the_apps_own_list() -> None:
+    from alle.config import CONTRACT_ENV
+
+    assert sorted(CONTRACT_ENV) == APP_ENV_NAMES
+
+
+def test_release_and_stack_reach_the_app_as_env(stack: Graph) -> None:
+    for workload in workloads(stack):
+        values = env(workload)
+        assert (values["APP_ENV"], values["RELEASE"]) == (stack.stack, "dev")
+        assert values["STORAGE_BUCKET"] == f"alle-{stack.stack}-alle-uploads"
+
+
+def test_no_secret_is_passed_as_plain_env(stack: Graph) -> None:
+    for workload in workloads(stack):
+        for name in ("DATABASE_URL", "REDIS_URL", "REDIS_CA_CERT", "SECRET_KEY", "MAIL_API_KEY"):
+            assert set(env(workload)[name]) == {"secretKeyRef"}
+
+
+def test_stacks_differ_only_in_the_image_build_resources(staging: Graph, production: Graph) -> None:
+    only_staging = {"docker:index/image:Image", "gcp:artifactregistry/repository:Repository"}
+    only_production = {"gcp:artifactregistry/repositoryIamMember:RepositoryIamMember"}
+    staging_types = {r.type for r in staging.resources}
+    production_types = {r.type for r in production.resources}
+    assert staging_types - production_types == only_staging
+    assert production_types - staging_types == only_production
+
+
+def test_release_id_flows_to_tag_labels_token_and_env() -> None:
+    sha = "3f5e2a9c0d1b4e6f8a7c9b0d2e4f6a8c1b3d5e7f"
+    graph = program("staging", {"alle:release": sha})
+    assert graph.one("docker:index/image:Image").inputs["imageName"].endswith(f"/alle:{sha}")
+    [migrate] = [j for j in graph.of_type(JOB) if j.inputs["name"].endswith("-migrate")]
+    assert migrate.inputs["runExecutionToken"] == sha
+    assert {env(w)["RELEASE"] for w in workloads(graph)} == {sha}
+    assert graph.one(BUCKET).inputs["labels"]["release"] == sha
+    assert graph.outputs["release"] == sha
+
+
+# 6. Outputs, 7. Labels -----------------------------------------------------------------------------------------
+
+
+def test_outputs_name_what_operators_need_and_no_secret(stack: Graph) -> None:
+    out = stack.outputs
+    prefix = f"alle-{stack.stack}"
+    assert out["web_url"].startswith("https://")
+    assert "@sha256:" in out["image"]
+    assert (out["region"], out["release"], out["project"]) == ("europe-west1", "dev", prefix)
+    assert out["jobs"] == {c: f"{prefix}-{c}" for c in ("migrate", "cleanup-old-tasks", "generate-report")}
+    assert out["sql_connection_name"] == f"{prefix}:europe-west1:{prefix}-pg"
+    assert out["bucket"] == f"{prefix}-alle-uploads"
+    for leaked in ("mock-auth-string", MAIL_KEY, "r" * 40):
+        assert leaked not in repr(out)
+
+
+LABELLED = {SQL: ("settings", "userLabels"), REDIS: ("labels",), BUCKET: ("labels",), SERVICE: ("labels",),
+            WORKER_POOL: ("labels",), JOB: ("labels",), "gcp:secretmanager/secret:Secret": ("labels",),
+            "gcp:artifactregistry/repository:Repository": ("labels",)}
+
+
+def test_every_labelled_resource_carries_app_stack_and_release(stack: Graph) -> None:
+    checked = 0
+    for resource in stack.custom():
+        if resource.type in LABELLED:
+            value: Any = resource.inputs
+            for key in LABELLED[resource.type]:
+                value = value[key]
+            assert value == {"app": "alle", "stack": stack.stack, "release": "dev"}, resource.name
+            checked += 1
+        elif "labels" in resource.inputs:
+            pytest.fail(f"{resource.type} has labels but is not in LABELLED")
+    assert checked >= 12
