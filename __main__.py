@@ -22,50 +22,100 @@ common = {"project": cfg.project}
 
 apis = Apis(name, ApisArgs(project=cfg.project))
 
-network = Network(name, NetworkArgs(
-    **common, region=cfg.region, subnet_cidr=cfg.subnet_cidr, services_range_prefix=cfg.services_range_prefix,
-    depends_on=apis.needs("compute", "servicenetworking"),
-))
+network = Network(
+    name,
+    NetworkArgs(
+        **common,
+        region=cfg.region,
+        subnet_cidr=cfg.subnet_cidr,
+        services_range_prefix=cfg.services_range_prefix,
+        depends_on=apis.needs("compute", "servicenetworking"),
+    ),
+)
 
 identity = Identity(name, IdentityArgs(**common, prefix=name, depends_on=apis.needs("iam")))
 
-database = Database(name, DatabaseArgs(
-    **common, region=cfg.region, prefix=name, tier=cfg.db_tier, edition=cfg.db_edition,
-    high_availability=cfg.db_high_availability, disk_size_gb=cfg.db_disk_size_gb,
-    backup_retention_count=cfg.db_backup_retention_count, pitr_days=cfg.db_pitr_days, production=cfg.production,
-    network_id=network.network_id, labels=cfg.labels,
-    depends_on=[*apis.needs("sql"), network.private_services],
-))
+database = Database(
+    name,
+    DatabaseArgs(
+        **common,
+        region=cfg.region,
+        prefix=name,
+        tier=cfg.db_tier,
+        edition=cfg.db_edition,
+        high_availability=cfg.db_high_availability,
+        disk_size_gb=cfg.db_disk_size_gb,
+        backup_retention_count=cfg.db_backup_retention_count,
+        pitr_days=cfg.db_pitr_days,
+        production=cfg.production,
+        network_id=network.network_id,
+        labels=cfg.labels,
+        depends_on=[*apis.needs("sql"), network.private_services],
+    ),
+)
 
-cache = Cache(name, CacheArgs(
-    **common, region=cfg.region, prefix=name, tier=cfg.redis_tier, memory_gb=cfg.redis_memory_gb,
-    redis_version=cfg.redis_version, production=cfg.production, network_id=network.network_id,
-    reserved_range=network.services_range_name, labels=cfg.labels,
-    depends_on=[*apis.needs("redis"), network.private_services],
-))
+cache = Cache(
+    name,
+    CacheArgs(
+        **common,
+        region=cfg.region,
+        prefix=name,
+        tier=cfg.redis_tier,
+        memory_gb=cfg.redis_memory_gb,
+        redis_version=cfg.redis_version,
+        production=cfg.production,
+        network_id=network.network_id,
+        reserved_range=network.services_range_name,
+        labels=cfg.labels,
+        depends_on=[*apis.needs("redis"), network.private_services],
+    ),
+)
 
-storage = Storage(name, StorageArgs(
-    **common, region=cfg.region, noncurrent_days=cfg.uploads_noncurrent_days, production=cfg.production,
-    members=identity.runtime_members, labels=cfg.labels, depends_on=apis.needs("storage"),
-))
+storage = Storage(
+    name,
+    StorageArgs(
+        **common,
+        region=cfg.region,
+        noncurrent_days=cfg.uploads_noncurrent_days,
+        production=cfg.production,
+        members=identity.runtime_members,
+        labels=cfg.labels,
+        depends_on=apis.needs("storage"),
+    ),
+)
 
-secrets = Secrets(name, SecretsArgs(
-    **common, prefix=name, readers=identity.runtime_members, labels=cfg.labels,
-    values={
-        "DATABASE_URL": database.url,
-        "REDIS_URL": cache.url,
-        "REDIS_CA_CERT": cache.ca_cert,
-        "MAIL_API_KEY": cfg.mail_api_key,
-    },
-    generated=["SECRET_KEY"],
-    depends_on=apis.needs("secretmanager"),
-))
+secrets = Secrets(
+    name,
+    SecretsArgs(
+        **common,
+        prefix=name,
+        readers=identity.runtime_members,
+        labels=cfg.labels,
+        values={
+            "DATABASE_URL": database.url,
+            "REDIS_URL": cache.url,
+            "REDIS_CA_CERT": cache.ca_cert,
+            "MAIL_API_KEY": cfg.mail_api_key,
+        },
+        generated=["SECRET_KEY"],
+        depends_on=apis.needs("secretmanager"),
+    ),
+)
 
-image = Image(name, ImageArgs(
-    **common, release=cfg.release, pinned=cfg.image, registry_project=cfg.registry_project,
-    registry_location=cfg.registry_location, repository=cfg.registry_repository,
-    readers=identity.runtime_members, labels=cfg.labels, depends_on=apis.needs("artifactregistry"),
-))
+image = Image(
+    name,
+    ImageArgs(
+        **common,
+        release=cfg.release,
+        pinned=cfg.image,
+        registry_project=cfg.registry_project,
+        registry_location=cfg.registry_location,
+        repository=cfg.registry_repository,
+        readers=identity.runtime_members,
+        labels=cfg.labels,
+        depends_on=apis.needs("artifactregistry"),
+    ),
+)
 
 workload = Workload(
     image=image.ref,
@@ -85,30 +135,70 @@ workload = Workload(
 )
 run_apis = apis.needs("run")
 
-jobs = Jobs(name, JobsArgs(
-    **common, region=cfg.region, prefix=name, release=cfg.release, production=cfg.production, workload=workload,
-    service_account=identity.emails["jobs"], sizing=cfg.jobs, cleanup_older_than_days=cfg.cleanup_older_than_days,
-    depends_on=[*run_apis, database.user, database.database],
-))
+jobs = Jobs(
+    name,
+    JobsArgs(
+        **common,
+        region=cfg.region,
+        prefix=name,
+        release=cfg.release,
+        production=cfg.production,
+        workload=workload,
+        service_account=identity.emails["jobs"],
+        sizing=cfg.jobs,
+        cleanup_older_than_days=cfg.cleanup_older_than_days,
+        depends_on=[*run_apis, database.user, database.database],
+    ),
+)
 
 # Web and worker roll out only after this release's migration succeeded.
-web = Web(name, WebArgs(
-    **common, region=cfg.region, prefix=name, production=cfg.production, public=cfg.public, workload=workload,
-    service_account=identity.emails["web"], sizing=cfg.web, min_instances=cfg.web_min_instances,
-    max_instances=cfg.web_max_instances, concurrency=cfg.web_concurrency, depends_on=[*run_apis, jobs.migrate],
-))
+web = Web(
+    name,
+    WebArgs(
+        **common,
+        region=cfg.region,
+        prefix=name,
+        production=cfg.production,
+        public=cfg.public,
+        workload=workload,
+        service_account=identity.emails["web"],
+        sizing=cfg.web,
+        min_instances=cfg.web_min_instances,
+        max_instances=cfg.web_max_instances,
+        concurrency=cfg.web_concurrency,
+        depends_on=[*run_apis, jobs.migrate],
+    ),
+)
 
-worker = Worker(name, WorkerArgs(
-    **common, region=cfg.region, prefix=name, production=cfg.production, workload=workload,
-    service_account=identity.emails["worker"], sizing=cfg.worker, instances=cfg.worker_instances,
-    depends_on=[*run_apis, jobs.migrate],
-))
+worker = Worker(
+    name,
+    WorkerArgs(
+        **common,
+        region=cfg.region,
+        prefix=name,
+        production=cfg.production,
+        workload=workload,
+        service_account=identity.emails["worker"],
+        sizing=cfg.worker,
+        instances=cfg.worker_instances,
+        depends_on=[*run_apis, jobs.migrate],
+    ),
+)
 
-scheduler = Scheduler(name, SchedulerArgs(
-    **common, region=cfg.region, prefix=name, schedule=cfg.cleanup_schedule, time_zone=cfg.time_zone,
-    job_name=jobs.names["cleanup-old-tasks"], invoker_email=identity.emails["scheduler"],
-    invoker_member=identity.members["scheduler"], depends_on=apis.needs("scheduler"),
-))
+scheduler = Scheduler(
+    name,
+    SchedulerArgs(
+        **common,
+        region=cfg.region,
+        prefix=name,
+        schedule=cfg.cleanup_schedule,
+        time_zone=cfg.time_zone,
+        job_name=jobs.names["cleanup-old-tasks"],
+        invoker_email=identity.emails["scheduler"],
+        invoker_member=identity.members["scheduler"],
+        depends_on=apis.needs("scheduler"),
+    ),
+)
 
 pulumi.export("web_url", web.url)
 pulumi.export("image", image.ref)

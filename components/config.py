@@ -38,13 +38,35 @@ PER_STACK_KEYS = (
 )
 
 #: Regions where Cloud Run (services, jobs, worker pools, Direct VPC egress), Cloud SQL and Memorystore all run.
-REGIONS = frozenset({
-    "asia-east1", "asia-northeast1", "asia-south1", "asia-southeast1", "australia-southeast1",
-    "europe-north1", "europe-southwest1", "europe-west1", "europe-west2", "europe-west3", "europe-west4",
-    "europe-west6", "europe-west8", "europe-west9", "me-west1", "northamerica-northeast1",
-    "southamerica-east1", "us-central1", "us-east1", "us-east4", "us-east5", "us-south1", "us-west1",
-    "us-west2", "us-west4",
-})
+REGIONS = frozenset(
+    {
+        "asia-east1",
+        "asia-northeast1",
+        "asia-south1",
+        "asia-southeast1",
+        "australia-southeast1",
+        "europe-north1",
+        "europe-southwest1",
+        "europe-west1",
+        "europe-west2",
+        "europe-west3",
+        "europe-west4",
+        "europe-west6",
+        "europe-west8",
+        "europe-west9",
+        "me-west1",
+        "northamerica-northeast1",
+        "southamerica-east1",
+        "us-central1",
+        "us-east1",
+        "us-east4",
+        "us-east5",
+        "us-south1",
+        "us-west1",
+        "us-west2",
+        "us-west4",
+    }
+)
 
 #: Cloud Run CPU → (min, max) memory in MiB, second-generation execution environment.
 CLOUD_RUN_MEMORY_MIB = {"1": (512, 4096), "2": (512, 8192), "4": (2048, 16384), "6": (4096, 24576), "8": (4096, 32768)}
@@ -146,8 +168,11 @@ class _Reader:
     def get(self, key: str, parse: Callable[[str], T], allowed: str, fallback: T) -> T:
         value = self.raw.get(key)
         if value is None:
-            self.fail(key, None, f"it is required ({allowed}); declare it in Pulumi.yaml or set it with "
-                                 f"`pulumi config set {key} …`")
+            self.fail(
+                key,
+                None,
+                f"it is required ({allowed}); declare it in Pulumi.yaml or set it with `pulumi config set {key} …`",
+            )
             return fallback
         try:
             return parse(value)
@@ -210,7 +235,7 @@ def _sizing(reader: _Reader, prefix: str) -> Sizing:
 
 
 def _db_edition(reader: _Reader, tier: str, production: bool) -> str:
-    """Pair the tier with its edition: Enterprise takes shared-core and db-custom, Enterprise Plus takes perf-optimized."""
+    """Cloud SQL pairs tiers with editions: Enterprise runs shared-core and db-custom, Plus perf-optimized."""
     if PERF_OPTIMIZED.match(tier):
         return "ENTERPRISE_PLUS"
     custom = DB_CUSTOM.match(tier)
@@ -219,15 +244,25 @@ def _db_edition(reader: _Reader, tier: str, production: bool) -> str:
         cpus_ok = cpus == 1 or (cpus % 2 == 0 and 2 <= cpus <= 96)
         memory_ok = memory % 256 == 0 and memory >= 3840 and 0.9 * 1024 * cpus <= memory <= 6.5 * 1024 * cpus
         if not (cpus_ok and memory_ok):
-            reader.fail("alle:dbTier", tier, "db-custom-CPUS-MIB needs 1 or an even number of CPUs up to 96 and "
-                                            "0.9–6.5 GiB per CPU in multiples of 256 MiB, at least 3840 MiB")
+            reader.fail(
+                "alle:dbTier",
+                tier,
+                "db-custom-CPUS-MIB needs 1 or an even number of CPUs up to 96 and "
+                "0.9–6.5 GiB per CPU in multiples of 256 MiB, at least 3840 MiB",
+            )
         return "ENTERPRISE"
     if tier in SHARED_CORE_TIERS:
         if production:
-            reader.fail("alle:dbTier", tier, "production needs a dedicated-core tier (db-custom-… or "
-                                            "db-perf-optimized-N-…), shared-core tiers have no SLA")
+            reader.fail(
+                "alle:dbTier",
+                tier,
+                "production needs a dedicated-core tier (db-custom-… or "
+                "db-perf-optimized-N-…), shared-core tiers have no SLA",
+            )
         return "ENTERPRISE"
-    reader.fail("alle:dbTier", tier, "allowed: db-f1-micro, db-g1-small, db-custom-CPUS-MIB or db-perf-optimized-N-CPUS")
+    reader.fail(
+        "alle:dbTier", tier, "allowed: db-f1-micro, db-g1-small, db-custom-CPUS-MIB or db-perf-optimized-N-CPUS"
+    )
     return "ENTERPRISE"
 
 
@@ -237,21 +272,29 @@ def parse(stack: str, raw: Mapping[str, str], mail_api_key: pulumi.Output[str]) 
     if stack not in ENVIRONMENTS:
         reader.fail("stack name", stack, "allowed: " + " or ".join(ENVIRONMENTS) + " (the stack name is APP_ENV)")
     production = stack == "production"
-    project = reader.string("gcp:project", PROJECT_ID, "allowed: a GCP project id (6–30 lowercase letters, "
-                                                        "digits and hyphens)")
+    project = reader.string(
+        "gcp:project", PROJECT_ID, "allowed: a GCP project id (6–30 lowercase letters, digits and hyphens)"
+    )
     region = reader.choice("gcp:region", REGIONS)
     image = raw.get("alle:image") or None
     if image is not None and not IMAGE_DIGEST.match(image):
-        reader.fail("alle:image", image, "allowed: empty (build from app/) or a reference pinned by digest, "
-                                          "REGISTRY/PATH@sha256:<64 hex>")
+        reader.fail(
+            "alle:image",
+            image,
+            "allowed: empty (build from app/) or a reference pinned by digest, REGISTRY/PATH@sha256:<64 hex>",
+        )
     if production and image is None:
         reader.fail("alle:image", "", "production never builds: pin the digest staging runs (`./bin/alle-ops promote`)")
     registry_project = raw.get("alle:registryProject") or project
     if not PROJECT_ID.match(registry_project):
         reader.fail("alle:registryProject", registry_project, "allowed: a GCP project id")
     if registry_project != project and image is None and not production:
-        reader.fail("alle:image", "", f"a stack that pulls from {registry_project}'s registry does not build: "
-                                      "pin a digest, or leave alle:registryProject empty to own a registry")
+        reader.fail(
+            "alle:image",
+            "",
+            f"a stack that pulls from {registry_project}'s registry does not build: "
+            "pin a digest, or leave alle:registryProject empty to own a registry",
+        )
     registry_location = raw.get("alle:registryLocation") or region
     if registry_location not in REGIONS:
         reader.fail("alle:registryLocation", registry_location, "allowed: " + ", ".join(sorted(REGIONS)))
@@ -270,15 +313,21 @@ def parse(stack: str, raw: Mapping[str, str], mail_api_key: pulumi.Output[str]) 
         stack=stack,
         project=project,
         region=region,
-        release=reader.string("alle:release", RELEASE, "allowed: 1–63 lowercase letters, digits, '-' or '_' "
-                                                        "(a commit SHA works), as it becomes a label value"),
+        release=reader.string(
+            "alle:release",
+            RELEASE,
+            "allowed: 1–63 lowercase letters, digits, '-' or '_' (a commit SHA works), as it becomes a label value",
+        ),
         image=image,
         public=reader.boolean("alle:public"),
         log_level=reader.choice("alle:logLevel", LOG_LEVELS),
         registry_project=registry_project,
         registry_location=registry_location,
-        registry_repository=reader.string("alle:registryRepository", re.compile(r"^[a-z][a-z0-9-]{0,62}$"),
-                                          "allowed: lowercase letters, digits and hyphens"),
+        registry_repository=reader.string(
+            "alle:registryRepository",
+            re.compile(r"^[a-z][a-z0-9-]{0,62}$"),
+            "allowed: lowercase letters, digits and hyphens",
+        ),
         db_tier=db_tier,
         db_edition=_db_edition(reader, db_tier, production) if db_tier else "ENTERPRISE",
         db_high_availability=db_high_availability,
@@ -295,8 +344,11 @@ def parse(stack: str, raw: Mapping[str, str], mail_api_key: pulumi.Output[str]) 
         worker_instances=reader.integer("alle:workerInstances", 0, 100),
         worker=_sizing(reader, "worker"),
         jobs=_sizing(reader, "jobs"),
-        subnet_cidr=reader.string("alle:subnetCidr", re.compile(r"^10\.\d{1,3}\.\d{1,3}\.0/(2[0-6]|1\d)$"),
-                                  "allowed: a private 10.x.y.0 range of /26 or larger, as Direct VPC egress needs"),
+        subnet_cidr=reader.string(
+            "alle:subnetCidr",
+            re.compile(r"^10\.\d{1,3}\.\d{1,3}\.0/(2[0-6]|1\d)$"),
+            "allowed: a private 10.x.y.0 range of /26 or larger, as Direct VPC egress needs",
+        ),
         services_range_prefix=reader.integer("alle:servicesRangePrefix", 16, 24),
         uploads_noncurrent_days=reader.integer("alle:uploadsNoncurrentDays", 1, 3650),
         cleanup_schedule=reader.string("alle:cleanupSchedule", CRON, "allowed: a five-field cron expression"),
@@ -312,13 +364,39 @@ def parse(stack: str, raw: Mapping[str, str], mail_api_key: pulumi.Output[str]) 
 
 #: Keys read as plain strings (everything declared in Pulumi.yaml except the secret).
 KEYS = (
-    "gcp:project", "gcp:region", "alle:release", "alle:image", "alle:public", "alle:logLevel",
-    "alle:registryProject", "alle:registryLocation", "alle:registryRepository", "alle:dbTier",
-    "alle:dbHighAvailability", "alle:dbDiskSizeGb", "alle:dbBackupRetentionCount", "alle:dbPitrDays",
-    "alle:redisTier", "alle:redisMemoryGb", "alle:redisVersion", "alle:webMinInstances", "alle:webMaxInstances",
-    "alle:webConcurrency", "alle:webCpu", "alle:webMemory", "alle:workerInstances", "alle:workerCpu",
-    "alle:workerMemory", "alle:jobsCpu", "alle:jobsMemory", "alle:subnetCidr", "alle:servicesRangePrefix",
-    "alle:uploadsNoncurrentDays", "alle:cleanupSchedule", "alle:cleanupOlderThanDays", "alle:timeZone",
+    "gcp:project",
+    "gcp:region",
+    "alle:release",
+    "alle:image",
+    "alle:public",
+    "alle:logLevel",
+    "alle:registryProject",
+    "alle:registryLocation",
+    "alle:registryRepository",
+    "alle:dbTier",
+    "alle:dbHighAvailability",
+    "alle:dbDiskSizeGb",
+    "alle:dbBackupRetentionCount",
+    "alle:dbPitrDays",
+    "alle:redisTier",
+    "alle:redisMemoryGb",
+    "alle:redisVersion",
+    "alle:webMinInstances",
+    "alle:webMaxInstances",
+    "alle:webConcurrency",
+    "alle:webCpu",
+    "alle:webMemory",
+    "alle:workerInstances",
+    "alle:workerCpu",
+    "alle:workerMemory",
+    "alle:jobsCpu",
+    "alle:jobsMemory",
+    "alle:subnetCidr",
+    "alle:servicesRangePrefix",
+    "alle:uploadsNoncurrentDays",
+    "alle:cleanupSchedule",
+    "alle:cleanupOlderThanDays",
+    "alle:timeZone",
     "alle:mailFrom",
 )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pulumi
@@ -20,7 +21,7 @@ class ImageArgs:
     registry_project: str
     registry_location: str
     repository: str
-    readers: list[pulumi.Input[str]]
+    readers: Sequence[pulumi.Input[str]]
     labels: dict[str, str]
     depends_on: list[pulumi.Resource]
     context: str = "app"

@@ -63,8 +63,9 @@ class Jobs(pulumi.ComponentResource):
                         max_retries=0 if command == "migrate" else 1,
                         timeout="1800s",
                         execution_environment="EXECUTION_ENVIRONMENT_GEN2",
-                        vpc_access=w.vpc(run.JobTemplateTemplateVpcAccessArgs,
-                                         run.JobTemplateTemplateVpcAccessNetworkInterfaceArgs),
+                        vpc_access=w.vpc(
+                            run.JobTemplateTemplateVpcAccessArgs, run.JobTemplateTemplateVpcAccessNetworkInterfaceArgs
+                        ),
                         containers=[
                             run.JobTemplateTemplateContainerArgs(
                                 image=w.image,

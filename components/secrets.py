@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import pulumi
@@ -24,7 +25,7 @@ class SecretsArgs:
     #: env name → secret value (already a secret Output).
     values: dict[str, pulumi.Input[str]]
     #: The identities that read these secrets (the app's runtime service accounts).
-    readers: list[pulumi.Input[str]]
+    readers: Sequence[pulumi.Input[str]]
     labels: dict[str, str]
     depends_on: list[pulumi.Resource]
     #: env names whose value is generated here (random, 64 characters) rather than passed in.

@@ -55,7 +55,9 @@ class Web(pulumi.ComponentResource):
                     scaling=run.ServiceTemplateScalingArgs(
                         min_instance_count=args.min_instances, max_instance_count=args.max_instances
                     ),
-                    vpc_access=w.vpc(run.ServiceTemplateVpcAccessArgs, run.ServiceTemplateVpcAccessNetworkInterfaceArgs),
+                    vpc_access=w.vpc(
+                        run.ServiceTemplateVpcAccessArgs, run.ServiceTemplateVpcAccessNetworkInterfaceArgs
+                    ),
                     containers=[
                         run.ServiceTemplateContainerArgs(
                             image=w.image,
@@ -136,8 +138,9 @@ class Worker(pulumi.ComponentResource):
                 template=run.WorkerPoolTemplateArgs(
                     labels=w.labels,
                     service_account=args.service_account,
-                    vpc_access=w.vpc(run.WorkerPoolTemplateVpcAccessArgs,
-                                     run.WorkerPoolTemplateVpcAccessNetworkInterfaceArgs),
+                    vpc_access=w.vpc(
+                        run.WorkerPoolTemplateVpcAccessArgs, run.WorkerPoolTemplateVpcAccessNetworkInterfaceArgs
+                    ),
                     containers=[
                         run.WorkerPoolTemplateContainerArgs(
                             image=w.image,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pulumi
@@ -14,7 +15,7 @@ class StorageArgs:
     region: str
     noncurrent_days: int
     production: bool
-    members: list[pulumi.Input[str]]
+    members: Sequence[pulumi.Input[str]]
     labels: dict[str, str]
     depends_on: list[pulumi.Resource]
 
@@ -48,7 +49,9 @@ class Storage(pulumi.ComponentResource):
         self.grants = [
             gcp.storage.BucketIAMMember(
                 f"{name}-uploads-user-{index}",
-                gcp.storage.BucketIAMMemberArgs(bucket=self.bucket.name, role="roles/storage.objectUser", member=member),
+                gcp.storage.BucketIAMMemberArgs(
+                    bucket=self.bucket.name, role="roles/storage.objectUser", member=member
+                ),
                 opts=pulumi.ResourceOptions(parent=self),
             )
             for index, member in enumerate(args.members)

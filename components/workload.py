@@ -10,10 +10,20 @@ import pulumi
 from components.secrets import SecretRef
 
 #: Set by Cloud Run itself, or refused by it.
-RESERVED_ENV = frozenset({
-    "PORT", "K_SERVICE", "K_REVISION", "K_CONFIGURATION", "CLOUD_RUN_JOB", "CLOUD_RUN_EXECUTION",
-    "CLOUD_RUN_TASK_INDEX", "CLOUD_RUN_TASK_ATTEMPT", "CLOUD_RUN_TASK_COUNT", "CLOUD_RUN_WORKER_POOL",
-})
+RESERVED_ENV = frozenset(
+    {
+        "PORT",
+        "K_SERVICE",
+        "K_REVISION",
+        "K_CONFIGURATION",
+        "CLOUD_RUN_JOB",
+        "CLOUD_RUN_EXECUTION",
+        "CLOUD_RUN_TASK_INDEX",
+        "CLOUD_RUN_TASK_ATTEMPT",
+        "CLOUD_RUN_TASK_COUNT",
+        "CLOUD_RUN_WORKER_POOL",
+    }
+)
 
 
 @dataclass

@@ -10,7 +10,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from harness import Graph, program  # noqa: E402
+from harness import Graph, program
 
 
 @pytest.fixture(scope="session")

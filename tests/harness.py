@@ -89,7 +89,11 @@ class Graph:
 def run(stack: str, config: dict[str, str]) -> dict[str, Any]:
     result = subprocess.run(
         [sys.executable, str(ROOT / "tests" / "run_program.py"), stack],
-        input=json.dumps(config), capture_output=True, text=True, timeout=120, cwd=ROOT,
+        input=json.dumps(config),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
     )
     lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
     if not lines:

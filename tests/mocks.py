@@ -48,7 +48,10 @@ class Mocks(pulumi.runtime.Mocks):
             email = f"{inputs['accountId']}@{inputs['project']}.iam.gserviceaccount.com"
             outputs |= {"email": email, "member": f"serviceAccount:{email}"}
         elif typ == "gcp:sql/databaseInstance:DatabaseInstance":
-            outputs |= {"privateIpAddress": "10.20.0.3", "connectionName": f"{inputs['project']}:{inputs['region']}:{name}"}
+            outputs |= {
+                "privateIpAddress": "10.20.0.3",
+                "connectionName": f"{inputs['project']}:{inputs['region']}:{name}",
+            }
         elif typ == "gcp:redis/instance:Instance":
             outputs |= {
                 "host": "10.20.1.4",
@@ -84,16 +87,18 @@ class RecordingMonitor(MockMonitor):
         self.recorded: list[dict[str, Any]] = []
 
     def RegisterResource(self, request: Any) -> Any:  # noqa: N802 - gRPC method name
-        response = super().RegisterResource(request)
+        response = super().RegisterResource(request)  # type: ignore[no-untyped-call]
         if request.type != "pulumi:pulumi:Stack":
-            self.recorded.append({
-                "type": request.type,
-                "name": request.name,
-                "urn": response.urn,
-                "parent": request.parent,
-                "custom": request.custom,
-                "protect": bool(request.protect),
-                "dependencies": list(request.dependencies),
-                "inputs": plain(rpc.deserialize_properties(request.object, keep_unknowns=True)),
-            })
+            self.recorded.append(
+                {
+                    "type": request.type,
+                    "name": request.name,
+                    "urn": response.urn,
+                    "parent": request.parent,
+                    "custom": request.custom,
+                    "protect": bool(request.protect),
+                    "dependencies": list(request.dependencies),
+                    "inputs": plain(rpc.deserialize_properties(request.object, keep_unknowns=True)),
+                }
+            )
         return response

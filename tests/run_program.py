@@ -18,7 +18,7 @@ from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from mocks import Mocks, RecordingMonitor  # noqa: E402
+from mocks import Mocks, RecordingMonitor
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -43,8 +43,12 @@ def main() -> int:
     pulumi.runtime.set_all_config(config, secret_keys)
     os.chdir(ROOT)
     sys.path.insert(0, str(ROOT))
+
+    def run_main() -> None:
+        runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__")
+
     try:
-        _sync_await(run_pulumi_func(lambda: runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__")))
+        _sync_await(run_pulumi_func(run_main))
     except Exception as error:  # noqa: BLE001 - the message is the test's evidence
         print(json.dumps({"error": f"{type(error).__name__}: {error}"}))
         return 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pulumi
 import pytest
 import yaml
@@ -26,7 +28,10 @@ def error_of(stack: str, **overrides: str) -> str:
     [
         ({"gcp:region": "mars-north1"}, "Stack 'staging': gcp:region is 'mars-north1'; allowed: asia-east1,"),
         ({"webCpu": "3"}, "Stack 'staging': alle:webCpu is '3'; allowed: 1, 2, 4, 6, 8."),
-        ({"webMemory": "8Gi"}, "Stack 'staging': alle:webMemory is '8Gi'; with 1 CPU Cloud Run allows 512Mi to 4096Mi."),
+        (
+            {"webMemory": "8Gi"},
+            "Stack 'staging': alle:webMemory is '8Gi'; with 1 CPU Cloud Run allows 512Mi to 4096Mi.",
+        ),
         ({"workerCpu": "4", "workerMemory": "1Gi"}, "alle:workerMemory is '1Gi'; with 4 CPU Cloud Run allows 2048Mi"),
         ({"webMemory": "lots"}, "alle:webMemory is 'lots'; allowed: a size such as 512Mi or 2Gi."),
         ({"dbTier": "db-custom-3-3840"}, "alle:dbTier is 'db-custom-3-3840'; db-custom-CPUS-MIB needs 1 or an even"),
@@ -37,7 +42,10 @@ def error_of(stack: str, **overrides: str) -> str:
         ({"webConcurrency": "many"}, "alle:webConcurrency is 'many'; allowed: a whole number from 1 to 1000."),
         ({"public": "yes"}, "alle:public is 'yes'; allowed: true or false."),
         ({"webMinInstances": "5", "webMaxInstances": "2"}, "alle:webMinInstances is '5'; it must not exceed"),
-        ({"image": "europe-west1-docker.pkg.dev/p/alle/alle:latest"}, "alle:image is 'europe-west1-docker.pkg.dev/p/alle/alle:latest'; allowed: empty (build from app/) or a reference pinned by digest"),
+        (
+            {"image": "europe-west1-docker.pkg.dev/p/alle/alle:latest"},
+            "alle:image is 'europe-west1-docker.pkg.dev/p/alle/alle:latest'; allowed: empty (build from app/) or",
+        ),
         ({"release": "Release 1"}, "alle:release is 'Release 1'; allowed: 1–63 lowercase letters"),
         ({"logLevel": "TRACE"}, "alle:logLevel is 'TRACE'; allowed: DEBUG, ERROR, INFO, WARNING."),
         ({"subnetCidr": "10.8.0.0/28"}, "alle:subnetCidr is '10.8.0.0/28'; allowed: a private 10.x.y.0 range of /26"),
@@ -68,7 +76,9 @@ def test_production_refuses_what_production_must_not_run_on(overrides: dict[str,
 def test_missing_key_says_how_to_set_it() -> None:
     raw = stack_config("staging")
     del raw["alle:webCpu"]
-    with pytest.raises(config.ConfigError, match=r"alle:webCpu is None; it is required .*pulumi config set alle:webCpu"):
+    with pytest.raises(
+        config.ConfigError, match=r"alle:webCpu is None; it is required .*pulumi config set alle:webCpu"
+    ):
         config.parse("staging", raw, pulumi.Output.from_input("key"))
 
 
@@ -95,7 +105,7 @@ def test_the_program_itself_stops_on_a_bad_value() -> None:
 # 1. Project files ---------------------------------------------------------------------------------------------
 
 
-def _yaml(name: str) -> dict[str, object]:
+def _yaml(name: str) -> dict[str, Any]:
     return dict(yaml.safe_load((ROOT / name).read_text()))
 
 
@@ -115,7 +125,7 @@ def test_pulumi_yaml_declares_every_key_with_type_description_and_default() -> N
 def test_stack_files_hold_only_gcp_settings_and_per_stack_sizing_keys() -> None:
     allowed = {"gcp:project", "gcp:region", *config.PER_STACK_KEYS}
     for stack in ("staging", "production"):
-        keys = set(_yaml(f"Pulumi.{stack}.yaml")["config"])  # type: ignore[arg-type]
+        keys = set(_yaml(f"Pulumi.{stack}.yaml")["config"])
         assert keys <= allowed, keys - allowed
         assert "alle:mailApiKey" not in keys
 

@@ -17,8 +17,19 @@ BUCKET = "gcp:storage/bucket:Bucket"
 SECRET_VERSION = "gcp:secretmanager/secretVersion:SecretVersion"
 SECRET_IAM = "gcp:secretmanager/secretIamMember:SecretIamMember"
 PSA = "gcp:servicenetworking/connection:Connection"
-APP_ENV_NAMES = ["APP_ENV", "DATABASE_URL", "GOOGLE_CLOUD_PROJECT", "LOG_LEVEL", "MAIL_API_KEY", "MAIL_FROM",
-                 "REDIS_CA_CERT", "REDIS_URL", "RELEASE", "SECRET_KEY", "STORAGE_BUCKET"]
+APP_ENV_NAMES = [
+    "APP_ENV",
+    "DATABASE_URL",
+    "GOOGLE_CLOUD_PROJECT",
+    "LOG_LEVEL",
+    "MAIL_API_KEY",
+    "MAIL_FROM",
+    "REDIS_CA_CERT",
+    "REDIS_URL",
+    "RELEASE",
+    "SECRET_KEY",
+    "STORAGE_BUCKET",
+]
 
 
 def container(resource: Resource) -> dict[str, Any]:
@@ -66,8 +77,13 @@ def test_every_custom_resource_is_parented_to_a_component(stack: Graph) -> None:
 def test_apis_are_enabled_and_never_disabled_on_destroy(stack: Graph) -> None:
     apis = stack.of_type("gcp:projects/service:Service")
     assert {a.inputs["service"] for a in apis} >= {
-        "run.googleapis.com", "sqladmin.googleapis.com", "redis.googleapis.com", "secretmanager.googleapis.com",
-        "servicenetworking.googleapis.com", "cloudscheduler.googleapis.com", "artifactregistry.googleapis.com",
+        "run.googleapis.com",
+        "sqladmin.googleapis.com",
+        "redis.googleapis.com",
+        "secretmanager.googleapis.com",
+        "servicenetworking.googleapis.com",
+        "cloudscheduler.googleapis.com",
+        "artifactregistry.googleapis.com",
     }
     assert all(a.inputs["disableOnDestroy"] is False for a in apis)
 
@@ -111,8 +127,9 @@ def test_network_has_run_subnet_and_private_services_access_abandoned_on_delete(
     for workload in workloads(stack):
         template = workload.inputs["template"]
         vpc = (template["template"] if workload.type == JOB else template)["vpcAccess"]
-        assert vpc["networkInterfaces"] == [{"network": "alle-" + stack.stack + "-vpc-id",
-                                             "subnetwork": f"alle-{stack.stack}-run-id"}]
+        assert vpc["networkInterfaces"] == [
+            {"network": "alle-" + stack.stack + "-vpc-id", "subnetwork": f"alle-{stack.stack}-run-id"}
+        ]
         assert vpc["egress"] == "PRIVATE_RANGES_ONLY"
 
 
@@ -208,7 +225,9 @@ def test_bucket_access_is_granted_on_the_bucket_to_the_runtime_identities_only(s
 def test_secrets_exist_for_each_app_secret(stack: Graph) -> None:
     ids = {s.inputs["secretId"] for s in stack.of_type("gcp:secretmanager/secret:Secret")}
     prefix = f"alle-{stack.stack}"
-    assert ids == {f"{prefix}-{k}" for k in ("database-url", "redis-url", "redis-ca-cert", "secret-key", "mail-api-key")}
+    assert ids == {
+        f"{prefix}-{k}" for k in ("database-url", "redis-url", "redis-ca-cert", "secret-key", "mail-api-key")
+    }
     assert _secret_data(stack, "mail-api-key") == {"secret": MAIL_KEY}
     assert re.fullmatch(r"[a-zA-Z0-9]{64}", _secret_data(stack, "secret-key")["secret"])
 
@@ -275,17 +294,22 @@ def test_web_runs_alle_web_with_probes_scaling_and_sizing_per_stack(staging: Gra
         assert web["startupProbe"]["httpGet"]["path"] == "/healthz"
         assert web["livenessProbe"]["httpGet"]["path"] == "/healthz"
         assert web["resources"]["startupCpuBoost"] is True
-        sizing = (template["scaling"]["minInstanceCount"], template["scaling"]["maxInstanceCount"],
-                  template["maxInstanceRequestConcurrency"], web["resources"]["limits"]["cpu"],
-                  web["resources"]["limits"]["memory"])
+        sizing = (
+            template["scaling"]["minInstanceCount"],
+            template["scaling"]["maxInstanceCount"],
+            template["maxInstanceRequestConcurrency"],
+            web["resources"]["limits"]["cpu"],
+            web["resources"]["limits"]["memory"],
+        )
         assert sizing == expected[graph.stack]
-        assert template["serviceAccount"] == sa(graph, "web")[len("serviceAccount:"):]
+        assert template["serviceAccount"] == sa(graph, "web")[len("serviceAccount:") :]
 
 
 def test_only_the_web_service_is_publicly_invocable(stack: Graph) -> None:
     public = [r for r in stack.resources if r.inputs.get("member") == "allUsers"]
-    assert [(r.type, r.inputs["role"]) for r in public] == [("gcp:cloudrunv2/serviceIamMember:ServiceIamMember",
-                                                             "roles/run.invoker")]
+    assert [(r.type, r.inputs["role"]) for r in public] == [
+        ("gcp:cloudrunv2/serviceIamMember:ServiceIamMember", "roles/run.invoker")
+    ]
 
 
 def test_web_is_private_when_public_is_false() -> None:
@@ -340,7 +364,7 @@ def test_scheduler_runs_cleanup_job_through_the_admin_api_as_an_invoker_of_that_
         f"https://run.googleapis.com/v2/projects/{prefix}/locations/europe-west1/jobs/{prefix}-cleanup-old-tasks:run"
     )
     assert job["httpTarget"]["httpMethod"] == "POST"
-    assert job["httpTarget"]["oauthToken"]["serviceAccountEmail"] == sa(stack, "scheduler")[len("serviceAccount:"):]
+    assert job["httpTarget"]["oauthToken"]["serviceAccountEmail"] == sa(stack, "scheduler")[len("serviceAccount:") :]
     assert job["schedule"] == "0 3 * * *"
     [grant] = [r for r in stack.resources if r.inputs.get("member") == sa(stack, "scheduler")]
     assert grant.type == "gcp:cloudrunv2/jobIamMember:JobIamMember"
@@ -410,9 +434,16 @@ def test_outputs_name_what_operators_need_and_no_secret(stack: Graph) -> None:
         assert leaked not in repr(out)
 
 
-LABELLED = {SQL: ("settings", "userLabels"), REDIS: ("labels",), BUCKET: ("labels",), SERVICE: ("labels",),
-            WORKER_POOL: ("labels",), JOB: ("labels",), "gcp:secretmanager/secret:Secret": ("labels",),
-            "gcp:artifactregistry/repository:Repository": ("labels",)}
+LABELLED = {
+    SQL: ("settings", "userLabels"),
+    REDIS: ("labels",),
+    BUCKET: ("labels",),
+    SERVICE: ("labels",),
+    WORKER_POOL: ("labels",),
+    JOB: ("labels",),
+    "gcp:secretmanager/secret:Secret": ("labels",),
+    "gcp:artifactregistry/repository:Repository": ("labels",),
+}
 
 
 def test_every_labelled_resource_carries_app_stack_and_release(stack: Graph) -> None:

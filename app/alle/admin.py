@@ -30,8 +30,13 @@ def cleanup_old_tasks(settings: Settings, *, older_than_days: int) -> int:
             objects_total += len(objects)
             if deleted < BATCH:
                 break
-    log.info("cleanup finished", deleted_tasks=deleted_total, deleted_objects=objects_total,
-             cutoff=cutoff.isoformat(), older_than_days=older_than_days)
+    log.info(
+        "cleanup finished",
+        deleted_tasks=deleted_total,
+        deleted_objects=objects_total,
+        cutoff=cutoff.isoformat(),
+        older_than_days=older_than_days,
+    )
     return 0
 
 
@@ -40,6 +45,11 @@ def generate_report(settings: Settings) -> int:
         with pool.connection() as conn:
             report = repository.create_report(conn, owner_id=None)
         rows = reports.write_report(pool, Storage(settings), report_id=report["id"])
-    log.info("report written", report_id=str(report["id"]), object_name=reports.object_name(report["id"]),
-             bucket=settings.STORAGE_BUCKET, rows=rows)
+    log.info(
+        "report written",
+        report_id=str(report["id"]),
+        object_name=reports.object_name(report["id"]),
+        bucket=settings.STORAGE_BUCKET,
+        rows=rows,
+    )
     return 0

@@ -63,9 +63,17 @@ def _dead_jobs(settings: Settings, args: argparse.Namespace) -> int:
     queue = jobs.create_queue(settings)
     if args.action == "list":
         for message in jobs.dead_jobs(queue):
-            print(json.dumps({"id": message.message_id, "actor": message.actor_name, "args": message.args,
-                              "retries": message.options.get("retries"),
-                              "error": (message.options.get("traceback") or "").strip().splitlines()[-1:]}))
+            print(
+                json.dumps(
+                    {
+                        "id": message.message_id,
+                        "actor": message.actor_name,
+                        "args": message.args,
+                        "retries": message.options.get("retries"),
+                        "error": (message.options.get("traceback") or "").strip().splitlines()[-1:],
+                    }
+                )
+            )
         return 0
     count = jobs.retry_dead_jobs(queue, args.ids or None)
     print(json.dumps({"retried": count}))

@@ -11,16 +11,15 @@ from __future__ import annotations
 import dataclasses
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.message import Message
-from psycopg_pool import ConnectionPool
 
 from alle import cache, reports, repository
 from alle.config import Settings
-from alle.db import create_pool
+from alle.db import Pool, create_pool
 from alle.logs import get_logger
 from alle.mail import Mailer, create_mailer
 from alle.storage import Storage
@@ -37,7 +36,7 @@ _MAINTENANCE_CHANCE = 50_000
 class Runtime:
     """What handlers need; built once per worker process."""
 
-    pool: ConnectionPool
+    pool: Pool
     storage: Storage
     mailer: Mailer
 
@@ -88,7 +87,7 @@ class Queue:
 
 def create_queue(settings: Settings) -> Queue:
     """Declare the actors on a broker built from the settings (never Dramatiq's global default)."""
-    broker = RedisBroker(
+    broker = RedisBroker(  # type: ignore[no-untyped-call]
         client=cache.create_client(settings, timeout=10),
         namespace=NAMESPACE,
         heartbeat_timeout=settings.QUEUE_HEARTBEAT_TIMEOUT_SECONDS * 1000,
@@ -124,8 +123,8 @@ def dead_jobs(queue: Queue) -> list[Message[Any]]:
     """The dead-lettered jobs, oldest first."""
     ids_key, messages_key = _dead_keys()
     client = queue.broker.client
-    ids = client.zrange(ids_key, 0, -1)
-    raw = client.hmget(messages_key, ids) if ids else []
+    ids = cast(list[bytes], client.zrange(ids_key, 0, -1))
+    raw = cast(list[bytes | None], client.hmget(messages_key, ids)) if ids else []
     return [Message.decode(item) for item in raw if item is not None]
 
 

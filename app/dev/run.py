@@ -29,8 +29,9 @@ def main() -> int:
         if migrate.returncode != 0:
             print("alle migrate failed; see the log line above.", file=sys.stderr)
             return migrate.returncode
-        print(f"\n  Alle is starting on http://127.0.0.1:{port}  (API docs: /docs; Ctrl-C stops everything)\n",
-              flush=True)
+        print(
+            f"\n  Alle is starting on http://127.0.0.1:{port}  (API docs: /docs; Ctrl-C stops everything)\n", flush=True
+        )
         return subprocess.run(
             ["honcho", "start", "--port", port, "-f", str(APP / "Procfile")], env=env, check=False
         ).returncode

@@ -103,7 +103,11 @@ def spawn(app_env: dict[str, str], tmp_path: Path, workdir: Path) -> Iterator[Sp
         log_path = tmp_path / f"{command}-{len(started)}.log"
         with log_path.open("wb") as out:
             popen = subprocess.Popen(
-                ["alle", command], env=proc_env, stdout=out, stderr=subprocess.STDOUT, cwd=workdir,
+                ["alle", command],
+                env=proc_env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=workdir,
                 start_new_session=True,
             )
         proc = Proc(popen, log_path, port)

@@ -19,16 +19,21 @@ def test_cleanup_deletes_only_old_completed_tasks_and_their_attachments(
 ) -> None:
     web = spawn("web")
     auth = signup_and_login(web.url)
-    ids = {t: httpx.post(f"{web.url}/v1/tasks", json={"title": t}, headers=auth).json()["id"]
-           for t in ("old-done", "new-done", "old-open")}
+    ids = {
+        t: httpx.post(f"{web.url}/v1/tasks", json={"title": t}, headers=auth).json()["id"]
+        for t in ("old-done", "new-done", "old-open")
+    }
     httpx.post(f"{web.url}/v1/tasks/{ids['old-done']}/attachments", files={"file": ("a.txt", b"x")}, headers=auth)
     for title in ("old-done", "new-done"):
         httpx.post(f"{web.url}/v1/tasks/{ids[title]}/complete", headers=auth)
-    db.execute("UPDATE tasks SET completed_at = now() - interval '40 days', created_at = now() - interval '41 days' "
-               "WHERE title LIKE 'old-%'")
+    db.execute(
+        "UPDATE tasks SET completed_at = now() - interval '40 days', created_at = now() - interval '41 days' "
+        "WHERE title LIKE 'old-%'"
+    )
     assert len(list(bucket.list_blobs(prefix=f"attachments/{ids['old-done']}/"))) == 1
-    run = subprocess.run(["alle", "cleanup-old-tasks", "--older-than-days", "30"], env=app_env,
-                         capture_output=True, text=True)
+    run = subprocess.run(
+        ["alle", "cleanup-old-tasks", "--older-than-days", "30"], env=app_env, capture_output=True, text=True
+    )
     assert run.returncode == 0, run.stdout
     remaining = {r[0] for r in db.execute("SELECT title FROM tasks").fetchall()}
     assert remaining == {"new-done", "old-open"}
@@ -37,8 +42,9 @@ def test_cleanup_deletes_only_old_completed_tasks_and_their_attachments(
 
 
 def test_cleanup_refuses_a_nonsense_age(app_env: dict[str, str]) -> None:
-    run = subprocess.run(["alle", "cleanup-old-tasks", "--older-than-days", "0"], env=app_env,
-                         capture_output=True, text=True)
+    run = subprocess.run(
+        ["alle", "cleanup-old-tasks", "--older-than-days", "0"], env=app_env, capture_output=True, text=True
+    )
     assert run.returncode == 2
     assert "--older-than-days" in run.stderr
 

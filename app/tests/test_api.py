@@ -26,8 +26,9 @@ def test_openapi_document_is_served(web: Proc) -> None:
 
 def test_task_lifecycle_create_read_update_complete_delete(web: Proc) -> None:
     auth = signup_and_login(web.url)
-    created = httpx.post(f"{web.url}/v1/tasks", json={"title": "  Write report ", "due_date": "2026-12-01"},
-                         headers=auth)
+    created = httpx.post(
+        f"{web.url}/v1/tasks", json={"title": "  Write report ", "due_date": "2026-12-01"}, headers=auth
+    )
     assert created.status_code == 201
     task = created.json()
     assert task["title"] == "Write report"

@@ -10,8 +10,9 @@ DOCKERFILE = Path(__file__).resolve().parent.parent / "Dockerfile"
 
 
 def test_dockerfile_is_clean_under_hadolint() -> None:
-    result = subprocess.run(["hadolint", "--failure-threshold", "info", str(DOCKERFILE)],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        ["hadolint", "--failure-threshold", "info", str(DOCKERFILE)], capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 

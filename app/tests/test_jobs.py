@@ -29,8 +29,10 @@ def test_completed_task_sends_one_notification(spawn: Spawn, db: psycopg.Connect
     httpx.post(f"{web.url}/v1/tasks/{task['id']}/complete", headers=auth)
     httpx.post(f"{web.url}/v1/tasks/{task['id']}/complete", headers=auth)
     httpx.patch(f"{web.url}/v1/tasks/{task['id']}", json={"status": "done"}, headers=auth)
-    wait_for(lambda: _scalar(db, "SELECT sent_at FROM notifications WHERE task_id = %s", task["id"]) is not None,
-             what="the notification")
+    wait_for(
+        lambda: _scalar(db, "SELECT sent_at FROM notifications WHERE task_id = %s", task["id"]) is not None,
+        what="the notification",
+    )
     worker.terminate()
     assert worker.output().count('"message": "mail"') == 1
 
@@ -53,8 +55,10 @@ def test_outbox_sweep_enqueues_notifications_the_web_could_not(
         runtime.pool.close()
         queue.broker.close()
     spawn("worker")
-    wait_for(lambda: _scalar(db, "SELECT sent_at FROM notifications WHERE task_id = %s", task["id"]) is not None,
-             what="the swept notification")
+    wait_for(
+        lambda: _scalar(db, "SELECT sent_at FROM notifications WHERE task_id = %s", task["id"]) is not None,
+        what="the swept notification",
+    )
 
 
 def test_report_requested_over_http_is_written_to_the_bucket(spawn: Spawn, bucket: Bucket) -> None:

@@ -32,9 +32,7 @@ def test_migrate_twice_is_a_no_op_the_second_time(app_env: dict[str, str]) -> No
     assert _tables(app_env["DATABASE_URL"]) == EXPECTED
 
 
-def test_two_concurrent_migrations_leave_the_schema_correct(
-    services: backing.Backing, app_env: dict[str, str]
-) -> None:
+def test_two_concurrent_migrations_leave_the_schema_correct(services: backing.Backing, app_env: dict[str, str]) -> None:
     url = services.create_database(f"c_{uuid.uuid4().hex[:12]}")
     env = {**app_env, "DATABASE_URL": url}
     runs = [_migrate(env), _migrate(env)]

@@ -34,8 +34,12 @@ def test_sigterm_during_a_request_lets_it_complete_then_exits_zero(
     with db.transaction():
         # Hold the row so the PATCH is in flight inside the web process when SIGTERM arrives.
         db.execute("SELECT id FROM tasks WHERE id = %s FOR UPDATE", (task["id"],))
-        request = threading.Thread(target=lambda: result.setdefault("r", httpx.patch(
-            f"{web.url}/v1/tasks/{task['id']}", json={"title": "finished"}, headers=auth, timeout=20)))
+        request = threading.Thread(
+            target=lambda: result.setdefault(
+                "r",
+                httpx.patch(f"{web.url}/v1/tasks/{task['id']}", json={"title": "finished"}, headers=auth, timeout=20),
+            )
+        )
         request.start()
         wait_for(lambda: blocked_on_lock(app_env["DATABASE_URL"], "alle-web"), what="the PATCH to wait on the lock")
         web.popen.send_signal(signal.SIGTERM)
@@ -59,7 +63,9 @@ def test_logs_are_json_lines_on_stdout_with_trace_and_http_request(spawn: Spawn,
     auth = signup_and_login(web.url)
     trace = "0af7651916cd43dd8448eb211c80319c"
     httpx.get(f"{web.url}/v1/tasks", headers={**auth, "traceparent": f"00-{trace}-b7ad6b7169203331-01"})
-    httpx.get(f"{web.url}/v1/tasks", headers={**auth, "X-Cloud-Trace-Context": "105445aa7843bc8bf206b12000100000/1;o=1"})
+    httpx.get(
+        f"{web.url}/v1/tasks", headers={**auth, "X-Cloud-Trace-Context": "105445aa7843bc8bf206b12000100000/1;o=1"}
+    )
     web.terminate()
     records = [json.loads(line) for line in web.output().splitlines()]
     assert all({"severity", "message", "time"} <= r.keys() for r in records)
@@ -87,9 +93,14 @@ def test_worker_killed_mid_job_still_completes_the_job_once(
         doomed.popen.wait(5)
     assert db.execute("SELECT sent_at FROM notifications WHERE task_id = %s", (task["id"],)).fetchone() == (None,)
     survivor = spawn("worker")
-    wait_for(lambda: db.execute(
-        "SELECT sent_at IS NOT NULL FROM notifications WHERE task_id = %s", (task["id"],)).fetchone() == (True,),
-        what="the redelivered job to complete", timeout=30)
+    wait_for(
+        lambda: (
+            db.execute("SELECT sent_at IS NOT NULL FROM notifications WHERE task_id = %s", (task["id"],)).fetchone()
+            == (True,)
+        ),
+        what="the redelivered job to complete",
+        timeout=30,
+    )
     survivor.terminate()
     mails = [line for line in survivor.output().splitlines() if json.loads(line)["message"] == "mail"]
     assert len(mails) == 1

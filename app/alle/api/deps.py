@@ -9,11 +9,12 @@ from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg_pool import PoolTimeout
 
 from alle import repository
 from alle.cache import Cache
 from alle.config import Settings
+from alle.db import Pool
 from alle.jobs import Queue
 from alle.repository import Conn
 from alle.security import token_digest
@@ -25,7 +26,7 @@ class Services:
     """Built once per process in the lifespan; every request shares them."""
 
     settings: Settings
-    pool: ConnectionPool
+    pool: Pool
     cache: Cache
     storage: Storage
     queue: Queue

@@ -16,7 +16,7 @@ router = APIRouter(prefix="/v1", tags=["auth"])
 def signup(body: Credentials, conn: ConnDep) -> UserOut:
     try:
         user = repository.create_user(conn, email=body.email, password_hash=hash_password(body.password))
-    except repository.EmailTaken as error:
+    except repository.EmailTakenError as error:
         raise HTTPException(status.HTTP_409_CONFLICT, "An account with this email exists; log in instead.") from error
     return UserOut(**user)
 
