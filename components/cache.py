@@ -61,5 +61,8 @@ class Cache(pulumi.ComponentResource):
                 "rediss://:{0}@{1}:{2}/0", self.instance.auth_string, self.instance.host, self.instance.port
             )
         )
-        self.ca_cert: pulumi.Output[str] = self.instance.server_ca_certs.apply(lambda certs: certs[0].cert or "")
+        # Every CA the instance lists: during a CA rotation both the old and the new one are valid.
+        self.ca_cert: pulumi.Output[str] = self.instance.server_ca_certs.apply(
+            lambda certs: "".join(c.cert or "" for c in certs)
+        )
         self.register_outputs({"host": self.instance.host})

@@ -53,3 +53,25 @@ def test_readyz_is_ready_when_database_and_redis_answer(spawn: Spawn) -> None:
     ready = httpx.get(f"{web.url}/readyz")
     assert ready.status_code == 200
     assert ready.json()["release"] == "test-release"
+
+
+def test_tls_redis_url_trusts_exactly_the_instance_ca() -> None:
+    from alle.cache import create_client
+    from alle.config import Settings
+
+    pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+    settings = Settings.model_validate(
+        {
+            "APP_ENV": "production",
+            "RELEASE": "r1",
+            "DATABASE_URL": "postgresql://u@10.0.0.2/alle",
+            "REDIS_URL": "rediss://:auth@10.0.0.3:6378/0",
+            "REDIS_CA_CERT": pem,
+            "STORAGE_BUCKET": "alle-uploads",
+            "SECRET_KEY": "k" * 48,
+        }
+    )
+    kwargs = create_client(settings).connection_pool.connection_kwargs
+    assert kwargs["ssl_ca_data"] == pem
+    assert kwargs["ssl_cert_reqs"] in ("required", 2)
+    assert kwargs["password"] == "auth"
