@@ -71,7 +71,13 @@ def test_tls_redis_url_trusts_exactly_the_instance_ca() -> None:
             "SECRET_KEY": "k" * 48,
         }
     )
-    kwargs = create_client(settings).connection_pool.connection_kwargs
-    assert kwargs["ssl_ca_data"] == pem
-    assert kwargs["ssl_cert_reqs"] in ("required", 2)
-    assert kwargs["password"] == "auth"
+    import ssl
+
+    from redis.connection import SSLConnection
+
+    pool = create_client(settings).connection_pool
+    assert pool.connection_class is SSLConnection
+    connection = pool.make_connection()
+    assert connection.ca_data == pem
+    assert connection.cert_reqs == ssl.CERT_REQUIRED
+    assert pool.connection_kwargs["password"] == "auth"
