@@ -78,6 +78,7 @@ def test_tls_redis_url_trusts_exactly_the_instance_ca() -> None:
     pool = create_client(settings).connection_pool
     assert pool.connection_class is SSLConnection
     connection = pool.make_connection()
+    assert isinstance(connection, SSLConnection)
     assert connection.ca_data == pem
     assert connection.cert_reqs == ssl.CERT_REQUIRED
     assert pool.connection_kwargs["password"] == "auth"
