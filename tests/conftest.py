@@ -10,17 +10,18 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from harness import Graph, program
+from ops.graph import Graph
+from stacks import deployed
 
 
 @pytest.fixture(scope="session")
 def staging() -> Graph:
-    return program("staging")
+    return deployed("staging")
 
 
 @pytest.fixture(scope="session")
 def production() -> Graph:
-    return program("production")
+    return deployed("production")
 
 
 @pytest.fixture(scope="session", params=["staging", "production"])

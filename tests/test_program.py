@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from harness import MAIL_KEY, PROMOTED, Graph, Resource, program
+from ops.graph import Graph, Resource
+from stacks import MAIL_KEY, PROMOTED, deployed
 
 RUN = "gcp:cloudrunv2"
 SERVICE, WORKER_POOL, JOB = f"{RUN}/service:Service", f"{RUN}/workerPool:WorkerPool", f"{RUN}/job:Job"
@@ -313,7 +314,7 @@ def test_only_the_web_service_is_publicly_invocable(stack: Graph) -> None:
 
 
 def test_web_is_private_when_public_is_false() -> None:
-    private = program("staging", {"alle:public": "false"})
+    private = deployed("staging", {"alle:public": "false"})
     assert [r for r in private.resources if r.inputs.get("member") == "allUsers"] == []
 
 
@@ -409,7 +410,7 @@ def test_stacks_differ_only_in_the_image_build_resources(staging: Graph, product
 
 def test_release_id_flows_to_tag_labels_token_and_env() -> None:
     sha = "3f5e2a9c0d1b4e6f8a7c9b0d2e4f6a8c1b3d5e7f"
-    graph = program("staging", {"alle:release": sha})
+    graph = deployed("staging", {"alle:release": sha})
     assert graph.one("docker:index/image:Image").inputs["imageName"].endswith(f"/alle:{sha}")
     [migrate] = [j for j in graph.of_type(JOB) if j.inputs["name"].endswith("-migrate")]
     assert migrate.inputs["runExecutionToken"] == sha

@@ -1,6 +1,6 @@
 """Run the Pulumi program for one stack under mocks, in a fresh process, and print what it registered as JSON.
 
-Usage: python tests/run_program.py STACK < config.json   (config: {"namespace:key": "value", ...})
+Usage: python -m ops.program STACK < config.json   (config: {"namespace:key": "value", ...})
 A fresh process per stack means no cached module can make a second stack register nothing.
 """
 
@@ -17,8 +17,7 @@ from pulumi.runtime.settings import get_root_resource
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from mocks import Mocks, RecordingMonitor
+from ops.mocks import Mocks, RecordingMonitor
 
 ROOT = Path(__file__).resolve().parent.parent
 

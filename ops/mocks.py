@@ -74,7 +74,7 @@ class Mocks(pulumi.runtime.Mocks):
         return f"{args.name}-id", outputs
 
     def call(self, args: MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
-        if args.token == "gcp:organizations/getProject:getProject":
+        if args.token == "gcp:organizations/getProject:getProject":  # noqa: S105 - a function token
             return {"number": "123456789012", "projectId": args.args.get("projectId")}, []
         return {}, []
 

@@ -1,4 +1,8 @@
-"""Load stack config the way the Pulumi CLI does and run the program per stack in a subprocess."""
+"""Offline view of a stack: config loaded the way the Pulumi CLI does, the program run under mocks.
+
+No credentials, CLI or network: what comes back is every resource the program registers, with its inputs
+(camelCase, as the engine receives them), parent, dependencies and `protect`, plus the stack's outputs.
+"""
 
 from __future__ import annotations
 
@@ -12,24 +16,25 @@ from typing import Any
 
 import yaml
 
+from ops.errors import OpsError
+
 ROOT = Path(__file__).resolve().parent.parent
-MAIL_KEY = "SG.mock-sendgrid-key"
-#: What `alle-ops promote` pins into production: the digest staging built.
-PROMOTED = "europe-west1-docker.pkg.dev/alle-staging/alle/alle@sha256:" + "ab" * 32
+#: Stands in for values that only the stack's secrets provider can decrypt.
+SECRET_PLACEHOLDER = "[secret]"  # noqa: S105 - a placeholder, not a credential
 
 
-def stack_config(stack: str, overrides: dict[str, str] | None = None) -> dict[str, str]:
+def stack_config(stack: str, overrides: dict[str, str] | None = None, root: Path = ROOT) -> dict[str, str]:
     """Project defaults from Pulumi.yaml, then the stack file, then overrides; values as strings like the CLI."""
-    project = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())
+    project = yaml.safe_load((root / "Pulumi.yaml").read_text())
     config: dict[str, str] = {}
     for key, spec in project["config"].items():
         if "default" in spec:
             config[f"alle:{key}"] = _text(spec["default"])
-    stack_file = yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())
-    config |= {key: _text(value) for key, value in stack_file["config"].items()}
-    config["alle:mailApiKey"] = MAIL_KEY
-    if stack == "production" and not config.get("alle:image"):
-        config["alle:image"] = PROMOTED
+        elif spec.get("secret"):
+            config[f"alle:{key}"] = SECRET_PLACEHOLDER
+    stack_file = yaml.safe_load((root / f"Pulumi.{stack}.yaml").read_text())
+    for key, value in (stack_file.get("config") or {}).items():
+        config[key] = SECRET_PLACEHOLDER if isinstance(value, dict) and "secure" in value else _text(value)
     return config | (overrides or {})
 
 
@@ -86,9 +91,13 @@ class Graph:
         return False
 
 
+class ProgramError(OpsError):
+    """The program stopped (for example on a bad config value); the message is the program's own."""
+
+
 def run(stack: str, config: dict[str, str]) -> dict[str, Any]:
     result = subprocess.run(
-        [sys.executable, str(ROOT / "tests" / "run_program.py"), stack],
+        [sys.executable, "-m", "ops.program", stack],
         input=json.dumps(config),
         capture_output=True,
         text=True,
@@ -97,11 +106,12 @@ def run(stack: str, config: dict[str, str]) -> dict[str, Any]:
     )
     lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
     if not lines:
-        raise AssertionError(f"program printed nothing for {stack}:\n{result.stdout}\n{result.stderr}")
+        raise ProgramError(f"the program printed nothing for {stack}:\n{result.stdout}\n{result.stderr}")
     return dict(json.loads(lines[-1]))
 
 
-def program(stack: str, overrides: dict[str, str] | None = None) -> Graph:
-    data = run(stack, stack_config(stack, overrides))
-    assert "error" not in data, data["error"]
+def program(stack: str, overrides: dict[str, str] | None = None, root: Path = ROOT) -> Graph:
+    data = run(stack, stack_config(stack, overrides, root))
+    if "error" in data:
+        raise ProgramError(data["error"])
     return Graph(stack, data)

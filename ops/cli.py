@@ -1,0 +1,109 @@
+"""alle-ops: promote a release by digest, run a stack's jobs, and print what a stack declares offline.
+
+Each verb imports only what it needs, so `plan` does not pay for the cloud client libraries.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ops.errors import OpsError
+from ops.pulumi_cli import PulumiCli, Stacks
+
+
+def _promote(args: argparse.Namespace, stacks: Stacks) -> int:
+    from ops import promote
+
+    release = promote.promote(stacks, args.source, args.target)
+    print(
+        f"{args.target} now pins {release.image} (release {release.release}).\n"
+        f"Review Pulumi.{args.target}.yaml, commit it, then: pulumi up --stack {args.target}"
+    )
+    return 0
+
+
+def _pin(args: argparse.Namespace, stacks: Stacks) -> int:
+    from ops import promote
+
+    promote.pin(stacks, args.stack, promote.Release(image=args.image, release=args.release))
+    print(
+        f"{args.stack} now pins {args.image} (release {args.release}). Then: pulumi up --stack {args.stack}\n"
+        "The migrate job runs again for this release; migrations are forward-only, so it must be a no-op."
+    )
+    return 0
+
+
+def _status(args: argparse.Namespace, stacks: Stacks) -> int:
+    from ops import promote
+
+    for stack in args.stacks:
+        running = promote.running(stacks.outputs(stack), stack)
+        print(f"{stack}: release {running.release}  image {running.image}")
+    return 0
+
+
+def _job(args: argparse.Namespace, stacks: Stacks) -> int:
+    from ops import jobs
+
+    outputs = stacks.outputs(args.stack)
+    if args.action == "list":
+        for command, ref in sorted(jobs.jobs_of(outputs).items()):
+            print(f"{command:20} {ref.resource}")
+        return 0
+    if not args.command:
+        raise OpsError("name the job to run, e.g. `alle-ops job run migrate --stack staging`")
+    ref = jobs.resolve(outputs, args.command)
+    execution = jobs.run_and_wait(ref)
+    ok, summary = jobs.outcome(execution)
+    print(f"{summary}\nlogs: {jobs.logs_url(execution.name)}")
+    return 0 if ok else 1
+
+
+def _plan(args: argparse.Namespace, _: Stacks) -> int:
+    from ops import plan
+
+    if args.diff:
+        left, right = plan.load(*args.diff)
+        sys.stdout.write(plan.render_diff(left, right, markdown=args.markdown))
+    else:
+        [graph] = plan.load(args.stack)
+        sys.stdout.write(plan.render(graph, markdown=args.markdown))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="alle-ops", description=__doc__)
+    sub = p.add_subparsers(dest="verb", required=True)
+    pr = sub.add_parser("promote", help="pin the digest and release id the source stack runs into the target stack")
+    pr.add_argument("--from", dest="source", default="staging")
+    pr.add_argument("--to", dest="target", default="production")
+    pr.set_defaults(run=_promote)
+    pn = sub.add_parser("pin", help="pin a stack to an explicit digest (rollback)")
+    pn.add_argument("stack")
+    pn.add_argument("image", help="REGISTRY/PATH@sha256:<64 hex>")
+    pn.add_argument("--release", required=True, help="the release id that image was built from")
+    pn.set_defaults(run=_pin)
+    st = sub.add_parser("status", help="which release each stack runs")
+    st.add_argument("stacks", nargs="*", default=["staging", "production"])
+    st.set_defaults(run=_status)
+    jb = sub.add_parser("job", help="list or run a stack's Cloud Run jobs")
+    jb.add_argument("action", choices=["list", "run"])
+    jb.add_argument("command", nargs="?", help="migrate, cleanup-old-tasks or generate-report")
+    jb.add_argument("--stack", required=True)
+    jb.set_defaults(run=_job)
+    pl = sub.add_parser("plan", help="what a stack declares, offline; or --diff A B")
+    pl.add_argument("--stack", default="staging")
+    pl.add_argument("--diff", nargs=2, metavar=("A", "B"))
+    pl.add_argument("--markdown", action="store_true")
+    pl.set_defaults(run=_plan)
+    return p
+
+
+def main(argv: list[str] | None = None, stacks: Stacks | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return int(args.run(args, stacks or PulumiCli()))
+    except OpsError as error:
+        print(f"alle-ops: {error}", file=sys.stderr)
+        return 1
