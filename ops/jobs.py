@@ -77,7 +77,7 @@ def run_and_wait(ref: JobRef, timeout: float = 3600) -> ExecutionLike:  # pragma
     operation = client.run_job(name=ref.resource)
     print(f"started {operation.metadata.name}\nlogs: {logs_url(operation.metadata.name)}", flush=True)
     try:
-        execution: ExecutionLike = operation.result(timeout=timeout)
+        execution: ExecutionLike = operation.result(timeout=timeout)  # type: ignore[no-untyped-call]
     except GoogleAPICallError:
         execution = run_v2.ExecutionsClient().get_execution(name=operation.metadata.name)
     return execution

@@ -152,7 +152,8 @@ DESCRIBE: dict[str, Callable[[Resource], Settings]] = {
 def describe(resource: Resource) -> Settings:
     if "role" in resource.inputs and "member" in resource.inputs:
         return _grant(resource)
-    return DESCRIBE.get(resource.type, lambda _: {})(resource)
+    describe_type = DESCRIBE.get(resource.type)
+    return describe_type(resource) if describe_type else {}
 
 
 @dataclass
