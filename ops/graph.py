@@ -23,6 +23,10 @@ ROOT = Path(__file__).resolve().parent.parent
 SECRET_PLACEHOLDER = "[secret]"  # noqa: S105 - a placeholder, not a credential
 
 
+class ProgramError(OpsError):
+    """The program stopped (for example on a bad config value); the message is the program's own."""
+
+
 def stack_config(stack: str, overrides: dict[str, str] | None = None, root: Path = ROOT) -> dict[str, str]:
     """Project defaults from Pulumi.yaml, then the stack file, then overrides; values as strings like the CLI."""
     project = yaml.safe_load((root / "Pulumi.yaml").read_text())
@@ -32,7 +36,11 @@ def stack_config(stack: str, overrides: dict[str, str] | None = None, root: Path
             config[f"alle:{key}"] = _text(spec["default"])
         elif spec.get("secret"):
             config[f"alle:{key}"] = SECRET_PLACEHOLDER
-    stack_file = yaml.safe_load((root / f"Pulumi.{stack}.yaml").read_text())
+    path = root / f"Pulumi.{stack}.yaml"
+    if not path.exists():
+        known = sorted(p.name.removeprefix("Pulumi.").removesuffix(".yaml") for p in root.glob("Pulumi.*.yaml"))
+        raise ProgramError(f"no stack file {path.name}; the stacks here are {', '.join(known)}")
+    stack_file = yaml.safe_load(path.read_text())
     for key, value in (stack_file.get("config") or {}).items():
         config[key] = SECRET_PLACEHOLDER if isinstance(value, dict) and "secure" in value else _text(value)
     return config | (overrides or {})
@@ -89,10 +97,6 @@ class Graph:
             seen.add(urn)
             todo.extend(self.by_urn[urn].dependencies)
         return False
-
-
-class ProgramError(OpsError):
-    """The program stopped (for example on a bad config value); the message is the program's own."""
 
 
 def run(stack: str, config: dict[str, str]) -> dict[str, Any]:
