@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from ops import cli, jobs, plan, promote
+from ops import cli, jobs, plan
 from ops.graph import Graph
 from stacks import PROMOTED
 
