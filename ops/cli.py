@@ -72,6 +72,18 @@ def _plan(args: argparse.Namespace, _: Stacks) -> int:
     return 0
 
 
+def _smoke(args: argparse.Namespace, stacks: Stacks) -> int:
+    from ops.smoke import smoke
+
+    outputs = stacks.outputs(args.stack) if args.stack else {}
+    url = args.url or outputs.get("web_url")
+    if not url:
+        raise OpsError("give --url, or --stack whose outputs carry web_url")
+    for line in smoke(url, release=outputs.get("release")):
+        print(f"ok: {line}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="alle-ops", description=__doc__)
     sub = p.add_subparsers(dest="verb", required=True)
@@ -97,6 +109,10 @@ def parser() -> argparse.ArgumentParser:
     pl.add_argument("--diff", nargs=2, metavar=("A", "B"))
     pl.add_argument("--markdown", action="store_true")
     pl.set_defaults(run=_plan)
+    sm = sub.add_parser("smoke", help="check a deployed release: /readyz, its release id, a task round trip")
+    sm.add_argument("--stack")
+    sm.add_argument("--url")
+    sm.set_defaults(run=_smoke)
     return p
 
 

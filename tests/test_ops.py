@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
 from ops import cli, jobs, plan
-from ops.graph import Graph
+from ops.graph import ROOT, Graph
+from ops.smoke import SmokeError
 from stacks import PROMOTED
 
 STAGING_OUTPUTS: dict[str, Any] = {
@@ -173,3 +178,48 @@ def test_plan_reports_a_bad_config_as_one_sentence(capsys: pytest.CaptureFixture
     assert capsys.readouterr().err == (
         "alle-ops: no stack file Pulumi.dev.yaml; the stacks here are production, staging\n"
     )
+
+
+@pytest.fixture(scope="module")
+def local_release(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real `alle web` on embedded services, as the smoke test would find a deployed one."""
+    sys.path.insert(0, str(ROOT / "app" / "dev"))
+    import backing
+
+    services = backing.start(tmp_path_factory.mktemp("smoke"), persistent=False)
+    env = {
+        **os.environ,
+        **services.env,
+        "APP_ENV": "test",
+        "RELEASE": "3f5e2a9",
+        "SECRET_KEY": "smoke-test-secret-key-0123456789abcdef",
+    }
+    subprocess.run(["alle", "migrate"], env=env, check=True, capture_output=True)
+    port = backing.free_port()
+    web = subprocess.Popen(["alle", "web"], env={**env, "PORT": str(port)}, stdout=subprocess.DEVNULL)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        web.terminate()
+        web.wait(15)
+        services.stop()
+
+
+def test_smoke_checks_readiness_release_and_a_task_round_trip(local_release: str) -> None:
+    stacks = FakeStacks({"staging": {**STAGING_OUTPUTS, "web_url": local_release}})
+    assert cli.main(["smoke", "--stack", "staging"], stacks) == 0
+
+
+def test_smoke_fails_when_the_stack_runs_another_release(
+    local_release: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stacks = FakeStacks({"staging": {**STAGING_OUTPUTS, "web_url": local_release, "release": "9e8d7c6"}})
+    assert cli.main(["smoke", "--stack", "staging"], stacks) == 1
+    assert "runs release '3f5e2a9', expected '9e8d7c6'" in capsys.readouterr().err
+
+
+def test_smoke_fails_when_nothing_answers() -> None:
+    from ops.smoke import smoke
+
+    with pytest.raises(SmokeError, match="/readyz answered 0"):
+        smoke("http://127.0.0.1:9", wait_seconds=0)

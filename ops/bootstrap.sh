@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# One-time setup of a GCP project for alle's CI: Workload Identity Federation for GitHub Actions (no JSON
+# keys) and a deployer service account with the roles `pulumi up` needs, usable only from the named
+# repository's named GitHub environment. The Pulumi state bucket and the Cloud KMS key for Pulumi secrets
+# live once, in the state project, shared by both stacks (promotion reads staging's outputs).
+#
+# Usage: ops/bootstrap.sh [--dry-run] [--state-project P] [--registry-project P] PROJECT REGION OWNER/REPO ENVIRONMENT
+#   ops/bootstrap.sh alle-staging europe-west1 example/alle staging
+#   ops/bootstrap.sh --state-project alle-staging --registry-project alle-staging \
+#     alle-production europe-west1 example/alle production
+# --dry-run prints the gcloud commands instead of running them.
+set -euo pipefail
+
+dry_run=false state_project="" registry_project=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --dry-run) dry_run=true; shift ;;
+    --state-project) state_project=$2; shift 2 ;;
+    --registry-project) registry_project=$2; shift 2 ;;
+    -*) echo "unknown option $1" >&2; exit 2 ;;
+    *) break ;;
+  esac
+done
+if [ $# -ne 4 ]; then
+  sed -n '7,10p' "$0" >&2
+  exit 2
+fi
+project=$1 region=$2 repo=$3 environment=$4
+state_project=${state_project:-$project}
+
+state_bucket="alle-pulumi-state-${state_project}"
+keyring=pulumi key=state pool=github provider=github
+deployer_email="alle-deployer@${project}.iam.gserviceaccount.com"
+member="serviceAccount:${deployer_email}"
+
+gc() {
+  if $dry_run; then echo "gcloud $*"; else gcloud --quiet "$@"; fi
+}
+
+gc services enable --project "$project" iam.googleapis.com iamcredentials.googleapis.com sts.googleapis.com \
+  cloudresourcemanager.googleapis.com serviceusage.googleapis.com
+
+if [ "$state_project" = "$project" ]; then
+  # State: versioned and private. Secrets in it are encrypted with the KMS key below.
+  gc services enable --project "$project" cloudkms.googleapis.com storage.googleapis.com
+  gc storage buckets create "gs://${state_bucket}" --project "$project" --location "$region" \
+    --uniform-bucket-level-access --public-access-prevention
+  gc storage buckets update "gs://${state_bucket}" --versioning
+  gc kms keyrings create "$keyring" --project "$project" --location "$region"
+  gc kms keys create "$key" --project "$project" --keyring "$keyring" --location "$region" \
+    --purpose encryption --rotation-period 90d --next-rotation-time "$(date -u -d '+90 days' +%Y-%m-%dT%H:%M:%SZ)"
+fi
+
+# One admin role per service the program declares, IAM on the resources it creates, and project IAM only so
+# that it can grant the workloads their telemetry roles.
+gc iam service-accounts create alle-deployer --project "$project" \
+  --display-name "alle deployer (GitHub Actions, ${environment})"
+for role in roles/run.admin roles/cloudsql.admin roles/redis.admin roles/storage.admin \
+  roles/secretmanager.admin roles/artifactregistry.admin roles/cloudscheduler.admin \
+  roles/compute.networkAdmin roles/servicenetworking.networksAdmin roles/serviceusage.serviceUsageAdmin \
+  roles/iam.serviceAccountAdmin roles/iam.serviceAccountUser roles/resourcemanager.projectIamAdmin; do
+  gc projects add-iam-policy-binding "$project" --member "$member" --role "$role" --condition None
+done
+gc storage buckets add-iam-policy-binding "gs://${state_bucket}" --member "$member" --role roles/storage.objectAdmin
+gc kms keys add-iam-policy-binding "$key" --project "$state_project" --keyring "$keyring" --location "$region" \
+  --member "$member" --role roles/cloudkms.cryptoKeyEncrypterDecrypter
+if [ -n "$registry_project" ]; then
+  # The stack grants its runtime identities read access on the other project's repository.
+  gc artifacts repositories add-iam-policy-binding alle --project "$registry_project" --location "$region" \
+    --member "$member" --role roles/artifactregistry.admin
+fi
+
+# GitHub's OIDC tokens, accepted only from this repository and this GitHub environment.
+gc iam workload-identity-pools create "$pool" --project "$project" --location global --display-name "GitHub Actions"
+gc iam workload-identity-pools providers create-oidc "$provider" --project "$project" --location global \
+  --workload-identity-pool "$pool" --issuer-uri "https://token.actions.githubusercontent.com" \
+  --attribute-mapping "google.subject=assertion.sub,attribute.repository=assertion.repository,attribute.environment=assertion.environment" \
+  --attribute-condition "assertion.repository == '${repo}' && assertion.environment == '${environment}'"
+if $dry_run; then
+  number=PROJECT_NUMBER
+else
+  number=$(gcloud projects describe "$project" --format 'value(projectNumber)')
+fi
+gc iam service-accounts add-iam-policy-binding "$deployer_email" --project "$project" \
+  --role roles/iam.workloadIdentityUser \
+  --member "principalSet://iam.googleapis.com/projects/${number}/locations/global/workloadIdentityPools/${pool}/attribute.environment/${environment}"
+
+cat <<TXT
+Set these variables on the GitHub environment '${environment}':
+  GCP_WORKLOAD_IDENTITY_PROVIDER=projects/${number}/locations/global/workloadIdentityPools/${pool}/providers/${provider}
+  GCP_DEPLOYER=${deployer_email}
+  PULUMI_BACKEND_URL=gs://${state_bucket}
+  PULUMI_SECRETS_PROVIDER=gcpkms://projects/${state_project}/locations/${region}/keyRings/${keyring}/cryptoKeys/${key}
+TXT

@@ -1,0 +1,63 @@
+"""Smoke test of a deployed release: ready, running the expected release, and a task round-trips."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+import uuid
+from typing import Any
+
+from ops.errors import OpsError
+
+
+class SmokeError(OpsError):
+    pass
+
+
+def _call(url: str, method: str = "GET", body: Any = None, token: str | None = None) -> tuple[int, Any]:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method=method)  # noqa: S310 - https URL from stack outputs
+    request.add_header("Content-Type", "application/json")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=15) as response:  # noqa: S310
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"null")
+
+
+def smoke(base_url: str, release: str | None = None, wait_seconds: float = 120) -> list[str]:
+    """Raise SmokeError with what failed; return what was checked."""
+    base = base_url.rstrip("/")
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        try:
+            status, ready = _call(f"{base}/readyz")
+        except (urllib.error.URLError, TimeoutError) as error:
+            status, ready = 0, str(error)
+        if status == 200 or time.monotonic() > deadline:
+            break
+        time.sleep(3)
+    if status != 200:
+        raise SmokeError(f"{base}/readyz answered {status}: {ready}")
+    checked = [f"/readyz 200 (release {ready.get('release')})"]
+    if release and ready.get("release") != release:
+        raise SmokeError(f"{base} runs release {ready.get('release')!r}, expected {release!r}")
+    credentials = {"email": f"smoke-{uuid.uuid4().hex[:12]}@example.com", "password": uuid.uuid4().hex}
+    for path, expected in (("/v1/auth/signup", 201), ("/v1/auth/login", 200)):
+        status, body = _call(f"{base}{path}", "POST", credentials)
+        if status != expected:
+            raise SmokeError(f"POST {path} answered {status}: {body}")
+    token = body["access_token"]
+    title = f"smoke {uuid.uuid4().hex[:8]}"
+    status, created = _call(f"{base}/v1/tasks", "POST", {"title": title}, token)
+    if status != 201:
+        raise SmokeError(f"POST /v1/tasks answered {status}: {created}")
+    status, read = _call(f"{base}/v1/tasks/{created['id']}", token=token)
+    if status != 200 or read.get("title") != title:
+        raise SmokeError(f"GET /v1/tasks/{created['id']} answered {status}: {read}")
+    checked.append(f"task {created['id']} created and read back")
+    return checked

