@@ -33,7 +33,7 @@ network = Network(
     ),
 )
 
-identity = Identity(name, IdentityArgs(**common, prefix=name, depends_on=apis.needs("iam")))
+identity = Identity(name, IdentityArgs(**common, prefix=name, depends_on=apis.needs("iam", "resourcemanager")))
 
 database = Database(
     name,

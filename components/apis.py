@@ -12,6 +12,7 @@ SERVICES = {
     "compute": "compute.googleapis.com",
     "iam": "iam.googleapis.com",
     "redis": "redis.googleapis.com",
+    "resourcemanager": "cloudresourcemanager.googleapis.com",
     "run": "run.googleapis.com",
     "scheduler": "cloudscheduler.googleapis.com",
     "secretmanager": "secretmanager.googleapis.com",

@@ -57,13 +57,13 @@ def sa(graph: Graph, role: str) -> str:
 
 
 def test_staging_registers_its_full_resource_set(staging: Graph) -> None:
-    assert len(staging.resources) == 84
+    assert len(staging.resources) == 85
     assert len([r for r in staging.resources if not r.custom]) == 12
 
 
 def test_production_registers_its_full_resource_set(production: Graph) -> None:
     # No registry and no build (−2); read access on staging's registry for 3 identities and the service agent (+4).
-    assert len(production.resources) == 86
+    assert len(production.resources) == 87
     assert len([r for r in production.resources if not r.custom]) == 12
 
 
@@ -96,6 +96,7 @@ API_OF = {
     "gcp:redis/": "redis.googleapis.com",
     "gcp:secretmanager/secret:": "secretmanager.googleapis.com",
     "gcp:serviceaccount/": "iam.googleapis.com",
+    "gcp:projects/iAMMember:": "cloudresourcemanager.googleapis.com",
     "gcp:artifactregistry/repository:": "artifactregistry.googleapis.com",
     "gcp:cloudrunv2/service:": "run.googleapis.com",
     "gcp:cloudrunv2/workerPool:": "run.googleapis.com",
