@@ -460,3 +460,11 @@ def test_every_labelled_resource_carries_app_stack_and_release(stack: Graph) -> 
         elif "labels" in resource.inputs:
             pytest.fail(f"{resource.type} has labels but is not in LABELLED")
     assert checked >= 12
+
+
+@pytest.mark.parametrize("name", ["PORT", "K_SERVICE", "CLOUD_RUN_JOB", "X_GOOGLE_THING"])
+def test_env_names_cloud_run_reserves_are_refused(name: str) -> None:
+    from components.workload import Workload
+
+    with pytest.raises(ValueError, match=f"Cloud Run reserves these env names: {name}"):
+        Workload(image="i", env={name: "1"}, secrets={}, network_id="n", subnet_id="s", labels={})
