@@ -25,6 +25,7 @@ _SEVERITY = {
 
 def _cloud_logging_fields(_: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
     """Rename structlog's keys to the ones Cloud Logging lifts into the LogEntry."""
+    event.pop("color_message", None)  # uvicorn's ANSI-coloured duplicate of the message
     level = event.pop("level", method)
     event["severity"] = _SEVERITY.get(level, "DEFAULT")
     event["message"] = event.pop("event", "")

@@ -69,6 +69,7 @@ def test_logs_are_json_lines_on_stdout_with_trace_and_http_request(spawn: Spawn,
     web.terminate()
     records = [json.loads(line) for line in web.output().splitlines()]
     assert all({"severity", "message", "time"} <= r.keys() for r in records)
+    assert not any("color_message" in r for r in records)
     access = [r for r in records if "httpRequest" in r]
     assert any(r["httpRequest"]["requestUrl"] == "/v1/tasks" and r["httpRequest"]["status"] == 200 for r in access)
     traced = [r.get("logging.googleapis.com/trace") for r in access]
