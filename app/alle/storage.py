@@ -12,6 +12,8 @@ from google.cloud import storage
 from alle.config import Settings
 
 _CHUNK = 256 * 1024
+#: Bytes buffered per upload before they go to Cloud Storage (resumable chunks are multiples of 256 KiB).
+_UPLOAD_CHUNK = 4 * _CHUNK
 
 
 class Storage:
@@ -20,8 +22,11 @@ class Storage:
         self.client = storage.Client(project=settings.GOOGLE_CLOUD_PROJECT)
         self.bucket = self.client.bucket(settings.STORAGE_BUCKET)
 
-    def upload(self, name: str, data: IO[bytes], *, content_type: str) -> None:
-        self.bucket.blob(name).upload_from_file(data, content_type=content_type, rewind=True)
+    def writer(self, name: str, *, content_type: str) -> IO[bytes]:
+        """A resumable upload fed chunk by chunk; the object appears when the writer is closed (or collected)."""
+        blob = self.bucket.blob(name)
+        writer: IO[bytes] = blob.open("wb", chunk_size=_UPLOAD_CHUNK, content_type=content_type, if_generation_match=0)
+        return writer
 
     def upload_text(self, name: str, text: str, *, content_type: str) -> None:
         self.bucket.blob(name).upload_from_string(text, content_type=content_type)

@@ -23,7 +23,9 @@ def test_cleanup_deletes_only_old_completed_tasks_and_their_attachments(
         t: httpx.post(f"{web.url}/v1/tasks", json={"title": t}, headers=auth).json()["id"]
         for t in ("old-done", "new-done", "old-open")
     }
-    httpx.post(f"{web.url}/v1/tasks/{ids['old-done']}/attachments", files={"file": ("a.txt", b"x")}, headers=auth)
+    httpx.post(
+        f"{web.url}/v1/tasks/{ids['old-done']}/attachments", params={"filename": "a.txt"}, content=b"x", headers=auth
+    )
     for title in ("old-done", "new-done"):
         httpx.post(f"{web.url}/v1/tasks/{ids[title]}/complete", headers=auth)
     db.execute(

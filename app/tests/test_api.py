@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import psycopg
@@ -145,23 +147,52 @@ def test_idempotent_create_under_concurrent_retries_gives_one_task(
     assert count == (1,)
 
 
-def test_attachment_uploads_to_the_bucket_and_downloads_back(web: Proc, bucket: Bucket) -> None:
+def test_attachment_streams_to_the_bucket_and_downloads_back(spawn: Spawn, bucket: Bucket, tmp_path: Path) -> None:
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    web = spawn("web", {"TMPDIR": str(scratch)})
     auth = signup_and_login(web.url)
     task_id = httpx.post(f"{web.url}/v1/tasks", json={"title": "with file"}, headers=auth).json()["id"]
-    payload = bytes(range(256)) * 1000
+    payload = bytes(range(256)) * 20_000  # 5 MB: more than any in-memory spool threshold
     uploaded = httpx.post(
         f"{web.url}/v1/tasks/{task_id}/attachments",
-        files={"file": ("scan ü.pdf", payload, "application/pdf")},
-        headers=auth,
+        params={"filename": "scan ü.pdf"},
+        content=payload,
+        headers={**auth, "Content-Type": "application/pdf"},
+        timeout=30,
     )
     assert uploaded.status_code == 201, uploaded.text
     attachment = uploaded.json()
-    assert attachment["size_bytes"] == len(payload)
+    assert (attachment["filename"], attachment["size_bytes"]) == ("scan ü.pdf", len(payload))
     download = httpx.get(f"{web.url}/v1/tasks/{task_id}/attachments/{attachment['id']}", headers=auth)
     assert download.status_code == 200
     assert download.content == payload
     assert download.headers["content-type"] == "application/pdf"
+    assert "filename*=UTF-8''scan%20%C3%BC.pdf" in download.headers["content-disposition"]
     blobs = list(bucket.list_blobs(prefix=f"attachments/{task_id}/"))
     assert len(blobs) == 1 and blobs[0].size == len(payload)
+    assert list(scratch.iterdir()) == [], "the upload touched the local disk"
+    listed = httpx.get(f"{web.url}/v1/tasks/{task_id}/attachments", headers=auth).json()
+    assert [a["id"] for a in listed] == [attachment["id"]]
     other = signup_and_login(web.url)
     assert httpx.get(f"{web.url}/v1/tasks/{task_id}/attachments/{attachment['id']}", headers=other).status_code == 404
+
+
+def test_oversized_or_foreign_attachment_is_refused_and_leaves_nothing(web: Proc, bucket: Bucket) -> None:
+    auth = signup_and_login(web.url)
+    task_id = httpx.post(f"{web.url}/v1/tasks", json={"title": "big"}, headers=auth).json()["id"]
+    url = f"{web.url}/v1/tasks/{task_id}/attachments"
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the limit is enforced while streaming
+        for _ in range(11):
+            yield b"x" * (1024 * 1024)
+
+    too_big = httpx.post(url, params={"filename": "big.bin"}, content=chunks(), headers=auth, timeout=30)
+    assert too_big.status_code == 413
+    assert "limited to 10485760 bytes" in too_big.json()["detail"]
+    other = signup_and_login(web.url)
+    assert httpx.post(url, params={"filename": "a.txt"}, content=b"x", headers=other).status_code == 404
+    assert httpx.post(url, params={"filename": "../etc/passwd"}, content=b"x", headers=auth).status_code == 422
+    assert httpx.post(url, params={"filename": "empty.txt"}, content=b"", headers=auth).status_code == 422
+    assert [(b.name, b.size) for b in bucket.list_blobs(prefix=f"attachments/{task_id}/")] == []
+    assert httpx.get(url, headers=auth).json() == []

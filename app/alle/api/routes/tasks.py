@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from typing import Annotated, Any
+from typing import IO, Annotated, Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, Header, HTTPException, Query, Response, UploadFile, status
+from fastapi import APIRouter, Header, HTTPException, Query, Request, Response, status
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
+from psycopg.errors import ForeignKeyViolation
 
 from alle import repository
-from alle.api.deps import ConnDep, ServicesDep, UserDep
+from alle.api.deps import ConnDep, Services, ServicesDep, UserDep
 from alle.api.schemas import AttachmentOut, TaskCreate, TaskOut, TaskPage, TaskStatus, TaskUpdate
 from alle.logs import get_logger
 
@@ -145,25 +147,84 @@ def delete_task(task_id: uuid.UUID, user_id: UserDep, conn: ConnDep, services: S
             log.warning("could not delete attachment object", object_name=name, error=str(error))
 
 
-@router.post("/{task_id}/attachments", status_code=status.HTTP_201_CREATED)
-def upload_attachment(
-    task_id: uuid.UUID, file: UploadFile, user_id: UserDep, conn: ConnDep, services: ServicesDep
+@router.post(
+    "/{task_id}/attachments",
+    status_code=status.HTTP_201_CREATED,
+    openapi_extra={
+        "requestBody": {"required": True, "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}}}
+    },
+)
+async def upload_attachment(
+    task_id: uuid.UUID,
+    request: Request,
+    filename: Annotated[str, Query(min_length=1, max_length=255, pattern=r"^[^/\\\x00]+$")],
+    user_id: UserDep,
+    services: ServicesDep,
 ) -> AttachmentOut:
-    if repository.get_task(conn, owner_id=user_id, task_id=task_id) is None:
+    """The body is the file, streamed to the bucket as it arrives: never buffered whole, never on local disk."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > MAX_ATTACHMENT_BYTES:
+        raise _too_large()
+    if not await run_in_threadpool(_owns_task, services, user_id, task_id):
         raise _not_found()
-    size = file.size or 0
-    if size > MAX_ATTACHMENT_BYTES:
-        raise HTTPException(
-            status.HTTP_413_CONTENT_TOO_LARGE, f"Attachments are limited to {MAX_ATTACHMENT_BYTES} bytes."
-        )
-    filename = (file.filename or "attachment").rsplit("/", 1)[-1][:255] or "attachment"
-    content_type = file.content_type or "application/octet-stream"
+    content_type = request.headers.get("content-type") or "application/octet-stream"
     object_name = f"attachments/{task_id}/{uuid.uuid4()}"
-    services.storage.upload(object_name, file.file, content_type=content_type)
-    row = repository.add_attachment(
-        conn, task_id=task_id, filename=filename, content_type=content_type, size_bytes=size, object_name=object_name
-    )
+    writer: IO[bytes] | None = None
+    size = 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_ATTACHMENT_BYTES:
+                raise _too_large()
+            if chunk:
+                if writer is None:
+                    writer = await run_in_threadpool(services.storage.writer, object_name, content_type=content_type)
+                await run_in_threadpool(writer.write, chunk)
+        if writer is None:
+            raise HTTPException(
+                status.HTTP_422_UNPROCESSABLE_CONTENT, "The attachment is empty; send the file as the body."
+            )
+        await run_in_threadpool(writer.close)
+    except BaseException:
+        # Too large, or the client went away. A BlobWriter finalises its upload when it is closed or garbage
+        # collected, so close it now and delete what it wrote: nothing stays in the bucket, nothing is recorded.
+        if writer is not None:
+            await run_in_threadpool(writer.close)
+            await run_in_threadpool(services.storage.delete, object_name)
+        raise
+    row = await run_in_threadpool(_record_attachment, services, task_id, filename, content_type, size, object_name)
+    if row is None:
+        await run_in_threadpool(services.storage.delete, object_name)
+        raise _not_found()
     return AttachmentOut(**row)
+
+
+def _too_large() -> HTTPException:
+    return HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, f"Attachments are limited to {MAX_ATTACHMENT_BYTES} bytes.")
+
+
+def _owns_task(services: Services, user_id: uuid.UUID, task_id: uuid.UUID) -> bool:
+    """Short-lived connections: a slow upload must not hold a database connection."""
+    with services.pool.connection() as conn:
+        return repository.get_task(conn, owner_id=user_id, task_id=task_id) is not None
+
+
+def _record_attachment(
+    services: Services, task_id: uuid.UUID, filename: str, content_type: str, size: int, object_name: str
+) -> dict[str, Any] | None:
+    """None when the task was deleted while the file was uploading."""
+    try:
+        with services.pool.connection() as conn:
+            return repository.add_attachment(
+                conn,
+                task_id=task_id,
+                filename=filename,
+                content_type=content_type,
+                size_bytes=size,
+                object_name=object_name,
+            )
+    except ForeignKeyViolation:
+        return None
 
 
 @router.get("/{task_id}/attachments")
