@@ -54,7 +54,7 @@ def _job(args: argparse.Namespace, stacks: Stacks) -> int:
     if not args.command:
         raise OpsError("name the job to run, e.g. `alle-ops job run migrate --stack staging`")
     ref = jobs.resolve(outputs, args.command)
-    execution = jobs.run_and_wait(ref)
+    execution = jobs.run_and_wait(ref, args.extra or None)
     ok, summary = jobs.outcome(execution)
     print(f"{summary}\nlogs: {jobs.logs_url(execution.name)}")
     return 0 if ok else 1
@@ -117,7 +117,14 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None, stacks: Stacks | None = None) -> int:
+    """Arguments after `--` replace a job's container arguments: `job run generate-report ... -- dead-jobs list`."""
+    argv = sys.argv[1:] if argv is None else argv
+    extra: list[str] = []
+    if "--" in argv:
+        cut = argv.index("--")
+        argv, extra = argv[:cut], argv[cut + 1 :]
     args = parser().parse_args(argv)
+    args.extra = extra
     try:
         return int(args.run(args, stacks or PulumiCli()))
     except OpsError as error:

@@ -68,13 +68,24 @@ def outcome(execution: ExecutionLike) -> tuple[bool, str]:
     )
 
 
-def run_and_wait(ref: JobRef, timeout: float = 3600) -> ExecutionLike:  # pragma: no cover - the cloud call
+def run_request(ref: JobRef, args: list[str] | None = None) -> Any:
+    """The jobs.run request; `args` replaces the container's arguments for this one execution."""
+    from google.cloud import run_v2
+
+    overrides = None
+    if args:
+        container = run_v2.RunJobRequest.Overrides.ContainerOverride(args=args)
+        overrides = run_v2.RunJobRequest.Overrides(container_overrides=[container])
+    return run_v2.RunJobRequest(name=ref.resource, overrides=overrides)
+
+
+def run_and_wait(ref: JobRef, args: list[str] | None = None, timeout: float = 3600) -> ExecutionLike:
     """Start an execution and wait for it. The only function here that talks to Google Cloud."""
     from google.api_core.exceptions import GoogleAPICallError
     from google.cloud import run_v2
 
     client = run_v2.JobsClient()
-    operation = client.run_job(name=ref.resource)
+    operation = client.run_job(request=run_request(ref, args))
     print(f"started {operation.metadata.name}\nlogs: {logs_url(operation.metadata.name)}", flush=True)
     try:
         execution: ExecutionLike = operation.result(timeout=timeout)  # type: ignore[no-untyped-call]

@@ -103,7 +103,7 @@ def test_job_run_waits_and_exits_nonzero_when_the_execution_failed(
 ) -> None:
     started: list[jobs.JobRef] = []
 
-    def fake_run(ref: jobs.JobRef, timeout: float = 0) -> Execution:
+    def fake_run(ref: jobs.JobRef, args: list[str] | None = None, timeout: float = 0) -> Execution:
         started.append(ref)
         return Execution(EXECUTION, task_count=1, succeeded_count=0, failed_count=1, cancelled_count=0)
 
@@ -116,6 +116,28 @@ def test_job_run_waits_and_exits_nonzero_when_the_execution_failed(
         "https://console.cloud.google.com/run/jobs/executions/details/europe-west1/alle-staging-migrate-x7k2p"
         "/logs?project=alle-staging&job=alle-staging-migrate"
     ) in out
+
+
+def test_run_request_names_the_job_and_overrides_args_only_when_given() -> None:
+    ref = jobs.JobRef("alle-production", "europe-west1", "alle-production-generate-report")
+    plain = jobs.run_request(ref)
+    assert plain.name == "projects/alle-production/locations/europe-west1/jobs/alle-production-generate-report"
+    assert not plain.overrides.container_overrides
+    override = jobs.run_request(ref, ["dead-jobs", "list"])
+    assert list(override.overrides.container_overrides[0].args) == ["dead-jobs", "list"]
+
+
+def test_job_run_passes_replacement_args_after_the_separator(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[list[str] | None] = []
+
+    def fake_run(ref: jobs.JobRef, args: list[str] | None = None, timeout: float = 0) -> Execution:
+        seen.append(args)
+        return Execution(EXECUTION, task_count=1, succeeded_count=1, failed_count=0, cancelled_count=0)
+
+    monkeypatch.setattr(jobs, "run_and_wait", fake_run)
+    stacks = FakeStacks({"staging": STAGING_OUTPUTS})
+    assert cli.main(["job", "run", "migrate", "--stack", "staging", "--", "dead-jobs", "list"], stacks) == 0
+    assert seen == [["dead-jobs", "list"]]
 
 
 def test_successful_execution_is_reported_as_such() -> None:

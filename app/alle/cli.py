@@ -70,7 +70,7 @@ def _dead_jobs(settings: Settings, args: argparse.Namespace) -> int:
                         "actor": message.actor_name,
                         "args": message.args,
                         "retries": message.options.get("retries"),
-                        "error": (message.options.get("traceback") or "").strip().splitlines()[-1:],
+                        "error": ((message.options.get("traceback") or "").strip().splitlines() or [""])[-1],
                     }
                 )
             )
