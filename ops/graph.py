@@ -99,10 +99,16 @@ class Graph:
         return False
 
 
+def secret_keys(root: Path = ROOT) -> list[str]:
+    """The keys Pulumi.yaml declares secret: the program must see them as secrets, as under the CLI."""
+    project = yaml.safe_load((root / "Pulumi.yaml").read_text())
+    return [f"alle:{key}" for key, spec in project["config"].items() if spec.get("secret")]
+
+
 def run(stack: str, config: dict[str, str]) -> dict[str, Any]:
     result = subprocess.run(
         [sys.executable, "-m", "ops.program", stack],
-        input=json.dumps(config),
+        input=json.dumps({"config": config, "secret_keys": secret_keys()}),
         capture_output=True,
         text=True,
         timeout=120,
