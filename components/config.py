@@ -362,33 +362,15 @@ def parse(stack: str, raw: Mapping[str, str], mail_api_key: pulumi.Output[str]) 
     return config
 
 
-#: Keys read as plain strings (everything declared in Pulumi.yaml except the secret).
-KEYS = (
-    "gcp:project",
-    "gcp:region",
+#: Keys with one value for every stack (their defaults are in Pulumi.yaml).
+SHARED_KEYS = (
     "alle:release",
-    "alle:image",
     "alle:public",
     "alle:logLevel",
-    "alle:registryProject",
-    "alle:registryLocation",
     "alle:registryRepository",
-    "alle:dbTier",
-    "alle:dbHighAvailability",
-    "alle:dbDiskSizeGb",
     "alle:dbBackupRetentionCount",
     "alle:dbPitrDays",
-    "alle:redisTier",
-    "alle:redisMemoryGb",
     "alle:redisVersion",
-    "alle:webMinInstances",
-    "alle:webMaxInstances",
-    "alle:webConcurrency",
-    "alle:webCpu",
-    "alle:webMemory",
-    "alle:workerInstances",
-    "alle:workerCpu",
-    "alle:workerMemory",
     "alle:jobsCpu",
     "alle:jobsMemory",
     "alle:subnetCidr",
@@ -399,6 +381,8 @@ KEYS = (
     "alle:timeZone",
     "alle:mailFrom",
 )
+#: Every plain key the program reads (the secret alle:mailApiKey is read on its own).
+KEYS = ("gcp:project", "gcp:region", *PER_STACK_KEYS, *SHARED_KEYS)
 
 
 def load() -> StackConfig:
