@@ -59,5 +59,8 @@ def smoke(base_url: str, release: str | None = None, wait_seconds: float = 120) 
     status, read = _call(f"{base}/v1/tasks/{created['id']}", token=token)
     if status != 200 or read.get("title") != title:
         raise SmokeError(f"GET /v1/tasks/{created['id']} answered {status}: {read}")
-    checked.append(f"task {created['id']} created and read back")
+    status, _ = _call(f"{base}/v1/tasks/{created['id']}", "DELETE", token=token)
+    if status != 204:
+        raise SmokeError(f"DELETE /v1/tasks/{created['id']} answered {status}")
+    checked.append(f"task {created['id']} created, read back and deleted")
     return checked
