@@ -5,7 +5,6 @@ Prints figures; asserts nothing. Run: venv/bin/python bench/startup.py [runs]
 
 from __future__ import annotations
 
-import os
 import signal
 import statistics
 import subprocess
@@ -34,14 +33,7 @@ def until_ok(url: str) -> float:
 
 def main(runs: int) -> None:
     services = backing.start(Path(tempfile.mkdtemp()), persistent=False)
-    env = {
-        **os.environ,
-        **services.env,
-        "APP_ENV": "development",
-        "RELEASE": "bench",
-        "LOG_LEVEL": "WARNING",
-        "SECRET_KEY": "bench-secret-key-0123456789abcdefghijkl",
-    }
+    env = services.release_env("development", "bench", LOG_LEVEL="WARNING")
     subprocess.run(["alle", "migrate"], env=env, check=True, capture_output=True)
     live, ready, stop = [], [], []
     try:

@@ -17,30 +17,21 @@ SECRET_SIG = rpc._special_sig_key
 SECRET_VALUE = rpc._special_secret_sig
 
 
-def plain(value: Any) -> Any:
-    """Unwrap Pulumi's secret envelopes into {"secret": value} so tests can see what was secret."""
+def plain(value: Any, mark_secrets: bool = True) -> Any:
+    """Unwrap Pulumi's secret envelopes: into {"secret": value} so tests can see what was secret, or bare."""
     if isinstance(value, dict):
         if value.get(SECRET_SIG) == SECRET_VALUE:
-            return {"secret": plain(value.get("value"))}
-        return {k: plain(v) for k, v in value.items()}
+            inner = plain(value.get("value"), mark_secrets)
+            return {"secret": inner} if mark_secrets else inner
+        return {k: plain(v, mark_secrets) for k, v in value.items()}
     if isinstance(value, list):
-        return [plain(v) for v in value]
-    return value
-
-
-def _unsecret(value: Any) -> Any:
-    if isinstance(value, dict):
-        if value.get(SECRET_SIG) == SECRET_VALUE:
-            return _unsecret(value.get("value"))
-        return {k: _unsecret(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_unsecret(v) for v in value]
+        return [plain(v, mark_secrets) for v in value]
     return value
 
 
 class Mocks(pulumi.runtime.Mocks):
     def new_resource(self, args: MockResourceArgs) -> tuple[str, dict[str, Any]]:
-        inputs = _unsecret(args.inputs)
+        inputs = plain(args.inputs, mark_secrets=False)
         outputs = dict(args.inputs)
         name = inputs.get("name", args.name)
         typ = args.typ

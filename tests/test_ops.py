@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -186,7 +185,7 @@ def test_diff_lists_exactly_what_differs_between_the_stacks(staging: Graph, prod
 
 def test_plan_for_an_unpinned_promoted_stack_marks_the_digest_as_placeholder() -> None:
     config = plan.review_config("production")
-    assert config["alle:image"] == f"europe-west1-docker.pkg.dev/alle-staging/alle/alle@{plan.UNPINNED_DIGEST}"
+    assert config["alle:image"] == "europe-west1-docker.pkg.dev/alle-staging/alle/alle@sha256:" + "0" * 64
     assert plan.review_config("staging")["alle:image"] == ""  # staging owns its registry and builds
 
 
@@ -209,13 +208,7 @@ def local_release(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     import backing
 
     services = backing.start(tmp_path_factory.mktemp("smoke"), persistent=False)
-    env = {
-        **os.environ,
-        **services.env,
-        "APP_ENV": "test",
-        "RELEASE": "3f5e2a9",
-        "SECRET_KEY": "smoke-test-secret-key-0123456789abcdef",
-    }
+    env = services.release_env("test", "3f5e2a9")
     subprocess.run(["alle", "migrate"], env=env, check=True, capture_output=True)
     port = backing.free_port()
     web = subprocess.Popen(["alle", "web"], env={**env, "PORT": str(port)}, stdout=subprocess.DEVNULL)

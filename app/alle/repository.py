@@ -115,8 +115,13 @@ def list_tasks(
     return rows, int(total["n"])
 
 
-def update_task(conn: Conn, *, owner_id: uuid.UUID, task_id: uuid.UUID, changes: dict[str, Any]) -> Row | None:
-    """Apply a partial update; moving to `done` stamps completed_at and records the notification to send."""
+def update_task(
+    conn: Conn, *, owner_id: uuid.UUID, task_id: uuid.UUID, changes: dict[str, Any]
+) -> tuple[Row | None, bool]:
+    """Apply a partial update; moving to `done` stamps completed_at and records the notification to send.
+
+    Returns the task and whether this update recorded its (one and only) completion notification.
+    """
     allowed = {"title", "notes", "status", "due_date"}
     assignments = [f"{column} = %({column})s" for column in changes if column in allowed]
     assignments.append(
@@ -135,12 +140,13 @@ def update_task(conn: Conn, *, owner_id: uuid.UUID, task_id: uuid.UUID, changes:
         f"WHERE id = %(task_id)s AND owner_id = %(owner_id)s RETURNING {TASK_COLUMNS}",
         params,
     ).fetchone()
-    if row is not None and row["status"] == "done":
-        conn.execute(
-            "INSERT INTO notifications (task_id, kind) VALUES (%s, 'task_completed') ON CONFLICT DO NOTHING",
-            (task_id,),
-        )
-    return row
+    if row is None or row["status"] != "done":
+        return row, False
+    recorded = conn.execute(
+        "INSERT INTO notifications (task_id, kind) VALUES (%s, 'task_completed') ON CONFLICT DO NOTHING RETURNING id",
+        (task_id,),
+    ).fetchone()
+    return row, recorded is not None
 
 
 def delete_task(conn: Conn, *, owner_id: uuid.UUID, task_id: uuid.UUID) -> list[str] | None:

