@@ -10,7 +10,8 @@ from components.identity import Identity, IdentityArgs
 from components.image import Image, ImageArgs
 from components.jobs import Jobs, JobsArgs
 from components.network import Network, NetworkArgs
-from components.scheduler import Scheduler, SchedulerArgs
+from components.propagation import Propagation, PropagationArgs
+from components.scheduler import Schedule, Scheduler, SchedulerArgs
 from components.secrets import Secrets, SecretsArgs
 from components.services import Web, WebArgs, Worker, WorkerArgs
 from components.storage import Storage, StorageArgs
@@ -29,7 +30,7 @@ network = Network(
         region=cfg.region,
         subnet_cidr=cfg.subnet_cidr,
         services_range_prefix=cfg.services_range_prefix,
-        depends_on=apis.needs("compute", "servicenetworking"),
+        depends_on=apis.needs("compute", "servicenetworking", "resourcemanager"),
     ),
 )
 
@@ -114,8 +115,12 @@ image = Image(
         readers=identity.runtime_members,
         labels=cfg.labels,
         depends_on=apis.needs("artifactregistry"),
+        run_api=apis.needs("run"),
     ),
 )
+
+# New grants take minutes to apply everywhere; no revision starts before they have.
+propagation = Propagation(name, PropagationArgs(grants=[*secrets.grants, *storage.grants, *image.grants]))
 
 workload = Workload(
     image=image.ref,
@@ -126,12 +131,14 @@ workload = Workload(
         "STORAGE_BUCKET": storage.bucket_name,
         "GOOGLE_CLOUD_PROJECT": cfg.project,
         "MAIL_FROM": cfg.mail_from,
+        **cfg.app_env,
     },
     secrets=secrets.refs,
     network_id=network.network_id,
     subnet_id=network.subnet_id,
     labels=cfg.labels,
-    ready=[*secrets.ready, *storage.grants, *image.grants],
+    release_labels=cfg.release_labels,
+    ready=[*secrets.ready, *storage.grants, *image.grants, propagation.sleep],
 )
 run_apis = apis.needs("run")
 
@@ -165,7 +172,7 @@ web = Web(
         sizing=cfg.web,
         min_instances=cfg.web_min_instances,
         max_instances=cfg.web_max_instances,
-        concurrency=cfg.web_concurrency,
+        concurrency=cfg.web_container_concurrency,
         depends_on=[*run_apis, jobs.migrate],
     ),
 )
@@ -191,9 +198,11 @@ scheduler = Scheduler(
         **common,
         region=cfg.region,
         prefix=name,
-        schedule=cfg.cleanup_schedule,
+        schedules={
+            "cleanup-old-tasks": Schedule(job_name=jobs.names["cleanup-old-tasks"], cron=cfg.cleanup_schedule),
+            "prune-sessions": Schedule(job_name=jobs.names["prune-sessions"], cron=cfg.prune_sessions_schedule),
+        },
         time_zone=cfg.time_zone,
-        job_name=jobs.names["cleanup-old-tasks"],
         invoker_email=identity.emails["scheduler"],
         invoker_member=identity.members["scheduler"],
         depends_on=apis.needs("scheduler"),

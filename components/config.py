@@ -6,12 +6,15 @@ Every problem is reported at once, each as one sentence naming the stack, key, v
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
 import pulumi
+
+from components import release as releases
 
 T = TypeVar("T")
 
@@ -26,7 +29,9 @@ PER_STACK_KEYS = (
     "alle:redisMemoryGb",
     "alle:webMinInstances",
     "alle:webMaxInstances",
-    "alle:webConcurrency",
+    "alle:webProcesses",
+    "alle:webRequestsPerProcess",
+    "alle:dbPoolSize",
     "alle:webCpu",
     "alle:webMemory",
     "alle:workerInstances",
@@ -77,7 +82,7 @@ DB_CUSTOM = re.compile(r"^db-custom-(\d+)-(\d+)$")
 PERF_OPTIMIZED = re.compile(r"^db-perf-optimized-N-(2|4|8|16|32|48|64|80|96|128)$")
 
 IMAGE_DIGEST = re.compile(r"^[a-z0-9.-]+(:\d+)?(/[a-z0-9._-]+)+@sha256:[0-9a-f]{64}$")
-RELEASE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+RELEASE = releases.RELEASE_ID
 PROJECT_ID = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
 MEMORY = re.compile(r"^(\d+)(Mi|Gi)$")
 CRON = re.compile(r"^(\S+\s+){4}\S+$")
@@ -118,7 +123,9 @@ class StackConfig:
     redis_version: str
     web_min_instances: int
     web_max_instances: int
-    web_concurrency: int
+    web_processes: int
+    web_requests_per_process: int
+    db_pool_size: int
     web: Sizing
     worker_instances: int
     worker: Sizing
@@ -128,6 +135,7 @@ class StackConfig:
     uploads_noncurrent_days: int
     cleanup_schedule: str
     cleanup_older_than_days: int
+    prune_sessions_schedule: str
     time_zone: str
     mail_from: str
     mail_api_key: pulumi.Output[str]
@@ -147,7 +155,28 @@ class StackConfig:
 
     @property
     def labels(self) -> dict[str, str]:
-        return {"app": "alle", "stack": self.stack, "release": self.release}
+        """Labels of every long-lived resource. No release here: a label change is a patch of the resource, and
+        Cloud SQL refuses patches ("operation in progress") during its backup and maintenance windows."""
+        return {"app": "alle", "stack": self.stack}
+
+    @property
+    def release_labels(self) -> dict[str, str]:
+        """Labels of what each release replaces anyway: Cloud Run revisions (templates) and jobs."""
+        return {**self.labels, "release": releases.label_value(self.release)}
+
+    @property
+    def web_container_concurrency(self) -> int:
+        """Cloud Run's requests per instance: every uvicorn process takes its own share."""
+        return self.web_processes * self.web_requests_per_process
+
+    @property
+    def app_env(self) -> dict[str, str]:
+        """The sizing the app reads, set here together with Cloud Run's concurrency so the two cannot drift."""
+        return {
+            "DATABASE_POOL_SIZE": str(self.db_pool_size),
+            "WEB_CONCURRENCY": str(self.web_processes),
+            "MAX_REQUESTS_IN_FLIGHT": str(self.web_requests_per_process),
+        }
 
     @property
     def pulls_from_other_project(self) -> bool:
@@ -165,14 +194,21 @@ class _Reader:
     def fail(self, key: str, value: object, allowed: str) -> None:
         self.errors.append(f"Stack '{self.stack}': {key} is {value!r}; {allowed}.")
 
+    def missing(self, key: str, allowed: str) -> None:
+        where = (
+            f"set it in Pulumi.{self.stack}.yaml"
+            if key.startswith("gcp:") or key in PER_STACK_KEYS
+            else "declare its default in Pulumi.yaml"
+        )
+        self.errors.append(
+            f"Stack '{self.stack}': {key} is not set; {where} (`pulumi config set {key} … --stack {self.stack}`), "
+            f"{allowed}."
+        )
+
     def get(self, key: str, parse: Callable[[str], T], allowed: str, fallback: T) -> T:
         value = self.raw.get(key)
         if value is None:
-            self.fail(
-                key,
-                None,
-                f"it is required ({allowed}); declare it in Pulumi.yaml or set it with `pulumi config set {key} …`",
-            )
+            self.missing(key, allowed)
             return fallback
         try:
             return parse(value)
@@ -266,11 +302,127 @@ def _db_edition(reader: _Reader, tier: str, production: bool) -> str:
     return "ENTERPRISE"
 
 
+#: Keys with one value for every stack (their defaults are in Pulumi.yaml).
+SHARED_KEYS = (
+    "alle:release",
+    "alle:public",
+    "alle:logLevel",
+    "alle:registryRepository",
+    "alle:dbBackupRetentionCount",
+    "alle:dbPitrDays",
+    "alle:redisVersion",
+    "alle:jobsCpu",
+    "alle:jobsMemory",
+    "alle:subnetCidr",
+    "alle:servicesRangePrefix",
+    "alle:uploadsNoncurrentDays",
+    "alle:cleanupSchedule",
+    "alle:cleanupOlderThanDays",
+    "alle:pruneSessionsSchedule",
+    "alle:timeZone",
+    "alle:mailFrom",
+)
+#: Every plain key the program reads (the secret alle:mailApiKey is read on its own).
+KEYS = ("gcp:project", "gcp:region", *PER_STACK_KEYS, *SHARED_KEYS)
+#: Keys Pulumi.yaml declares secret: set with `pulumi config set --secret`, never with a default.
+SECRET_KEYS = ("alle:mailApiKey",)
+#: Namespaces a stack file may use besides alle: the providers' own settings and Pulumi's.
+PROVIDER_NAMESPACES = ("gcp", "docker", "random", "time", "pulumi")
+
+#: Cloud SQL for PostgreSQL's default max_connections by instance memory (GiB, lower bound → connections):
+#: https://cloud.google.com/sql/docs/postgres/flags#postgres-m (max_connections) and
+#: https://cloud.google.com/sql/docs/postgres/quotas#cloud-sql-for-postgresql-connection-limits
+MAX_CONNECTIONS_BY_MEMORY_GIB = ((120, 1000), (60, 800), (30, 600), (15, 500), (7.5, 400), (6, 200), (3.75, 100))
+SHARED_CORE_MAX_CONNECTIONS = {"db-f1-micro": 25, "db-g1-small": 50}
+#: Enterprise Plus performance-optimized tiers have 8 GiB per vCPU:
+#: https://cloud.google.com/sql/docs/postgres/machine-series-overview
+PERF_OPTIMIZED_GIB_PER_CPU = 8
+#: Connections nobody in the app may count on: PostgreSQL keeps superuser_reserved_connections (3) for
+#: cloudsqladmin (https://www.postgresql.org/docs/16/runtime-config-connection.html), plus two for an operator.
+RESERVED_CONNECTIONS = 5
+#: Cloud Run jobs that open a pool: migrate, cleanup-old-tasks, generate-report, prune-sessions.
+JOB_COUNT = 4
+#: Cloud Run's highest concurrency per instance: https://cloud.google.com/run/docs/about-concurrency
+CLOUD_RUN_MAX_CONCURRENCY = 1000
+
+
+def max_connections(tier: str) -> int | None:
+    """The default max_connections of a Cloud SQL tier, or None for a tier this program does not know."""
+    if tier in SHARED_CORE_MAX_CONNECTIONS:
+        return SHARED_CORE_MAX_CONNECTIONS[tier]
+    custom, perf = DB_CUSTOM.match(tier), PERF_OPTIMIZED.match(tier)
+    if custom:
+        memory_gib = int(custom[2]) / 1024
+    elif perf:
+        memory_gib = int(perf[1]) * PERF_OPTIMIZED_GIB_PER_CPU
+    else:
+        return None
+    return next((count for floor, count in MAX_CONNECTIONS_BY_MEMORY_GIB if memory_gib >= floor), None)
+
+
+def _known_keys() -> frozenset[str]:
+    return frozenset((*KEYS, *SECRET_KEYS))
+
+
+def _gcp_keys() -> frozenset[str]:
+    """Every setting the gcp provider reads (pulumi_gcp.config), as `gcp:camelCase`."""
+    import pulumi_gcp.config as gcp_config
+
+    def camel(name: str) -> str:
+        head, *rest = name.split("_")
+        return head + "".join(part.capitalize() for part in rest)
+
+    names = [n for n in dir(type(gcp_config)) if isinstance(getattr(type(gcp_config), n, None), property)]
+    return frozenset(f"gcp:{camel(n)}" for n in names)
+
+
+def _check_keys(reader: _Reader) -> None:
+    """A key the program does not read is a typo until proven otherwise: refuse it and name the closest one."""
+    known = _known_keys()
+    gcp_keys: frozenset[str] | None = None
+    for key in sorted(reader.raw):
+        namespace = key.split(":", 1)[0] if ":" in key else ""
+        if key in known or (namespace in PROVIDER_NAMESPACES and namespace != "gcp"):
+            continue
+        if namespace == "gcp":
+            gcp_keys = gcp_keys if gcp_keys is not None else _gcp_keys()
+            if key in gcp_keys:
+                continue
+            candidates = sorted(gcp_keys | {k for k in known if k.startswith("gcp:")})
+        else:
+            candidates = sorted(known)
+        close = difflib.get_close_matches(key, candidates, n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]}?" if close else "see the keys Pulumi.yaml declares"
+        reader.fail(key, reader.raw[key], f"no such key; {hint}")
+
+
+def _check_connection_budget(reader: _Reader, config: StackConfig) -> None:
+    """Every process's pool must fit under the tier's max_connections at the worst moment: a web rollout, when the
+    old and the new revision may both run at their maximum instance count."""
+    limit = max_connections(config.db_tier)
+    if limit is None:
+        return
+    pool = config.db_pool_size
+    web = config.web_max_instances * config.web_processes * pool * 2
+    worker = config.worker_instances * pool
+    jobs = JOB_COUNT * pool
+    need = web + worker + jobs + RESERVED_CONNECTIONS
+    if need > limit:
+        reader.errors.append(
+            f"Stack '{reader.stack}': the database needs {need} connections, as alle:webMaxInstances "
+            f"{config.web_max_instances} × alle:webProcesses {config.web_processes} × alle:dbPoolSize {pool} × 2 "
+            f"for rollout overlap ({web}) + alle:workerInstances {config.worker_instances} × {pool} ({worker}) + "
+            f"{JOB_COUNT} jobs × {pool} ({jobs}) + {RESERVED_CONNECTIONS} reserved, but alle:dbTier "
+            f"{config.db_tier} allows max_connections {limit}; lower those values or choose a larger alle:dbTier."
+        )
+
+
 def parse(stack: str, raw: Mapping[str, str], mail_api_key: pulumi.Output[str]) -> StackConfig:
     """Validate the raw `namespace:key` strings of one stack; raise ConfigError listing every problem."""
     reader = _Reader(stack, raw)
     if stack not in ENVIRONMENTS:
         reader.fail("stack name", stack, "allowed: " + " or ".join(ENVIRONMENTS) + " (the stack name is APP_ENV)")
+    _check_keys(reader)
     production = stack == "production"
     project = reader.string(
         "gcp:project", PROJECT_ID, "allowed: a GCP project id (6–30 lowercase letters, digits and hyphens)"
@@ -285,10 +437,11 @@ def parse(stack: str, raw: Mapping[str, str], mail_api_key: pulumi.Output[str]) 
         )
     if production and image is None:
         reader.fail("alle:image", "", "production never builds: pin the digest staging runs (`./bin/alle-ops promote`)")
+    # Derived from gcp:project and gcp:region: checked only when those are valid, so one mistake is one line.
     registry_project = raw.get("alle:registryProject") or project
-    if not PROJECT_ID.match(registry_project):
+    if registry_project and not PROJECT_ID.match(registry_project):
         reader.fail("alle:registryProject", registry_project, "allowed: a GCP project id")
-    if registry_project != project and image is None and not production:
+    if project and registry_project != project and image is None and not production:
         reader.fail(
             "alle:image",
             "",
@@ -296,7 +449,7 @@ def parse(stack: str, raw: Mapping[str, str], mail_api_key: pulumi.Output[str]) 
             "pin a digest, or leave alle:registryProject empty to own a registry",
         )
     registry_location = raw.get("alle:registryLocation") or region
-    if registry_location not in REGIONS:
+    if registry_location and registry_location not in REGIONS:
         reader.fail("alle:registryLocation", registry_location, "allowed: " + ", ".join(sorted(REGIONS)))
     db_tier = reader.string("alle:dbTier")
     db_high_availability = reader.boolean("alle:dbHighAvailability")
@@ -309,15 +462,20 @@ def parse(stack: str, raw: Mapping[str, str], mail_api_key: pulumi.Output[str]) 
     web_max = reader.integer("alle:webMaxInstances", 1, 1000)
     if web_min > web_max:
         reader.fail("alle:webMinInstances", str(web_min), f"it must not exceed alle:webMaxInstances ({web_max})")
+    web_processes = reader.integer("alle:webProcesses", 1, 16)
+    per_process = reader.integer("alle:webRequestsPerProcess", 1, CLOUD_RUN_MAX_CONCURRENCY)
+    if web_processes * per_process > CLOUD_RUN_MAX_CONCURRENCY:
+        reader.fail(
+            "alle:webRequestsPerProcess",
+            str(per_process),
+            f"alle:webProcesses {web_processes} × it is Cloud Run's concurrency per instance, "
+            f"at most {CLOUD_RUN_MAX_CONCURRENCY}",
+        )
     config = StackConfig(
         stack=stack,
         project=project,
         region=region,
-        release=reader.string(
-            "alle:release",
-            RELEASE,
-            "allowed: 1–63 lowercase letters, digits, '-' or '_' (a commit SHA works), as it becomes a label value",
-        ),
+        release=reader.string("alle:release", RELEASE, releases.RELEASE_ID_ALLOWED),
         image=image,
         public=reader.boolean("alle:public"),
         log_level=reader.choice("alle:logLevel", LOG_LEVELS),
@@ -339,7 +497,9 @@ def parse(stack: str, raw: Mapping[str, str], mail_api_key: pulumi.Output[str]) 
         redis_version=reader.choice("alle:redisVersion", ("REDIS_7_0", "REDIS_7_2")),
         web_min_instances=web_min,
         web_max_instances=web_max,
-        web_concurrency=reader.integer("alle:webConcurrency", 1, 1000),
+        web_processes=web_processes,
+        web_requests_per_process=per_process,
+        db_pool_size=reader.integer("alle:dbPoolSize", 1, 100),
         web=_sizing(reader, "web"),
         worker_instances=reader.integer("alle:workerInstances", 0, 100),
         worker=_sizing(reader, "worker"),
@@ -353,40 +513,22 @@ def parse(stack: str, raw: Mapping[str, str], mail_api_key: pulumi.Output[str]) 
         uploads_noncurrent_days=reader.integer("alle:uploadsNoncurrentDays", 1, 3650),
         cleanup_schedule=reader.string("alle:cleanupSchedule", CRON, "allowed: a five-field cron expression"),
         cleanup_older_than_days=reader.integer("alle:cleanupOlderThanDays", 1, 3650),
+        prune_sessions_schedule=reader.string(
+            "alle:pruneSessionsSchedule", CRON, "allowed: a five-field cron expression"
+        ),
         time_zone=reader.string("alle:timeZone", re.compile(r"^[A-Za-z_]+(/[A-Za-z_+-]+)*$"), "allowed: a tz name"),
         mail_from=reader.string("alle:mailFrom", EMAIL, "allowed: an email address"),
         mail_api_key=mail_api_key,
     )
+    if not reader.errors:
+        _check_connection_budget(reader, config)
     if reader.errors:
-        raise ConfigError(" ".join(reader.errors))
+        raise ConfigError("\n".join(reader.errors))
     return config
 
 
-#: Keys with one value for every stack (their defaults are in Pulumi.yaml).
-SHARED_KEYS = (
-    "alle:release",
-    "alle:public",
-    "alle:logLevel",
-    "alle:registryRepository",
-    "alle:dbBackupRetentionCount",
-    "alle:dbPitrDays",
-    "alle:redisVersion",
-    "alle:jobsCpu",
-    "alle:jobsMemory",
-    "alle:subnetCidr",
-    "alle:servicesRangePrefix",
-    "alle:uploadsNoncurrentDays",
-    "alle:cleanupSchedule",
-    "alle:cleanupOlderThanDays",
-    "alle:timeZone",
-    "alle:mailFrom",
-)
-#: Every plain key the program reads (the secret alle:mailApiKey is read on its own).
-KEYS = ("gcp:project", "gcp:region", *PER_STACK_KEYS, *SHARED_KEYS)
-
-
 def load() -> StackConfig:
-    """Read every key of the running stack once."""
+    """Read every key of the running stack once, and refuse keys nobody reads."""
     namespaces = {"gcp": pulumi.Config("gcp"), "alle": pulumi.Config("alle")}
     raw: dict[str, str] = {}
     for key in KEYS:
@@ -394,5 +536,11 @@ def load() -> StackConfig:
         value = namespaces[namespace].get(name)
         if value is not None:
             raw[key] = value
+    from pulumi.runtime import config as runtime_config
+
+    for key, value in {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}.items():
+        if key not in raw and key not in SECRET_KEYS:
+            # A misspelt secret key is reported by name only: its value must not reach the log.
+            raw[key] = "[secret]" if runtime_config.is_config_secret(key) else str(value)
     mail_api_key = namespaces["alle"].require_secret("mailApiKey")
     return parse(pulumi.get_stack(), raw, mail_api_key)

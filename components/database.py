@@ -46,7 +46,7 @@ class Database(pulumi.ComponentResource):
                     edition=args.edition,
                     availability_type="REGIONAL" if args.high_availability else "ZONAL",
                     disk_type="PD_SSD",
-                    disk_size=args.disk_size_gb,
+                    disk_size=args.disk_size_gb,  # the initial size only, see ignore_changes
                     disk_autoresize=True,
                     deletion_protection_enabled=args.production,
                     # Backups outlive the instance, so a mistaken delete is recoverable.
@@ -77,7 +77,15 @@ class Database(pulumi.ComponentResource):
                     ),
                 ),
             ),
-            opts=pulumi.ResourceOptions(parent=self, depends_on=args.depends_on, protect=args.production),
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                depends_on=args.depends_on,
+                protect=args.production,
+                # Under disk_autoresize GCP grows the disk and owns its size. A declared disk_size "will override
+                # the resizing from disk_autoresize", and a running instance's size "cannot be reduced"; the SDK
+                # says to ignore changes to it (pulumi-gcp 10.2, sql.DatabaseInstanceSettings.disk_size).
+                ignore_changes=["settings.diskSize"],
+            ),
         )
         self.database = gcp.sql.Database(
             f"{name}-db",

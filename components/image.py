@@ -9,8 +9,7 @@ import pulumi
 import pulumi_docker as docker
 import pulumi_gcp as gcp
 
-#: Cloud Run's service agent pulls images; in another project's registry it needs explicit read access.
-SERVICE_AGENT = "serviceAccount:service-{number}@serverless-robot-prod.iam.gserviceaccount.com"
+from components import release as releases
 
 
 @dataclass
@@ -24,6 +23,8 @@ class ImageArgs:
     readers: Sequence[pulumi.Input[str]]
     labels: dict[str, str]
     depends_on: list[pulumi.Resource]
+    #: The Run API: Cloud Run's service agent exists only once it is enabled.
+    run_api: list[pulumi.Resource]
     context: str = "app"
 
 
@@ -61,11 +62,23 @@ class Image(pulumi.ComponentResource):
                         ),
                     ],
                 ),
-                opts=child,
+                # Production pulls its release images from here: a `pulumi destroy --stack staging` (or a
+                # replacement) must leave the repository and its images in place. retain_on_delete drops it from
+                # staging's state without deleting it (https://www.pulumi.com/docs/iac/concepts/options/retainondelete/);
+                # re-creating staging then adopts it with `pulumi import` (README).
+                opts=pulumi.ResourceOptions(parent=self, depends_on=args.depends_on, retain_on_delete=True),
             )
         else:
-            number = gcp.organizations.get_project_output(project_id=args.project).number
-            members = [*args.readers, pulumi.Output.format(SERVICE_AGENT, number=number)]
+            # Cloud Run's service agent pulls the image; another project's registry must grant it read access.
+            # It exists only once run.googleapis.com is enabled (fabric: modules/project/service-agents.yaml,
+            # serverless-robot-prod; https://cloud.google.com/run/docs/deploying#other-projects), so its identity
+            # is created from the Run API before the grant.
+            self.run_agent = gcp.projects.ServiceIdentity(
+                f"{name}-run-agent",
+                gcp.projects.ServiceIdentityArgs(project=args.project, service="run.googleapis.com"),
+                opts=pulumi.ResourceOptions(parent=self, depends_on=args.run_api),
+            )
+            members = [*args.readers, self.run_agent.member]
             self.grants = [
                 gcp.artifactregistry.RepositoryIamMember(
                     f"{name}-pull-{index}",
@@ -87,7 +100,7 @@ class Image(pulumi.ComponentResource):
             built = docker.Image(
                 f"{name}-build",
                 docker.ImageArgs(
-                    image_name=f"{host}/{args.registry_project}/{args.repository}/alle:{args.release}",
+                    image_name=f"{host}/{args.registry_project}/{args.repository}/alle:{releases.image_tag(args.release)}",
                     build=docker.DockerBuildArgs(
                         context=args.context,
                         dockerfile=f"{args.context}/Dockerfile",

@@ -1,4 +1,4 @@
-"""Cloud Run jobs: `alle migrate` as the release phase, and the admin one-offs, all from the release's image."""
+"""Cloud Run jobs: `alle migrate` as the release phase, and the admin jobs, all from the release's image."""
 
 from __future__ import annotations
 
@@ -7,10 +7,17 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_gcp as gcp
 
+from components import release as releases
 from components.config import Sizing
-from components.workload import Workload
+from components.workload import GCP_OWNED, Workload
 
 run = gcp.cloudrunv2
+#: A task may run this long; `pulumi up` must wait at least as long for the migrate execution.
+TASK_TIMEOUT_SECONDS = 1800
+#: Create and update wait 20 minutes by default (the provider's Timeouts section for this resource,
+#: https://registry.terraform.io/providers/hashicorp/google/latest/docs/resources/cloud_run_v2_job#timeouts);
+#: the release job's task may run 30, plus the time to start the execution and pull the image.
+RELEASE_JOB_TIMEOUT = "40m"
 
 
 @dataclass
@@ -34,6 +41,7 @@ class Jobs(pulumi.ComponentResource):
             "migrate": ["migrate"],
             "cleanup-old-tasks": ["cleanup-old-tasks", "--older-than-days", str(args.cleanup_older_than_days)],
             "generate-report": ["generate-report"],
+            "prune-sessions": ["prune-sessions"],
         }
         self.jobs = {command: self._job(name, args, command, argv) for command, argv in commands.items()}
         self.migrate = self.jobs["migrate"]
@@ -42,26 +50,30 @@ class Jobs(pulumi.ComponentResource):
 
     def _job(self, name: str, args: JobsArgs, command: str, argv: list[str]) -> gcp.cloudrunv2.Job:
         w = args.workload
+        job_name = f"{args.prefix}-{command}"
+        release_phase = command == "migrate"
         return run.Job(
             f"{name}-{command}",
             run.JobArgs(
                 project=args.project,
                 location=args.region,
-                name=f"{args.prefix}-{command}",
-                labels=w.labels,
+                name=job_name,
+                labels=w.release_labels,
                 deletion_protection=args.production,
-                # Release phase: a new release id starts an execution of `alle migrate` and `pulumi up` waits for
-                # it to succeed; web and worker depend on this job, so a failed migration stops the rollout.
-                run_execution_token=args.release if command == "migrate" else None,
+                # Release phase: every `pulumi up` starts an execution of `alle migrate` under a token never used
+                # before, and waits for it to succeed ("The Job will become ready when the execution is
+                # successfully completed", pulumi-gcp 10.2 cloudrunv2.Job.run_execution_token). Web and worker
+                # depend on this job, so a failed migration stops the rollout; `pulumi up` again retries it.
+                run_execution_token=releases.execution_token(job_name, args.release) if release_phase else None,
                 template=run.JobTemplateArgs(
-                    labels=w.labels,
+                    labels=w.release_labels,
                     task_count=1,
                     parallelism=1,
                     template=run.JobTemplateTemplateArgs(
                         service_account=args.service_account,
                         # A failed migration is not retried blindly; an operator reads the log and reruns it.
                         max_retries=0 if command == "migrate" else 1,
-                        timeout="1800s",
+                        timeout=f"{TASK_TIMEOUT_SECONDS}s",
                         execution_environment="EXECUTION_ENVIRONMENT_GEN2",
                         vpc_access=w.vpc(
                             run.JobTemplateTemplateVpcAccessArgs, run.JobTemplateTemplateVpcAccessNetworkInterfaceArgs
@@ -83,5 +95,12 @@ class Jobs(pulumi.ComponentResource):
                     ),
                 ),
             ),
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[*args.depends_on, *w.ready]),
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                depends_on=[*args.depends_on, *w.ready],
+                custom_timeouts=pulumi.CustomTimeouts(create=RELEASE_JOB_TIMEOUT, update=RELEASE_JOB_TIMEOUT)
+                if release_phase
+                else None,
+                ignore_changes=GCP_OWNED,
+            ),
         )

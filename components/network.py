@@ -50,17 +50,35 @@ class Network(pulumi.ComponentResource):
             ),
             opts=child,
         )
+        # The service networking agent must exist and hold its role before the first connection: right after the
+        # API is enabled it may not, and the connection then fails intermittently. Fabric's project module creates
+        # it and grants roles/servicenetworking.serviceAgent for this reason (modules/project/service-agents.yaml,
+        # GoogleCloudPlatform/cloud-foundation-fabric); the role is documented at
+        # https://cloud.google.com/service-infrastructure/docs/service-networking/getting-started
+        self.agent = gcp.projects.ServiceIdentity(
+            f"{name}-servicenetworking-agent",
+            gcp.projects.ServiceIdentityArgs(project=args.project, service="servicenetworking.googleapis.com"),
+            opts=child,
+        )
+        self.agent_role = gcp.projects.IAMMember(
+            f"{name}-servicenetworking-agent-role",
+            gcp.projects.IAMMemberArgs(
+                project=args.project, role="roles/servicenetworking.serviceAgent", member=self.agent.member
+            ),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
         self.private_services = gcp.servicenetworking.Connection(
             f"{name}-psa",
             gcp.servicenetworking.ConnectionArgs(
                 network=self.network.id,
                 service="servicenetworking.googleapis.com",
                 reserved_peering_ranges=[self.services_range.name],
-                # Deleting the peering fails while Cloud SQL or Memorystore still hold addresses in it, which
-                # would wedge `pulumi destroy`; abandoning it leaves nothing billable behind.
-                deletion_policy="ABANDON",
+                # ABANDON would leave the VPC peering in place, "which will block deletion of the network";
+                # REMOVE_PEERING deletes the connection, or removes the peering if the API refuses, "so that the
+                # network can be deleted" (pulumi-gcp 10.2, servicenetworking.Connection.deletion_policy).
+                deletion_policy="REMOVE_PEERING",
             ),
-            opts=child,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[*args.depends_on, self.agent_role]),
         )
         self.network_id = self.network.id
         self.subnet_id = self.subnet.id

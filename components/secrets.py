@@ -42,6 +42,8 @@ class Secrets(pulumi.ComponentResource):
         self.refs: dict[str, SecretRef] = {}
         #: Everything a workload must wait for before it may read the secrets: versions and grants.
         self.ready: list[pulumi.Resource] = []
+        #: The access grants alone.
+        self.grants: list[pulumi.Resource] = []
         values = dict(args.values)
         for env_name in args.generated:
             values[env_name] = random.RandomPassword(
@@ -65,7 +67,15 @@ class Secrets(pulumi.ComponentResource):
             )
             version = gcp.secretmanager.SecretVersion(
                 f"{name}-{key}-v",
-                gcp.secretmanager.SecretVersionArgs(secret=secret.id, secret_data=pulumi.Output.secret(value)),
+                gcp.secretmanager.SecretVersionArgs(
+                    secret=secret.id,
+                    secret_data=pulumi.Output.secret(value),
+                    # A new value replaces this resource. With the default DELETE the old version would be destroyed
+                    # while the serving revision and every rollback target still pin it; ABANDON leaves it in Secret
+                    # Manager, enabled, until an operator disables it (README: rotating a secret). pulumi-gcp 10.2,
+                    # secretmanager.SecretVersion.deletion_policy.
+                    deletion_policy="ABANDON",
+                ),
                 opts=pulumi.ResourceOptions(parent=self),
             )
             grants = [
@@ -84,4 +94,5 @@ class Secrets(pulumi.ComponentResource):
             # Cloud Run gets this version's number, never "latest": a new value takes a new release.
             self.refs[env_name] = SecretRef(secret=secret.secret_id, version=version.version)
             self.ready += [version, *grants]
+            self.grants += grants
         self.register_outputs({"secrets": {k: ref.secret for k, ref in self.refs.items()}})

@@ -8,7 +8,7 @@ import pulumi
 import pulumi_gcp as gcp
 
 from components.config import Sizing
-from components.workload import Workload
+from components.workload import GCP_OWNED, Workload
 
 run = gcp.cloudrunv2
 CONTAINER_PORT = 8080
@@ -26,6 +26,7 @@ class WebArgs:
     sizing: Sizing
     min_instances: int
     max_instances: int
+    #: Cloud Run's requests per instance: uvicorn processes × requests in flight per process (components/config.py).
     concurrency: int
     depends_on: list[pulumi.Resource]
 
@@ -44,10 +45,15 @@ class Web(pulumi.ComponentResource):
                 location=args.region,
                 name=f"{args.prefix}-web",
                 ingress="INGRESS_TRAFFIC_ALL",
+                # Public without an allUsers binding: domain-restricted sharing (iam.allowedPolicyMemberDomains)
+                # refuses allUsers in many organizations. Disabling the invoker check is the documented way
+                # (https://cloud.google.com/run/docs/securing/managing-access#invoker_check; pulumi-gcp 10.2,
+                # cloudrunv2.Service.invoker_iam_disabled; fabric modules/cloud-run-v2 README).
+                invoker_iam_disabled=args.public,
                 deletion_protection=args.production,
                 labels=w.labels,
                 template=run.ServiceTemplateArgs(
-                    labels=w.labels,
+                    labels=w.release_labels,
                     service_account=args.service_account,
                     execution_environment="EXECUTION_ENVIRONMENT_GEN2",
                     max_instance_request_concurrency=args.concurrency,
@@ -88,21 +94,10 @@ class Web(pulumi.ComponentResource):
                     ],
                 ),
             ),
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[*args.depends_on, *w.ready]),
+            opts=pulumi.ResourceOptions(
+                parent=self, depends_on=[*args.depends_on, *w.ready], ignore_changes=GCP_OWNED
+            ),
         )
-        self.public_access: gcp.cloudrunv2.ServiceIamMember | None = None
-        if args.public:
-            self.public_access = run.ServiceIamMember(
-                f"{name}-public",
-                run.ServiceIamMemberArgs(
-                    project=args.project,
-                    location=args.region,
-                    name=self.service.name,
-                    role="roles/run.invoker",
-                    member="allUsers",
-                ),
-                opts=pulumi.ResourceOptions(parent=self),
-            )
         self.url = self.service.uri
         self.register_outputs({"url": self.url})
 
@@ -136,7 +131,7 @@ class Worker(pulumi.ComponentResource):
                 labels=w.labels,
                 scaling=run.WorkerPoolScalingArgs(scaling_mode="MANUAL", manual_instance_count=args.instances),
                 template=run.WorkerPoolTemplateArgs(
-                    labels=w.labels,
+                    labels=w.release_labels,
                     service_account=args.service_account,
                     vpc_access=w.vpc(
                         run.WorkerPoolTemplateVpcAccessArgs, run.WorkerPoolTemplateVpcAccessNetworkInterfaceArgs
@@ -157,7 +152,9 @@ class Worker(pulumi.ComponentResource):
                     ],
                 ),
             ),
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[*args.depends_on, *w.ready]),
+            opts=pulumi.ResourceOptions(
+                parent=self, depends_on=[*args.depends_on, *w.ready], ignore_changes=GCP_OWNED
+            ),
         )
         self.name = self.pool.name
         self.register_outputs({"name": self.pool.name})

@@ -32,8 +32,10 @@ class Storage(pulumi.ComponentResource):
                 uniform_bucket_level_access=True,
                 public_access_prevention="enforced",
                 versioning=gcp.storage.BucketVersioningArgs(enabled=True),
-                # Never empty a bucket of user files as a side effect of a destroy.
-                force_destroy=False,
+                # Production's bucket is never emptied as a side effect of a destroy (it is protected too); staging's
+                # is: without force_destroy, deleting "buckets with objects/caches will fail" and `pulumi destroy`
+                # stops (pulumi-gcp 10.2, storage.Bucket.force_destroy).
+                force_destroy=not args.production,
                 lifecycle_rules=[
                     gcp.storage.BucketLifecycleRuleArgs(
                         action=gcp.storage.BucketLifecycleRuleActionArgs(type="Delete"),

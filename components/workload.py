@@ -9,6 +9,9 @@ import pulumi
 
 from components.secrets import SecretRef
 
+#: Set by gcloud or the console when someone deploys by hand; GCP owns them, this program does not.
+GCP_OWNED = ["client", "clientVersion"]
+
 #: Set by Cloud Run itself, or refused by it.
 RESERVED_ENV = frozenset(
     {
@@ -33,7 +36,10 @@ class Workload:
     secrets: dict[str, SecretRef]
     network_id: pulumi.Input[str]
     subnet_id: pulumi.Input[str]
+    #: Labels of the long-lived Cloud Run resources (services, worker pools).
     labels: dict[str, str]
+    #: Labels of what each release replaces: revision templates and jobs. They add the release.
+    release_labels: dict[str, str]
     #: Secret versions and IAM grants a container must not start before.
     ready: list[pulumi.Resource] = field(default_factory=list)
 

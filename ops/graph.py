@@ -10,7 +10,7 @@ import json
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +62,10 @@ class Resource:
     protect: bool
     dependencies: list[str]
     inputs: dict[str, Any]
+    retain_on_delete: bool = False
+    ignore_changes: list[str] = field(default_factory=list)
+    #: Custom timeouts (create/update/delete), empty where the provider's defaults apply.
+    timeouts: dict[str, str] = field(default_factory=dict)
 
 
 class Graph:

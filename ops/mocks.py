@@ -29,6 +29,11 @@ def plain(value: Any, mark_secrets: bool = True) -> Any:
     return value
 
 
+PROJECT_NUMBER = "123456789012"
+#: Service agents' domains by API, as GCP names them (fabric: modules/project/service-agents.yaml).
+SERVICE_AGENTS = {"run.googleapis.com": "serverless-robot-prod", "servicenetworking.googleapis.com": "service-networking"}
+
+
 class Mocks(pulumi.runtime.Mocks):
     def new_resource(self, args: MockResourceArgs) -> tuple[str, dict[str, Any]]:
         inputs = plain(args.inputs, mark_secrets=False)
@@ -50,6 +55,10 @@ class Mocks(pulumi.runtime.Mocks):
                 "authString": "mock-auth-string",
                 "serverCaCerts": [{"cert": "-----BEGIN CERTIFICATE-----\nMOCK\n-----END CERTIFICATE-----\n"}],
             }
+        elif typ == "gcp:projects/serviceIdentity:ServiceIdentity":
+            agent = SERVICE_AGENTS[inputs["service"]]
+            email = f"service-{PROJECT_NUMBER}@{agent}.iam.gserviceaccount.com"
+            outputs |= {"email": email, "member": f"serviceAccount:{email}"}
         elif typ == "gcp:secretmanager/secretVersion:SecretVersion":
             outputs |= {"version": "1", "name": f"{inputs['secret']}/versions/1"}
         elif typ == "gcp:secretmanager/secret:Secret":
@@ -66,7 +75,7 @@ class Mocks(pulumi.runtime.Mocks):
 
     def call(self, args: MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
         if args.token == "gcp:organizations/getProject:getProject":  # noqa: S105 - a function token
-            return {"number": "123456789012", "projectId": args.args.get("projectId")}, []
+            return {"number": PROJECT_NUMBER, "projectId": args.args.get("projectId")}, []
         return {}, []
 
 
@@ -88,6 +97,13 @@ class RecordingMonitor(MockMonitor):
                     "parent": request.parent,
                     "custom": request.custom,
                     "protect": bool(request.protect),
+                    "retain_on_delete": bool(request.retainOnDelete),
+                    "ignore_changes": list(request.ignoreChanges),
+                    "timeouts": {
+                        k: v
+                        for k in ("create", "update", "delete")
+                        if (v := getattr(request.customTimeouts, k, "")) and request.HasField("customTimeouts")
+                    },
                     "dependencies": list(request.dependencies),
                     "inputs": plain(rpc.deserialize_properties(request.object, keep_unknowns=True)),
                 }
