@@ -1,34 +1,32 @@
 #!/usr/bin/env bash
 # One-time setup of a GCP project for alle's CI: Workload Identity Federation for GitHub Actions (no JSON
-# keys) and a deployer service account with the roles `pulumi up` needs, usable only from the named
-# repository's named GitHub environment. The Pulumi state bucket and the Cloud KMS key for Pulumi secrets
-# live once, in the state project, shared by both stacks (promotion reads staging's outputs).
+# keys), a deployer service account with the roles `pulumi up` needs, usable only from the named repository's
+# named GitHub environment, and this environment's own Pulumi state bucket and Cloud KMS key. Each environment
+# keeps its state in its own project: staging's deployer can neither read production's secrets from state nor
+# rewrite it, so the approval gate in front of production holds.
 #
-# Usage: ops/bootstrap.sh [--dry-run] [--state-project P] [--registry-project P] PROJECT REGION OWNER/REPO ENVIRONMENT
+# Usage: ops/bootstrap.sh [--dry-run] [--registry-project P] PROJECT REGION OWNER/REPO ENVIRONMENT
 #   ops/bootstrap.sh alle-staging europe-west1 example/alle staging
-#   ops/bootstrap.sh --state-project alle-staging --registry-project alle-staging \
-#     alle-production europe-west1 example/alle production
+#   ops/bootstrap.sh --registry-project alle-staging alle-production europe-west1 example/alle production
 # --dry-run prints the gcloud commands instead of running them.
 set -euo pipefail
 
-dry_run=false state_project="" registry_project=""
+dry_run=false registry_project=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --dry-run) dry_run=true; shift ;;
-    --state-project) state_project=$2; shift 2 ;;
     --registry-project) registry_project=$2; shift 2 ;;
     -*) echo "unknown option $1" >&2; exit 2 ;;
     *) break ;;
   esac
 done
 if [ $# -ne 4 ]; then
-  sed -n '7,10p' "$0" >&2
+  sed -n '8,11p' "$0" >&2
   exit 2
 fi
 project=$1 region=$2 repo=$3 environment=$4
-state_project=${state_project:-$project}
 
-state_bucket="alle-pulumi-state-${state_project}"
+state_bucket="alle-pulumi-state-${project}"
 keyring=pulumi key=state pool=github provider=github
 deployer_email="alle-deployer@${project}.iam.gserviceaccount.com"
 member="serviceAccount:${deployer_email}"
@@ -40,16 +38,14 @@ gc() {
 gc services enable --project "$project" iam.googleapis.com iamcredentials.googleapis.com sts.googleapis.com \
   cloudresourcemanager.googleapis.com serviceusage.googleapis.com
 
-if [ "$state_project" = "$project" ]; then
-  # State: versioned and private. Secrets in it are encrypted with the KMS key below.
-  gc services enable --project "$project" cloudkms.googleapis.com storage.googleapis.com
-  gc storage buckets create "gs://${state_bucket}" --project "$project" --location "$region" \
-    --uniform-bucket-level-access --public-access-prevention
-  gc storage buckets update "gs://${state_bucket}" --versioning
-  gc kms keyrings create "$keyring" --project "$project" --location "$region"
-  gc kms keys create "$key" --project "$project" --keyring "$keyring" --location "$region" \
-    --purpose encryption --rotation-period 90d --next-rotation-time "$(date -u -d '+90 days' +%Y-%m-%dT%H:%M:%SZ)"
-fi
+# State: versioned and private, in this environment's project. Secrets in it are encrypted with the KMS key below.
+gc services enable --project "$project" cloudkms.googleapis.com storage.googleapis.com
+gc storage buckets create "gs://${state_bucket}" --project "$project" --location "$region" \
+  --uniform-bucket-level-access --public-access-prevention
+gc storage buckets update "gs://${state_bucket}" --versioning
+gc kms keyrings create "$keyring" --project "$project" --location "$region"
+gc kms keys create "$key" --project "$project" --keyring "$keyring" --location "$region" \
+  --purpose encryption --rotation-period 90d --next-rotation-time "$(date -u -d '+90 days' +%Y-%m-%dT%H:%M:%SZ)"
 
 # One admin role per service the program declares, IAM on the resources it creates, and project IAM only so
 # that it can grant the workloads their telemetry roles.
@@ -62,7 +58,7 @@ for role in roles/run.admin roles/cloudsql.admin roles/redis.admin roles/storage
   gc projects add-iam-policy-binding "$project" --member "$member" --role "$role" --condition None
 done
 gc storage buckets add-iam-policy-binding "gs://${state_bucket}" --member "$member" --role roles/storage.objectAdmin
-gc kms keys add-iam-policy-binding "$key" --project "$state_project" --keyring "$keyring" --location "$region" \
+gc kms keys add-iam-policy-binding "$key" --project "$project" --keyring "$keyring" --location "$region" \
   --member "$member" --role roles/cloudkms.cryptoKeyEncrypterDecrypter
 if [ -n "$registry_project" ]; then
   # The stack grants its runtime identities read access on the other project's repository.
@@ -90,5 +86,7 @@ Set these variables on the GitHub environment '${environment}':
   GCP_WORKLOAD_IDENTITY_PROVIDER=projects/${number}/locations/global/workloadIdentityPools/${pool}/providers/${provider}
   GCP_DEPLOYER=${deployer_email}
   PULUMI_BACKEND_URL=gs://${state_bucket}
-  PULUMI_SECRETS_PROVIDER=gcpkms://projects/${state_project}/locations/${region}/keyRings/${keyring}/cryptoKeys/${key}
+  PULUMI_SECRETS_PROVIDER=gcpkms://projects/${project}/locations/${region}/keyRings/${keyring}/cryptoKeys/${key}
+and this secret on it (every config key Pulumi.yaml declares secret):
+  MAIL_API_KEY=<the SendGrid API key for ${environment}>
 TXT

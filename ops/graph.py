@@ -27,9 +27,22 @@ class ProgramError(OpsError):
     """The program stopped (for example on a bad config value); the message is the program's own."""
 
 
+def read_yaml(path: Path) -> Any:
+    """A YAML file's content; a syntax error is one sentence naming the file and the line, not a traceback."""
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "somewhere"
+        problem = error.problem or error.context or "invalid YAML"
+        raise ProgramError(f"{path.name} {where}: {problem}; fix the YAML there.") from None
+    except yaml.YAMLError as error:
+        raise ProgramError(f"{path.name}: {error}; fix the YAML there.") from None
+
+
 def stack_config(stack: str, overrides: dict[str, str] | None = None, root: Path = ROOT) -> dict[str, str]:
     """Project defaults from Pulumi.yaml, then the stack file, then overrides; values as strings like the CLI."""
-    project = yaml.safe_load((root / "Pulumi.yaml").read_text())
+    project = read_yaml(root / "Pulumi.yaml")
     config: dict[str, str] = {}
     for key, spec in project["config"].items():
         if "default" in spec:
@@ -40,7 +53,9 @@ def stack_config(stack: str, overrides: dict[str, str] | None = None, root: Path
     if not path.exists():
         known = sorted(p.name.removeprefix("Pulumi.").removesuffix(".yaml") for p in root.glob("Pulumi.*.yaml"))
         raise ProgramError(f"no stack file {path.name}; the stacks here are {', '.join(known)}")
-    stack_file = yaml.safe_load(path.read_text())
+    stack_file = read_yaml(path) or {}
+    if not isinstance(stack_file, dict) or not isinstance(stack_file.get("config") or {}, dict):
+        raise ProgramError(f"{path.name}: expected a mapping with a `config:` mapping of key: value lines.")
     for key, value in (stack_file.get("config") or {}).items():
         config[key] = SECRET_PLACEHOLDER if isinstance(value, dict) and "secure" in value else _text(value)
     return config | (overrides or {})
@@ -105,7 +120,7 @@ class Graph:
 
 def secret_keys(root: Path = ROOT) -> list[str]:
     """The keys Pulumi.yaml declares secret: the program must see them as secrets, as under the CLI."""
-    project = yaml.safe_load((root / "Pulumi.yaml").read_text())
+    project = read_yaml(root / "Pulumi.yaml")
     return [f"alle:{key}" for key, spec in project["config"].items() if spec.get("secret")]
 
 

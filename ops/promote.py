@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from components.config import IMAGE_DIGEST, RELEASE
+from components.release import RELEASE_ID_ALLOWED
 from ops.errors import OpsError
 from ops.pulumi_cli import Stacks
 
@@ -37,7 +38,7 @@ def pin(stacks: Stacks, target: str, release: Release) -> None:
     if not IMAGE_DIGEST.match(release.image):
         raise PromotionError(f"{release.image!r} is not pinned by digest (REGISTRY/PATH@sha256:<64 hex>)")
     if not RELEASE.match(release.release):
-        raise PromotionError(f"{release.release!r} is not a release id (lowercase letters, digits, '-', '_')")
+        raise PromotionError(f"{release.release!r} is not a release id; {RELEASE_ID_ALLOWED}")
     stacks.set_config(target, "alle:image", release.image)
     stacks.set_config(target, "alle:release", release.release)
 

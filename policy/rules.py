@@ -15,6 +15,7 @@ RUN = "gcp:cloudrunv2"
 SQL = "gcp:sql/databaseInstance:DatabaseInstance"
 REDIS = "gcp:redis/instance:Instance"
 BUCKET = "gcp:storage/bucket:Bucket"
+SECRET_VERSION = "gcp:secretmanager/secretVersion:SecretVersion"
 WORKLOADS = (f"{RUN}/service:Service", f"{RUN}/workerPool:WorkerPool", f"{RUN}/job:Job")
 PUBLIC_MEMBERS = ("allUsers", "allAuthenticatedUsers")
 PRIMITIVE_ROLES = ("roles/owner", "roles/editor", "roles/viewer")
@@ -137,14 +138,28 @@ def images_pinned_by_digest(r: PolicyResource) -> Iterator[str]:
 
 
 def only_web_service_public(r: PolicyResource) -> Iterator[str]:
+    """Public means the invoker check is off (invokerIamDisabled), on the web service and nothing else."""
+    if r.props.get("invokerIamDisabled") is True and not (
+        r.type == f"{RUN}/service:Service" and str(r.props.get("name", "")).endswith("-web")
+    ):
+        yield f"Only the web service may turn off the invoker check (invokerIamDisabled), not {r.name}."
+
+
+def no_public_principals(r: PolicyResource) -> Iterator[str]:
+    """Domain-restricted sharing (iam.allowedPolicyMemberDomains) refuses allUsers and allAuthenticatedUsers in
+    IAM policies, https://cloud.google.com/resource-manager/docs/organization-policy/restricting-domains, so a
+    binding to them fails in many organizations; a public Cloud Run service uses invokerIamDisabled instead."""
     public = _members(r) & set(PUBLIC_MEMBERS)
-    if not public:
-        return
-    if r.type.startswith("gcp:storage/bucketIAM"):
-        return  # reported by bucket_not_public
-    allowed = r.type == f"{RUN}/serviceIamMember:ServiceIamMember" and r.props.get("role") == "roles/run.invoker"
-    if not allowed or not str(r.props.get("name", "")).endswith("-web"):
-        yield f"{', '.join(sorted(public))} may only invoke the web service (run.invoker on it), not {r.type}."
+    if public and not r.type.startswith("gcp:storage/bucketIAM"):  # buckets: bucket_not_public
+        yield f"{', '.join(sorted(public))} in an IAM grant; for a public web service set invokerIamDisabled."
+
+
+def secret_versions_survive_rotation(r: PolicyResource) -> Iterator[str]:
+    if r.type == SECRET_VERSION and r.props.get("deletionPolicy") != "ABANDON":
+        yield (
+            "Secret versions must use deletionPolicy ABANDON: a rotation replaces the version, and DELETE would "
+            "destroy the one the serving revision and every rollback target still read."
+        )
 
 
 def production_data_protected(r: PolicyResource) -> Iterator[str]:
@@ -170,12 +185,34 @@ def redis_auth_and_tls(r: PolicyResource) -> Iterator[str]:
             yield "Memorystore must encrypt in transit (SERVER_AUTHENTICATION)."
 
 
+def _labels(r: PolicyResource) -> dict[str, Any] | None:
+    labels = _get(r.props, "settings", "userLabels") if r.type == SQL else r.props.get("labels")
+    return labels if isinstance(labels, dict) else None
+
+
+def _release_scoped_labels(r: PolicyResource) -> list[dict[str, Any]]:
+    """The labels each release rewrites anyway: Cloud Run revision templates and jobs (job and execution)."""
+    if r.type == f"{RUN}/job:Job":
+        return [r.props.get("labels") or {}, _get(r.props, "template", "labels") or {}]
+    if r.type in WORKLOADS:
+        return [_get(r.props, "template", "labels") or {}]
+    return []
+
+
 def labels_present(r: PolicyResource) -> Iterator[str]:
-    labels = r.props.get("labels")
-    if r.type == SQL:
-        labels = _get(r.props, "settings", "userLabels")
-    if labels is not None and not {"app", "stack", "release"} <= set(labels):
-        yield "Labels must include app, stack and release."
+    labels = _labels(r)
+    if labels is not None and not {"app", "stack"} <= set(labels):
+        yield "Labels must include app and stack."
+    if any("release" not in labels for labels in _release_scoped_labels(r)):
+        yield "Cloud Run revision templates and jobs must carry the release label."
+
+
+def release_label_only_on_releases(r: PolicyResource) -> Iterator[str]:
+    """A release label elsewhere patches long-lived resources on every deploy, and Cloud SQL refuses patches
+    ("operation in progress") during its backup and maintenance windows."""
+    labels = _labels(r)
+    if labels and "release" in labels and r.type != f"{RUN}/job:Job":
+        yield f"{r.type} carries the release label; only Cloud Run revision templates and jobs may."
 
 
 RULES = [
@@ -190,13 +227,24 @@ RULES = [
     Rule("no-project-wide-secret-access", "Secret access is granted per secret.", no_project_wide_secret_access),
     Rule("images-pinned-by-digest", "Every workload runs an image pinned by digest.", images_pinned_by_digest),
     Rule("only-web-service-public", "Only the web service is publicly invocable.", only_web_service_public),
+    Rule("no-public-principals", "No IAM grant to allUsers or allAuthenticatedUsers.", no_public_principals),
+    Rule(
+        "secret-versions-survive-rotation",
+        "Secret versions are abandoned, not deleted, when replaced.",
+        secret_versions_survive_rotation,
+    ),
     Rule(
         "production-data-protected",
         "Production data services are HA and deletion-protected.",
         production_data_protected,
     ),
     Rule("redis-auth-and-tls", "Memorystore requires AUTH and TLS.", redis_auth_and_tls),
-    Rule("labels-present", "Labelled resources carry app, stack and release.", labels_present),
+    Rule("labels-present", "Labelled resources carry app and stack; releases carry release.", labels_present),
+    Rule(
+        "release-label-only-on-releases",
+        "Only revision templates and jobs carry the release label.",
+        release_label_only_on_releases,
+    ),
 ]
 
 

@@ -25,6 +25,9 @@ CONTRACT_ENV = (
     "GOOGLE_CLOUD_PROJECT",
     "MAIL_API_KEY",
     "MAIL_FROM",
+    "DATABASE_POOL_SIZE",
+    "WEB_CONCURRENCY",
+    "MAX_REQUESTS_IN_FLIGHT",
 )
 
 _PLACEHOLDERS = {"changeme", "change-me", "secret", "development-secret-key-not-for-production"}
