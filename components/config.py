@@ -197,7 +197,7 @@ class _Reader:
     def missing(self, key: str, allowed: str) -> None:
         where = (
             f"set it in Pulumi.{self.stack}.yaml"
-            if key.startswith("gcp:") or key in PER_STACK_KEYS
+            if key.startswith("gcp:")
             else "declare its default in Pulumi.yaml"
         )
         self.errors.append(
@@ -326,6 +326,10 @@ SHARED_KEYS = (
 KEYS = ("gcp:project", "gcp:region", *PER_STACK_KEYS, *SHARED_KEYS)
 #: Keys Pulumi.yaml declares secret: set with `pulumi config set --secret`, never with a default.
 SECRET_KEYS = ("alle:mailApiKey",)
+#: Keys this program used to read, and what replaced them.
+RENAMED = {
+    "alle:webConcurrency": "it became alle:webProcesses × alle:webRequestsPerProcess (Cloud Run's concurrency)",
+}
 #: Namespaces a stack file may use besides alle: the providers' own settings and Pulumi's.
 PROVIDER_NAMESPACES = ("gcp", "docker", "random", "time", "pulumi")
 
@@ -366,13 +370,19 @@ def _known_keys() -> frozenset[str]:
 
 def _gcp_keys() -> frozenset[str]:
     """Every setting the gcp provider reads (pulumi_gcp.config), as `gcp:camelCase`."""
-    import pulumi_gcp.config as gcp_config
+    import sys
+
+    import pulumi_gcp.config
+
+    # The SDK loads the module lazily; reading one setting turns it into the class that declares them all.
+    _ = pulumi_gcp.config.project
+    settings = type(sys.modules["pulumi_gcp.config"])
 
     def camel(name: str) -> str:
         head, *rest = name.split("_")
         return head + "".join(part.capitalize() for part in rest)
 
-    names = [n for n in dir(type(gcp_config)) if isinstance(getattr(type(gcp_config), n, None), property)]
+    names = [n for n in dir(settings) if isinstance(getattr(settings, n, None), property)]
     return frozenset(f"gcp:{camel(n)}" for n in names)
 
 
@@ -392,8 +402,13 @@ def _check_keys(reader: _Reader) -> None:
         else:
             candidates = sorted(known)
         close = difflib.get_close_matches(key, candidates, n=1, cutoff=0.6)
-        hint = f"did you mean {close[0]}?" if close else "see the keys Pulumi.yaml declares"
-        reader.fail(key, reader.raw[key], f"no such key; {hint}")
+        if key in RENAMED:
+            hint = RENAMED[key]
+        elif close:
+            hint = f"the closest known key is {close[0]}"
+        else:
+            hint = "the known keys are the ones Pulumi.yaml declares"
+        reader.fail(key, reader.raw[key], f"no such key, {hint}")
 
 
 def _check_connection_budget(reader: _Reader, config: StackConfig) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pulumi
@@ -9,7 +10,7 @@ import pytest
 import yaml
 
 from components import config
-from ops.graph import ROOT, run
+from ops.graph import ROOT, ProgramError, run, stack_config
 from stacks import deployed_config
 
 
@@ -40,14 +41,20 @@ def error_of(stack: str, **overrides: str) -> str:
         ({"dbTier": "db-n1-standard-1"}, "alle:dbTier is 'db-n1-standard-1'; allowed: db-f1-micro, db-g1-small"),
         ({"redisTier": "PREMIUM"}, "alle:redisTier is 'PREMIUM'; allowed: BASIC, STANDARD_HA."),
         ({"redisMemoryGb": "0"}, "alle:redisMemoryGb is '0'; allowed: a whole number from 1 to 300."),
-        ({"webConcurrency": "many"}, "alle:webConcurrency is 'many'; allowed: a whole number from 1 to 1000."),
+        ({"webProcesses": "many"}, "alle:webProcesses is 'many'; allowed: a whole number from 1 to 16."),
+        (
+            {"webProcesses": "4", "webRequestsPerProcess": "300"},
+            "alle:webRequestsPerProcess is '300'; alle:webProcesses 4 × it is Cloud Run's concurrency per instance, "
+            "at most 1000.",
+        ),
         ({"public": "yes"}, "alle:public is 'yes'; allowed: true or false."),
         ({"webMinInstances": "5", "webMaxInstances": "2"}, "alle:webMinInstances is '5'; it must not exceed"),
         (
             {"image": "europe-west1-docker.pkg.dev/p/alle/alle:latest"},
             "alle:image is 'europe-west1-docker.pkg.dev/p/alle/alle:latest'; allowed: empty (build from app/) or",
         ),
-        ({"release": "Release 1"}, "alle:release is 'Release 1'; allowed: 1–63 lowercase letters"),
+        ({"release": "Release 1"}, "alle:release is 'Release 1'; allowed: 1–128 letters, digits, '.', '_', ':'"),
+        ({"release": "-v1"}, "alle:release is '-v1'; allowed: 1–128 letters"),
         ({"logLevel": "TRACE"}, "alle:logLevel is 'TRACE'; allowed: DEBUG, ERROR, INFO, WARNING."),
         ({"subnetCidr": "10.8.0.0/28"}, "alle:subnetCidr is '10.8.0.0/28'; allowed: a private 10.x.y.0 range of /26"),
         ({"cleanupSchedule": "nightly"}, "alle:cleanupSchedule is 'nightly'; allowed: a five-field cron expression."),
@@ -74,13 +81,138 @@ def test_production_refuses_what_production_must_not_run_on(overrides: dict[str,
     assert sentence in error_of("production", **overrides)
 
 
-def test_missing_key_says_how_to_set_it() -> None:
+def test_missing_key_says_where_and_how_to_set_it() -> None:
     raw = deployed_config("staging")
     del raw["alle:webCpu"]
-    with pytest.raises(
-        config.ConfigError, match=r"alle:webCpu is None; it is required .*pulumi config set alle:webCpu"
-    ):
+    with pytest.raises(config.ConfigError) as caught:
         config.parse("staging", raw, pulumi.Output.from_input("key"))
+    assert str(caught.value) == (
+        "Stack 'staging': alle:webCpu is not set; declare its default in Pulumi.yaml "
+        "(`pulumi config set alle:webCpu … --stack staging`), allowed: 1, 2, 4, 6, 8."
+    )
+
+
+def test_missing_project_points_at_the_stack_file_in_one_line() -> None:
+    raw = deployed_config("staging")
+    del raw["gcp:project"]
+    with pytest.raises(config.ConfigError) as caught:
+        config.parse("staging", raw, pulumi.Output.from_input("key"))
+    assert str(caught.value) == (
+        "Stack 'staging': gcp:project is not set; set it in Pulumi.staging.yaml "
+        "(`pulumi config set gcp:project … --stack staging`), "
+        "allowed: a GCP project id (6–30 lowercase letters, digits and hyphens)."
+    )
+
+
+@pytest.mark.parametrize(
+    ("key", "sentence"),
+    [
+        ("alle:webMemroy", "Stack 'staging': alle:webMemroy is '8Gi'; no such key, the closest known key is alle:webMemory."),
+        ("alle:dbtier", "alle:dbtier is '8Gi'; no such key, the closest known key is alle:dbTier."),
+        ("gcp:projcet", "gcp:projcet is '8Gi'; no such key, the closest known key is gcp:project."),
+        ("ale:webMemory", "ale:webMemory is '8Gi'; no such key, the closest known key is alle:webMemory."),
+        ("alle:webConcurrency", "no such key, it became alle:webProcesses × alle:webRequestsPerProcess"),
+    ],
+)
+def test_an_unknown_key_is_refused_with_the_closest_known_key(key: str, sentence: str) -> None:
+    assert sentence in error_of("staging", **{key: "8Gi"})
+
+
+def test_provider_settings_are_known_keys() -> None:
+    parse("staging", **{"gcp:zone": "europe-west1-b", "gcp:impersonateServiceAccount": "a@b.iam.gserviceaccount.com"})
+
+
+def test_a_misspelt_key_in_a_stack_file_stops_the_program() -> None:
+    result = run("production", deployed_config("production", {"alle:webMemroy": "8Gi"}))
+    assert result["error"] == (
+        "ConfigError: Stack 'production': alle:webMemroy is '8Gi'; no such key, "
+        "the closest known key is alle:webMemory."
+    )
+
+
+def _project_copy(tmp_path: Path, stack_text: str) -> Path:
+    (tmp_path / "Pulumi.yaml").write_text((ROOT / "Pulumi.yaml").read_text())
+    (tmp_path / "Pulumi.staging.yaml").write_text(stack_text)
+    return tmp_path
+
+
+def test_broken_yaml_names_the_file_and_the_line(tmp_path: Path) -> None:
+    root = _project_copy(tmp_path, "config:\n  gcp:project: alle-staging\n  alle:webMemory: 1Gi: 2\n")
+    with pytest.raises(ProgramError) as caught:
+        stack_config("staging", root=root)
+    assert str(caught.value) == (
+        "Pulumi.staging.yaml line 3, column 22: mapping values are not allowed here; fix the YAML there."
+    )
+
+
+def test_a_stack_file_without_a_config_mapping_is_refused(tmp_path: Path) -> None:
+    root = _project_copy(tmp_path, "config:\n  - gcp:project\n")
+    with pytest.raises(ProgramError, match=r"^Pulumi.staging.yaml: expected a mapping with a `config:` mapping"):
+        stack_config("staging", root=root)
+
+
+@pytest.mark.parametrize(
+    "release", ["abc123", "3f5e2a9c0d1b4e6f8a7c9b0d2e4f6a8c1b3d5e7f", "v1.2.3", "2024-01-15T10:30:00Z", "v2.0.0-rc.1+b7"]
+)
+def test_the_release_id_forms_the_team_uses_are_accepted(release: str) -> None:
+    assert parse("production", release=release).release == release
+
+
+# Connection budget --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("tier", "connections"),
+    [
+        ("db-f1-micro", 25),
+        ("db-g1-small", 50),
+        ("db-custom-1-3840", 100),
+        ("db-custom-1-6144", 200),
+        ("db-custom-2-7680", 400),
+        ("db-custom-4-15360", 500),
+        ("db-custom-8-30720", 600),
+        ("db-custom-16-61440", 800),
+        ("db-custom-32-122880", 1000),
+        ("db-perf-optimized-N-2", 500),
+        ("db-n1-standard-1", None),
+    ],
+)
+def test_max_connections_follows_cloud_sqls_table_by_memory(tier: str, connections: int | None) -> None:
+    assert config.max_connections(tier) == connections
+
+
+def test_both_stacks_fit_their_tiers_connection_budget() -> None:
+    for stack in ("staging", "production"):
+        cfg = parse(stack)
+        need = (
+            cfg.web_max_instances * cfg.web_processes * cfg.db_pool_size * 2
+            + (cfg.worker_instances + config.JOB_COUNT) * cfg.db_pool_size
+            + config.RESERVED_CONNECTIONS
+        )
+        limit = config.max_connections(cfg.db_tier)
+        assert limit is not None and need <= limit, (stack, need, limit)
+
+
+def test_a_stack_whose_pools_cannot_fit_the_tier_fails_with_one_sentence() -> None:
+    message = error_of("production", webMaxInstances="40")
+    assert message == (
+        "Stack 'production': the database needs 669 connections, as alle:webMaxInstances 40 × alle:webProcesses 2 × "
+        "alle:dbPoolSize 4 × 2 for rollout overlap (640) + alle:workerInstances 2 × 4 (8) + 4 jobs × 4 (16) + "
+        "5 reserved, but alle:dbTier db-custom-2-7680 allows max_connections 400; lower those values or choose a "
+        "larger alle:dbTier."
+    )
+
+
+def test_rollout_overlap_is_counted_twice() -> None:
+    # staging's db-g1-small allows 50: web 5 × 1 × 3 = 15 connections, 30 while two revisions overlap.
+    parse("staging", webMaxInstances="5")  # 30 + 3 worker + 12 jobs + 5 reserved = 50
+    assert "the database needs 56 connections" in error_of("staging", webMaxInstances="6")  # 36 + 3 + 12 + 5
+
+
+def test_concurrency_pool_and_processes_reach_cloud_run_and_the_app_from_one_place() -> None:
+    cfg = parse("production", webProcesses="3", webRequestsPerProcess="25", dbPoolSize="2")
+    assert cfg.web_container_concurrency == 75
+    assert cfg.app_env == {"DATABASE_POOL_SIZE": "2", "WEB_CONCURRENCY": "3", "MAX_REQUESTS_IN_FLIGHT": "25"}
 
 
 def test_unknown_stack_name_is_refused() -> None:
@@ -88,9 +220,11 @@ def test_unknown_stack_name_is_refused() -> None:
         config.parse("dev", deployed_config("staging"), pulumi.Output.from_input("key"))
 
 
-def test_all_problems_are_reported_at_once() -> None:
+def test_all_problems_are_reported_at_once_one_line_each() -> None:
     message = error_of("staging", webCpu="3", redisTier="X", public="maybe")
-    assert message.count("Stack 'staging':") == 3
+    lines = message.splitlines()
+    assert len(lines) == 3
+    assert all(line.startswith("Stack 'staging': alle:") and line.endswith(".") for line in lines)
 
 
 def test_enterprise_plus_tier_selects_enterprise_plus_edition() -> None:

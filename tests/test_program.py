@@ -20,16 +20,19 @@ SECRET_IAM = "gcp:secretmanager/secretIamMember:SecretIamMember"
 PSA = "gcp:servicenetworking/connection:Connection"
 APP_ENV_NAMES = [
     "APP_ENV",
+    "DATABASE_POOL_SIZE",
     "DATABASE_URL",
     "GOOGLE_CLOUD_PROJECT",
     "LOG_LEVEL",
     "MAIL_API_KEY",
     "MAIL_FROM",
+    "MAX_REQUESTS_IN_FLIGHT",
     "REDIS_CA_CERT",
     "REDIS_URL",
     "RELEASE",
     "SECRET_KEY",
     "STORAGE_BUCKET",
+    "WEB_CONCURRENCY",
 ]
 
 
@@ -57,14 +60,15 @@ def sa(graph: Graph, role: str) -> str:
 
 
 def test_staging_registers_its_full_resource_set(staging: Graph) -> None:
-    assert len(staging.resources) == 85
-    assert len([r for r in staging.resources if not r.custom]) == 12
+    assert len(staging.resources) == 91
+    assert len([r for r in staging.resources if not r.custom]) == 13
 
 
 def test_production_registers_its_full_resource_set(production: Graph) -> None:
-    # No registry and no build (−2); read access on staging's registry for 3 identities and the service agent (+4).
-    assert len(production.resources) == 87
-    assert len([r for r in production.resources if not r.custom]) == 12
+    # No registry and no build (−2); Cloud Run's service agent (+1) and read access on staging's registry for
+    # 3 identities and that agent (+4).
+    assert len(production.resources) == 94
+    assert len([r for r in production.resources if not r.custom]) == 13
 
 
 def test_every_custom_resource_is_parented_to_a_component(stack: Graph) -> None:
@@ -117,7 +121,7 @@ def test_every_resource_waits_for_the_api_it_uses(stack: Graph) -> None:
     assert checked >= 15
 
 
-def test_network_has_run_subnet_and_private_services_access_abandoned_on_delete(stack: Graph) -> None:
+def test_network_has_run_subnet_and_private_services_access_that_destroy_can_remove(stack: Graph) -> None:
     subnet = stack.one("gcp:compute/subnetwork:Subnetwork")
     assert subnet.inputs["ipCidrRange"] == "10.8.0.0/24"
     address = stack.one("gcp:compute/globalAddress:GlobalAddress")
@@ -125,7 +129,7 @@ def test_network_has_run_subnet_and_private_services_access_abandoned_on_delete(
     connection = stack.one(PSA)
     assert connection.inputs["service"] == "servicenetworking.googleapis.com"
     assert connection.inputs["reservedPeeringRanges"] == [address.inputs["name"]]
-    assert connection.inputs["deletionPolicy"] == "ABANDON"
+    assert connection.inputs["deletionPolicy"] == "REMOVE_PEERING"
     for workload in workloads(stack):
         template = workload.inputs["template"]
         vpc = (template["template"] if workload.type == JOB else template)["vpcAccess"]
@@ -209,7 +213,7 @@ def test_uploads_bucket_is_private_uniform_versioned_with_expiring_old_versions(
     assert bucket["uniformBucketLevelAccess"] is True
     assert bucket["publicAccessPrevention"] == "enforced"
     assert bucket["versioning"] == {"enabled": True}
-    assert bucket["forceDestroy"] is False
+    assert bucket["forceDestroy"] is (stack.stack == "staging")
     [rule] = bucket["lifecycleRules"]
     assert rule["action"]["type"] == "Delete"
     assert rule["condition"]["daysSinceNoncurrentTime"] == 30
@@ -307,16 +311,14 @@ def test_web_runs_alle_web_with_probes_scaling_and_sizing_per_stack(staging: Gra
         assert template["serviceAccount"] == sa(graph, "web")[len("serviceAccount:") :]
 
 
-def test_only_the_web_service_is_publicly_invocable(stack: Graph) -> None:
-    public = [r for r in stack.resources if r.inputs.get("member") == "allUsers"]
-    assert [(r.type, r.inputs["role"]) for r in public] == [
-        ("gcp:cloudrunv2/serviceIamMember:ServiceIamMember", "roles/run.invoker")
-    ]
+def test_the_public_web_turns_the_invoker_check_off_instead_of_granting_all_users(stack: Graph) -> None:
+    assert [r for r in stack.resources if r.inputs.get("member") in ("allUsers", "allAuthenticatedUsers")] == []
+    assert [r.name for r in stack.resources if r.inputs.get("invokerIamDisabled")] == [f"alle-{stack.stack}-service"]
 
 
 def test_web_is_private_when_public_is_false() -> None:
     private = deployed("staging", {"alle:public": "false"})
-    assert [r for r in private.resources if r.inputs.get("member") == "allUsers"] == []
+    assert private.one(SERVICE).inputs["invokerIamDisabled"] is False
 
 
 def test_worker_pool_runs_alle_worker_with_instances_per_stack_and_no_ingress(
@@ -330,14 +332,28 @@ def test_worker_pool_runs_alle_worker_with_instances_per_stack_and_no_ingress(
         assert env(pool) == env(graph.one(SERVICE))
 
 
-def test_migrate_job_carries_the_release_as_execution_token_and_admin_jobs_do_not(stack: Graph) -> None:
+COMMANDS = ("migrate", "cleanup-old-tasks", "generate-report", "prune-sessions")
+
+
+def test_migrate_job_runs_on_deploy_under_a_fresh_token_and_admin_jobs_do_not(stack: Graph) -> None:
     jobs = {j.inputs["name"]: j for j in stack.of_type(JOB)}
     prefix = f"alle-{stack.stack}"
-    assert set(jobs) == {f"{prefix}-migrate", f"{prefix}-cleanup-old-tasks", f"{prefix}-generate-report"}
-    assert jobs[f"{prefix}-migrate"].inputs["runExecutionToken"] == "dev"
-    assert container(jobs[f"{prefix}-migrate"])["args"] == ["migrate"]
+    assert set(jobs) == {f"{prefix}-{command}" for command in COMMANDS}
+    migrate = jobs[f"{prefix}-migrate"]
+    assert re.fullmatch(r"dev-[0-9a-f]{8}", migrate.inputs["runExecutionToken"])
+    assert container(migrate)["args"] == ["migrate"]
     assert container(jobs[f"{prefix}-cleanup-old-tasks"])["args"] == ["cleanup-old-tasks", "--older-than-days", "90"]
-    assert "runExecutionToken" not in jobs[f"{prefix}-generate-report"].inputs
+    assert container(jobs[f"{prefix}-prune-sessions"])["args"] == ["prune-sessions"]
+    for command in COMMANDS[1:]:
+        assert "runExecutionToken" not in jobs[f"{prefix}-{command}"].inputs
+
+
+def test_pulumi_up_waits_for_the_migrate_task_as_long_as_it_may_run(stack: Graph) -> None:
+    [migrate] = [j for j in stack.of_type(JOB) if j.inputs["name"].endswith("-migrate")]
+    task_timeout = int(migrate.inputs["template"]["template"]["timeout"].removesuffix("s"))
+    for operation in ("create", "update"):
+        minutes = int(migrate.timeouts[operation].removesuffix("m"))
+        assert minutes * 60 > task_timeout, operation
 
 
 def test_web_and_worker_depend_on_the_migrate_job(stack: Graph) -> None:
@@ -359,18 +375,35 @@ def test_production_workloads_wait_for_registry_read_access(production: Graph) -
     assert all(production.depends_on(w, g) for w in workloads(production) for g in grants)
 
 
-def test_scheduler_runs_cleanup_job_through_the_admin_api_as_an_invoker_of_that_job_only(stack: Graph) -> None:
-    job = stack.one("gcp:cloudscheduler/job:Job").inputs
+def test_scheduler_runs_the_nightly_jobs_through_the_admin_api_as_an_invoker_of_those_jobs_only(
+    stack: Graph,
+) -> None:
     prefix = f"alle-{stack.stack}"
-    assert job["httpTarget"]["uri"] == (
-        f"https://run.googleapis.com/v2/projects/{prefix}/locations/europe-west1/jobs/{prefix}-cleanup-old-tasks:run"
-    )
-    assert job["httpTarget"]["httpMethod"] == "POST"
-    assert job["httpTarget"]["oauthToken"]["serviceAccountEmail"] == sa(stack, "scheduler")[len("serviceAccount:") :]
-    assert job["schedule"] == "0 3 * * *"
-    [grant] = [r for r in stack.resources if r.inputs.get("member") == sa(stack, "scheduler")]
-    assert grant.type == "gcp:cloudrunv2/jobIamMember:JobIamMember"
-    assert (grant.inputs["name"], grant.inputs["role"]) == (f"{prefix}-cleanup-old-tasks", "roles/run.invoker")
+    schedules = {j.inputs["name"]: j.inputs for j in stack.of_type("gcp:cloudscheduler/job:Job")}
+    expected = {"cleanup-old-tasks": "0 3 * * *", "prune-sessions": "30 3 * * *"}
+    assert set(schedules) == {f"{prefix}-{command}" for command in expected}
+    for command, cron in expected.items():
+        job = schedules[f"{prefix}-{command}"]
+        assert job["httpTarget"]["uri"] == (
+            f"https://run.googleapis.com/v2/projects/{prefix}/locations/europe-west1/jobs/{prefix}-{command}:run"
+        )
+        assert job["httpTarget"]["httpMethod"] == "POST"
+        invoker = job["httpTarget"]["oauthToken"]["serviceAccountEmail"]
+        assert invoker == sa(stack, "scheduler")[len("serviceAccount:") :]
+        assert job["schedule"] == cron
+    grants = [r for r in stack.resources if r.inputs.get("member") == sa(stack, "scheduler")]
+    assert {g.type for g in grants} == {"gcp:cloudrunv2/jobIamMember:JobIamMember"}
+    assert {(g.inputs["name"], g.inputs["role"]) for g in grants} == {
+        (f"{prefix}-{command}", "roles/run.invoker") for command in expected
+    }
+
+
+def test_the_cleanup_schedule_keeps_its_state_under_its_former_names(stack: Graph) -> None:
+    scheduler = next(r for r in stack.resources if r.type == "alle:scheduler:Scheduler")
+    assert {r.name for r in stack.resources if r.parent == scheduler.urn} >= {
+        f"alle-{stack.stack}-cleanup-old-tasks",
+        f"alle-{stack.stack}-cleanup-old-tasks-invoker",
+    }
 
 
 # 5. Parity -----------------------------------------------------------------------------------------------------
@@ -409,15 +442,30 @@ def test_stacks_differ_only_in_the_image_build_resources(staging: Graph, product
     assert production_types - staging_types == only_production
 
 
-def test_release_id_flows_to_tag_labels_token_and_env() -> None:
-    sha = "3f5e2a9c0d1b4e6f8a7c9b0d2e4f6a8c1b3d5e7f"
-    graph = deployed("staging", {"alle:release": sha})
-    assert graph.one("docker:index/image:Image").inputs["imageName"].endswith(f"/alle:{sha}")
+def test_release_id_reaches_the_app_unchanged_and_gcp_fields_in_their_own_forms() -> None:
+    stamp = "2024-01-15T10:30:00Z"
+    graph = deployed("staging", {"alle:release": stamp})
+    assert graph.one("docker:index/image:Image").inputs["imageName"].endswith("/alle:2024-01-15T10-30-00Z")
     [migrate] = [j for j in graph.of_type(JOB) if j.inputs["name"].endswith("-migrate")]
-    assert migrate.inputs["runExecutionToken"] == sha
-    assert {env(w)["RELEASE"] for w in workloads(graph)} == {sha}
-    assert graph.one(BUCKET).inputs["labels"]["release"] == sha
-    assert graph.outputs["release"] == sha
+    assert re.fullmatch(r"2024-01-15t10-30-00z-[0-9a-f]{8}", migrate.inputs["runExecutionToken"])
+    assert {env(w)["RELEASE"] for w in workloads(graph)} == {stamp}
+    assert {w.inputs["template"]["labels"]["release"] for w in workloads(graph)} == {"2024-01-15t10-30-00z"}
+    assert "labels" not in graph.one(BUCKET).inputs or "release" not in graph.one(BUCKET).inputs["labels"]
+    assert graph.outputs["release"] == stamp
+
+
+def test_app_sizing_reaches_every_process_and_cloud_run_concurrency_is_its_product(
+    staging: Graph, production: Graph
+) -> None:
+    for graph, (processes, per_process, pool) in ((staging, (1, 40, 3)), (production, (2, 40, 4))):
+        for workload in workloads(graph):
+            values = env(workload)
+            assert (values["WEB_CONCURRENCY"], values["MAX_REQUESTS_IN_FLIGHT"], values["DATABASE_POOL_SIZE"]) == (
+                str(processes),
+                str(per_process),
+                str(pool),
+            )
+        assert graph.one(SERVICE).inputs["template"]["maxInstanceRequestConcurrency"] == processes * per_process
 
 
 # 6. Outputs, 7. Labels -----------------------------------------------------------------------------------------
@@ -429,37 +477,40 @@ def test_outputs_name_what_operators_need_and_no_secret(stack: Graph) -> None:
     assert out["web_url"].startswith("https://")
     assert "@sha256:" in out["image"]
     assert (out["region"], out["release"], out["project"]) == ("europe-west1", "dev", prefix)
-    assert out["jobs"] == {c: f"{prefix}-{c}" for c in ("migrate", "cleanup-old-tasks", "generate-report")}
+    assert out["jobs"] == {c: f"{prefix}-{c}" for c in COMMANDS}
     assert out["sql_connection_name"] == f"{prefix}:europe-west1:{prefix}-pg"
     assert out["bucket"] == f"{prefix}-alle-uploads"
     for leaked in ("mock-auth-string", MAIL_KEY, "r" * 40):
         assert leaked not in repr(out)
 
 
-LABELLED = {
-    SQL: ("settings", "userLabels"),
-    REDIS: ("labels",),
-    BUCKET: ("labels",),
-    SERVICE: ("labels",),
-    WORKER_POOL: ("labels",),
-    JOB: ("labels",),
-    "gcp:secretmanager/secret:Secret": ("labels",),
-    "gcp:artifactregistry/repository:Repository": ("labels",),
+#: Where each labelled type keeps its labels; release-scoped ones (Cloud Run templates and jobs) add the release.
+LABELLED: dict[str, list[tuple[tuple[str, ...], bool]]] = {
+    SQL: [(("settings", "userLabels"), False)],
+    REDIS: [(("labels",), False)],
+    BUCKET: [(("labels",), False)],
+    SERVICE: [(("labels",), False), (("template", "labels"), True)],
+    WORKER_POOL: [(("labels",), False), (("template", "labels"), True)],
+    JOB: [(("labels",), True), (("template", "labels"), True)],
+    "gcp:secretmanager/secret:Secret": [(("labels",), False)],
+    "gcp:artifactregistry/repository:Repository": [(("labels",), False)],
 }
 
 
-def test_every_labelled_resource_carries_app_stack_and_release(stack: Graph) -> None:
+def test_only_release_scoped_labels_carry_the_release(stack: Graph) -> None:
     checked = 0
     for resource in stack.custom():
         if resource.type in LABELLED:
-            value: Any = resource.inputs
-            for key in LABELLED[resource.type]:
-                value = value[key]
-            assert value == {"app": "alle", "stack": stack.stack, "release": "dev"}, resource.name
-            checked += 1
+            for path, release_scoped in LABELLED[resource.type]:
+                value: Any = resource.inputs
+                for key in path:
+                    value = value[key]
+                base = {"app": "alle", "stack": stack.stack}
+                assert value == (base | {"release": "dev"} if release_scoped else base), (resource.name, path)
+                checked += 1
         elif "labels" in resource.inputs:
             pytest.fail(f"{resource.type} has labels but is not in LABELLED")
-    assert checked >= 12
+    assert checked >= 18
 
 
 @pytest.mark.parametrize("name", ["PORT", "K_SERVICE", "CLOUD_RUN_JOB", "X_GOOGLE_THING"])
@@ -467,4 +518,4 @@ def test_env_names_cloud_run_reserves_are_refused(name: str) -> None:
     from components.workload import Workload
 
     with pytest.raises(ValueError, match=f"Cloud Run reserves these env names: {name}"):
-        Workload(image="i", env={name: "1"}, secrets={}, network_id="n", subnet_id="s", labels={})
+        Workload(image="i", env={name: "1"}, secrets={}, network_id="n", subnet_id="s", labels={}, release_labels={})
