@@ -196,9 +196,7 @@ class _Reader:
 
     def missing(self, key: str, allowed: str) -> None:
         where = (
-            f"set it in Pulumi.{self.stack}.yaml"
-            if key.startswith("gcp:")
-            else "declare its default in Pulumi.yaml"
+            f"set it in Pulumi.{self.stack}.yaml" if key.startswith("gcp:") else "declare its default in Pulumi.yaml"
         )
         self.errors.append(
             f"Stack '{self.stack}': {key} is not set; {where} (`pulumi config set {key} … --stack {self.stack}`), "

@@ -94,9 +94,7 @@ class Web(pulumi.ComponentResource):
                     ],
                 ),
             ),
-            opts=pulumi.ResourceOptions(
-                parent=self, depends_on=[*args.depends_on, *w.ready], ignore_changes=GCP_OWNED
-            ),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[*args.depends_on, *w.ready], ignore_changes=GCP_OWNED),
         )
         self.url = self.service.uri
         self.register_outputs({"url": self.url})
@@ -152,9 +150,7 @@ class Worker(pulumi.ComponentResource):
                     ],
                 ),
             ),
-            opts=pulumi.ResourceOptions(
-                parent=self, depends_on=[*args.depends_on, *w.ready], ignore_changes=GCP_OWNED
-            ),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[*args.depends_on, *w.ready], ignore_changes=GCP_OWNED),
         )
         self.name = self.pool.name
         self.register_outputs({"name": self.pool.name})

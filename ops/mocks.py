@@ -31,7 +31,10 @@ def plain(value: Any, mark_secrets: bool = True) -> Any:
 
 PROJECT_NUMBER = "123456789012"
 #: Service agents' domains by API, as GCP names them (fabric: modules/project/service-agents.yaml).
-SERVICE_AGENTS = {"run.googleapis.com": "serverless-robot-prod", "servicenetworking.googleapis.com": "service-networking"}
+SERVICE_AGENTS = {
+    "run.googleapis.com": "serverless-robot-prod",
+    "servicenetworking.googleapis.com": "service-networking",
+}
 
 
 class Mocks(pulumi.runtime.Mocks):

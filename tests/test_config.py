@@ -107,7 +107,10 @@ def test_missing_project_points_at_the_stack_file_in_one_line() -> None:
 @pytest.mark.parametrize(
     ("key", "sentence"),
     [
-        ("alle:webMemroy", "Stack 'staging': alle:webMemroy is '8Gi'; no such key, the closest known key is alle:webMemory."),
+        (
+            "alle:webMemroy",
+            "Stack 'staging': alle:webMemroy is '8Gi'; no such key, the closest known key is alle:webMemory.",
+        ),
         ("alle:dbtier", "alle:dbtier is '8Gi'; no such key, the closest known key is alle:dbTier."),
         ("gcp:projcet", "gcp:projcet is '8Gi'; no such key, the closest known key is gcp:project."),
         ("ale:webMemory", "ale:webMemory is '8Gi'; no such key, the closest known key is alle:webMemory."),
@@ -152,7 +155,8 @@ def test_a_stack_file_without_a_config_mapping_is_refused(tmp_path: Path) -> Non
 
 
 @pytest.mark.parametrize(
-    "release", ["abc123", "3f5e2a9c0d1b4e6f8a7c9b0d2e4f6a8c1b3d5e7f", "v1.2.3", "2024-01-15T10:30:00Z", "v2.0.0-rc.1+b7"]
+    "release",
+    ["abc123", "3f5e2a9c0d1b4e6f8a7c9b0d2e4f6a8c1b3d5e7f", "v1.2.3", "2024-01-15T10:30:00Z", "v2.0.0-rc.1+b7"],
 )
 def test_the_release_id_forms_the_team_uses_are_accepted(release: str) -> None:
     assert parse("production", release=release).release == release

@@ -105,7 +105,28 @@ BROKEN: list[tuple[str, str, Callable[[Graph], rules.PolicyResource]]] = [
         lambda g: _set(["role"], "roles/secretmanager.secretAccessor")(_first(g, "gcp:projects/iAMMember:IAMMember")),
     ),
     ("images-pinned-by-digest", "production", lambda g: _tag_image(_first(g, "gcp:cloudrunv2/workerPool:WorkerPool"))),
-    ("only-web-service-public", "staging", _public_job),
+    ("no-public-principals", "staging", _public_job),
+    ("only-web-service-public", "staging", lambda g: _set(["invokerIamDisabled"], True)(_first(g, rules.JOB))),
+    (
+        "only-web-service-public",
+        "production",
+        lambda g: _set(["name"], "alle-production-admin")(_first(g, SERVICE)),
+    ),
+    (
+        "secret-versions-survive-rotation",
+        "staging",
+        lambda g: _set(["deletionPolicy"], "DELETE")(_first(g, rules.SECRET_VERSION)),
+    ),
+    (
+        "release-label-only-on-releases",
+        "production",
+        lambda g: _set(["settings", "userLabels", "release"], "v1-2-3")(_first(g, SQL)),
+    ),
+    (
+        "labels-present",
+        "staging",
+        lambda g: _set(["template", "labels"], {"app": "alle", "stack": "staging"})(_first(g, SERVICE)),
+    ),
     ("production-data-protected", "production", lambda g: _set(["tier"], "BASIC")(_first(g, REDIS))),
     (
         "production-data-protected",

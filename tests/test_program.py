@@ -519,3 +519,60 @@ def test_env_names_cloud_run_reserves_are_refused(name: str) -> None:
 
     with pytest.raises(ValueError, match=f"Cloud Run reserves these env names: {name}"):
         Workload(image="i", env={name: "1"}, secrets={}, network_id="n", subnet_id="s", labels={}, release_labels={})
+
+
+# First `pulumi up` in a fresh project: nothing uses an identity or a grant before GCP can honour it ----------------
+
+
+def test_cloud_runs_service_agent_is_granted_registry_access_only_after_the_run_api(production: Graph) -> None:
+    run_api = next(
+        a for a in production.of_type("gcp:projects/service:Service") if a.inputs["service"] == "run.googleapis.com"
+    )
+    agent = production.one("gcp:projects/serviceIdentity:ServiceIdentity", "alle-production-run-agent")
+    assert agent.inputs["service"] == "run.googleapis.com"
+    assert production.depends_on(agent, run_api)
+    grants = production.of_type("gcp:artifactregistry/repositoryIamMember:RepositoryIamMember")
+    [agent_grant] = [g for g in grants if "serverless-robot-prod" in g.inputs["member"]]
+    assert (
+        agent_grant.inputs["member"]
+        == "serviceAccount:service-123456789012@serverless-robot-prod.iam.gserviceaccount.com"
+    )
+    assert production.depends_on(agent_grant, agent)
+
+
+def test_private_services_connection_waits_for_the_service_networking_agent_and_its_role(stack: Graph) -> None:
+    agent = stack.one("gcp:projects/serviceIdentity:ServiceIdentity", f"alle-{stack.stack}-servicenetworking-agent")
+    assert agent.inputs["service"] == "servicenetworking.googleapis.com"
+    [role] = [
+        g for g in stack.of_type("gcp:projects/iAMMember:IAMMember") if "service-networking" in g.inputs["member"]
+    ]
+    assert role.inputs["role"] == "roles/servicenetworking.serviceAgent"
+    assert stack.depends_on(role, agent)
+    assert stack.depends_on(stack.one(PSA), role)
+
+
+def test_every_workload_starts_after_its_iam_grants_have_had_time_to_propagate(stack: Graph) -> None:
+    [sleep] = stack.of_type("time:index/sleep:Sleep")
+    assert int(sleep.inputs["createDuration"].removesuffix("s")) >= 120
+    grants = [
+        *stack.of_type(SECRET_IAM),
+        *stack.of_type("gcp:storage/bucketIAMMember:BucketIAMMember"),
+        *stack.of_type("gcp:artifactregistry/repositoryIamMember:RepositoryIamMember"),
+    ]
+    assert all(stack.depends_on(sleep, grant) for grant in grants)
+    assert all(stack.depends_on(workload, sleep) for workload in workloads(stack))
+
+
+def test_values_gcp_owns_are_not_declared_back(stack: Graph) -> None:
+    assert "settings.diskSize" in stack.one(SQL).ignore_changes
+    for workload in workloads(stack):
+        assert {"client", "clientVersion"} <= set(workload.ignore_changes), workload.name
+
+
+def test_secret_versions_outlive_a_rotation(stack: Graph) -> None:
+    assert {v.inputs["deletionPolicy"] for v in stack.of_type(SECRET_VERSION)} == {"ABANDON"}
+
+
+def test_the_registry_production_pulls_from_is_kept_when_staging_is_destroyed(staging: Graph) -> None:
+    repository = staging.one("gcp:artifactregistry/repository:Repository")
+    assert repository.retain_on_delete is True

@@ -1,0 +1,254 @@
+"""The release lifecycle as operators and CI run it, through a model of GCP (tests/gcp_model.py).
+
+Staging: first deploy, the next release, a release whose migration fails and its retry, a secret rotation, a
+manual migrate run followed by `pulumi refresh` and a deploy, then `pulumi destroy`. Production: first deploy
+of a promoted release, promotion of the next one, a rollback to the first, then `pulumi destroy`. Release ids
+come in the three forms the team uses: a full commit SHA, a version and a timestamp.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from copy import deepcopy
+from dataclasses import dataclass
+
+import pytest
+from gcp_model import (
+    BUCKET,
+    JOB,
+    PSA,
+    REDIS,
+    RELEASE_SCOPED,
+    REPOSITORY,
+    SECRET_VERSION,
+    SERVICE,
+    STATEFUL,
+    Change,
+    Project,
+    Refused,
+)
+
+from ops.graph import Graph, Resource
+from stacks import deployed
+
+SHA = "3f5e2a9c0d1b4e6f8a7c9b0d2e4f6a8c1b3d5e7f"
+VERSION = "v1.2.3"
+STAMP = "2024-01-15T10:30:00Z"
+REGISTRY = "europe-west1-docker.pkg.dev/alle-staging/alle/alle@sha256:"
+DIGESTS = {SHA: REGISTRY + "ab" * 32, VERSION: REGISTRY + "cd" * 32}
+
+
+def _staging(release: str, **more: str) -> Callable[[], Graph]:
+    return lambda: deployed("staging", {"alle:release": release, **more})
+
+
+def _production(release: str) -> Callable[[], Graph]:
+    return lambda: deployed("production", {"alle:release": release, "alle:image": DIGESTS[release]})
+
+
+#: Every run of the program the sequence needs; each is its own `pulumi up`, so each has its own tokens.
+RUNS: dict[str, Callable[[], Graph]] = {
+    "staging first deploy": _staging(SHA),
+    "staging next release": _staging(VERSION),
+    "staging failing migration": _staging(STAMP),
+    "staging retried migration": _staging(STAMP),
+    "staging rotated secret": _staging(STAMP, **{"alle:mailApiKey": "SG.rotated-key"}),
+    "staging deploy after refresh": _staging(STAMP, **{"alle:mailApiKey": "SG.rotated-key"}),
+    "production first deploy": _production(SHA),
+    "production promotion": _production(VERSION),
+    "production rollback": _production(SHA),
+}
+
+
+@dataclass
+class Outcome:
+    change: Change | None = None
+    refused: str | None = None
+
+    def ok(self) -> Change:
+        assert self.refused is None, self.refused
+        assert self.change is not None
+        return self.change
+
+
+def _attempt(action: Callable[[], Change | None]) -> Outcome:
+    try:
+        return Outcome(change=action())
+    except Refused as refused:
+        return Outcome(refused=str(refused))
+
+
+@dataclass
+class Sequence:
+    graphs: dict[str, Graph]
+    outcomes: dict[str, Outcome]
+    projects: dict[str, Project]
+    #: The image web served right after the failed migration.
+    serving_after_failure: str
+
+
+@pytest.fixture(scope="module")
+def sequence() -> Sequence:
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        graphs = dict(zip(RUNS, pool.map(lambda run: run(), RUNS.values()), strict=True))
+    staging, production = Project("staging"), Project("production")
+    outcomes: dict[str, Outcome] = {}
+    for step in ("staging first deploy", "staging next release"):
+        outcomes[step] = _attempt(lambda step=step: staging.up(graphs[step]))  # type: ignore[misc]
+    outcomes["staging failing migration"] = _attempt(
+        lambda: staging.up(graphs["staging failing migration"], migration_fails=True)
+    )
+    serving = _image(staging.state, SERVICE)
+    for step in ("staging retried migration", "staging rotated secret"):
+        outcomes[step] = _attempt(lambda step=step: staging.up(graphs[step]))  # type: ignore[misc]
+    staging.manual_run("alle-staging-migrate")
+    staging.refresh()
+    outcomes["staging deploy after refresh"] = _attempt(lambda: staging.up(graphs["staging deploy after refresh"]))
+    for step in ("production first deploy", "production promotion", "production rollback"):
+        outcomes[step] = _attempt(lambda step=step: production.up(graphs[step]))  # type: ignore[misc]
+    outcomes["staging destroy"] = _attempt(staging.destroy)
+    outcomes["production destroy"] = _attempt(production.destroy)
+    return Sequence(graphs, outcomes, {"staging": staging, "production": production}, serving)
+
+
+def _image(state: dict[str, object], typ: str) -> str:
+    [resource] = [r for r in state.values() if getattr(r, "type", None) == typ]
+    return str(resource.inputs["template"]["containers"][0]["image"])  # type: ignore[attr-defined]
+
+
+def _migrate(graph: Graph) -> Resource:
+    return next(j for j in graph.of_type(JOB) if j.inputs["name"].endswith("-migrate"))
+
+
+def test_first_deploy_of_production_with_a_full_commit_sha_starts_its_migration(sequence: Sequence) -> None:
+    sequence.outcomes["production first deploy"].ok()
+    token = _migrate(sequence.graphs["production first deploy"]).inputs["runExecutionToken"]
+    assert len("alle-production-migrate") + len(token) < 63
+    assert token.startswith(SHA[:20])
+    assert f"alle-production-migrate-{token}" in sequence.projects["production"].executions["alle-production-migrate"]
+
+
+@pytest.mark.parametrize(
+    ("stack", "step"), [("staging", "staging next release"), ("production", "production promotion")]
+)
+def test_a_new_release_changes_only_release_scoped_resources(sequence: Sequence, stack: str, step: str) -> None:
+    change = sequence.outcomes[step].ok()
+    graph = sequence.graphs[step]
+    changed = {graph.by_urn[urn].type for urn in change.updated}
+    assert not change.created and not change.deleted
+    assert changed <= RELEASE_SCOPED, changed - RELEASE_SCOPED
+    assert not changed & STATEFUL
+
+
+def test_a_rollback_to_an_earlier_release_starts_a_new_execution(sequence: Sequence) -> None:
+    change = sequence.outcomes["production rollback"].ok()
+    graph = sequence.graphs["production rollback"]
+    assert {graph.by_urn[urn].type for urn in change.updated} <= RELEASE_SCOPED
+    executions = sequence.projects["production"].executions["alle-production-migrate"]
+    assert len(executions) == 3  # first deploy, promotion, rollback: three tokens, none reused
+    assert _image(sequence.projects["production"].state, SERVICE) == DIGESTS[SHA]
+
+
+def test_a_failed_migration_keeps_the_previous_revision_serving(sequence: Sequence) -> None:
+    assert sequence.outcomes["staging failing migration"].refused == (
+        "the migrate execution failed; web and worker keep serving the previous revision"
+    )
+    assert sequence.serving_after_failure == _image(
+        {r.urn: r for r in sequence.graphs["staging next release"].resources}, SERVICE
+    )
+
+
+def test_retrying_a_failed_migration_is_another_pulumi_up_under_a_new_token(sequence: Sequence) -> None:
+    sequence.outcomes["staging retried migration"].ok()
+    steps = ("staging failing migration", "staging retried migration")
+    first, retry = (_migrate(sequence.graphs[step]).inputs["runExecutionToken"] for step in steps)
+    assert first != retry
+    assert len(sequence.projects["staging"].executions["alle-staging-migrate"]) >= 4
+
+
+def test_a_deploy_after_a_manual_run_and_refresh_is_accepted(sequence: Sequence) -> None:
+    sequence.outcomes["staging deploy after refresh"].ok()
+
+
+def test_a_secret_rotation_keeps_every_version_a_serving_or_rollback_revision_reads(sequence: Sequence) -> None:
+    change = sequence.outcomes["staging rotated secret"].ok()
+    graph = sequence.graphs["staging rotated secret"]
+    rotated = [graph.by_urn[urn].name for urn in change.replaced]
+    assert rotated == ["alle-staging-mail-api-key-v"]
+    staging = sequence.projects["staging"]
+    [mail_secret] = [s for s in staging.versions if s.endswith("alle-staging-mail-api-key-id")]
+    assert staging.versions[mail_secret] == {1, 2}
+    assert not {graph.by_urn[urn].type for urn in change.updated} & (STATEFUL - {SECRET_VERSION})
+
+
+def test_destroy_of_staging_finishes_and_leaves_the_registry_production_pulls_from(sequence: Sequence) -> None:
+    assert sequence.outcomes["staging destroy"].refused is None
+    staging = sequence.projects["staging"]
+    assert staging.state == {}
+    assert [r.type for r in staging.retained] == [REPOSITORY]
+
+
+def test_destroy_of_production_is_refused_before_it_deletes_data(sequence: Sequence) -> None:
+    refused = sequence.outcomes["production destroy"].refused
+    assert refused is not None and refused.endswith("is protected; Pulumi refuses to delete it")
+
+
+# The model itself: each constraint refuses what GCP would refuse, so the sequence above could fail.
+
+
+def _edited(graph: Graph, typ: str, **inputs: object) -> Graph:
+    copy = deepcopy(graph)
+    for resource in copy.of_type(typ):
+        resource.inputs.update(inputs)
+    return copy
+
+
+def test_the_model_refuses_a_token_used_before(sequence: Sequence) -> None:
+    graph = sequence.graphs["staging first deploy"]
+    project = Project("staging")
+    project.up(graph)
+    project.refresh()
+    with pytest.raises(Refused, match=r"execution alle-staging-migrate-.* already exists"):
+        project.up(graph)
+
+
+def test_the_model_refuses_a_job_name_and_token_of_63_characters(sequence: Sequence) -> None:
+    graph = sequence.graphs["production first deploy"]
+    long_token = _edited(graph, JOB)
+    _migrate(long_token).inputs["runExecutionToken"] = SHA
+    with pytest.raises(Refused, match="job name and token are 63 characters, not fewer than 63"):
+        Project("production").up(long_token)
+
+
+def test_the_model_refuses_replacing_a_stateful_resource(sequence: Sequence) -> None:
+    graph = sequence.graphs["staging first deploy"]
+    project = Project("staging")
+    project.up(graph)
+    with pytest.raises(Refused, match="alle-staging-redis: tier changed, which replaces a stateful resource"):
+        project.up(_edited(sequence.graphs["staging next release"], REDIS, tier="STANDARD_HA"))
+
+
+def test_the_model_refuses_a_rotation_that_deletes_a_version_in_use(sequence: Sequence) -> None:
+    project = Project("staging")
+    project.up(sequence.graphs["staging retried migration"])
+    rotated = _edited(sequence.graphs["staging rotated secret"], SECRET_VERSION, deletionPolicy="DELETE")
+    with pytest.raises(Refused, match=r"alle-staging-mail-api-key-id version 1 is gone, yet a revision"):
+        project.up(rotated)
+
+
+@pytest.mark.parametrize(
+    ("typ", "inputs", "message"),
+    [
+        (PSA, {"deletionPolicy": "ABANDON"}, "alle-staging-vpc cannot be deleted: a VPC peering"),
+        (PSA, {"deletionPolicy": "DELETE"}, "the service producer still holds resources"),
+        (BUCKET, {"forceDestroy": False}, "alle-staging-uploads still holds objects"),
+    ],
+)
+def test_the_model_refuses_a_staging_destroy_that_gcp_would_stop(
+    sequence: Sequence, typ: str, inputs: dict[str, object], message: str
+) -> None:
+    project = Project("staging")
+    project.up(_edited(sequence.graphs["staging first deploy"], typ, **inputs))
+    with pytest.raises(Refused, match=message):
+        project.destroy()
