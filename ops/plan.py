@@ -70,6 +70,7 @@ def _service(r: Resource) -> Settings:
         "instances": f"{_text(scaling.get('minInstanceCount', 0))}–{_text(scaling.get('maxInstanceCount'))}",
         "concurrency": _text(_get(r.inputs, "template", "maxInstanceRequestConcurrency")),
         "ingress": _text(r.inputs.get("ingress")),
+        "invoker check": "off (public)" if r.inputs.get("invokerIamDisabled") else "on (IAM)",
         "deletion protection": _text(r.inputs.get("deletionProtection")),
     }
 

@@ -68,7 +68,7 @@ REPLACED_BY = {
 EXECUTION_NAME = re.compile(r"^[a-z]([a-z0-9-]*[a-z0-9])?$")
 
 
-class Refused(Exception):
+class RefusedError(Exception):
     """GCP (or the Pulumi engine) refuses the operation; the message says why, as the real error would."""
 
 
@@ -126,7 +126,7 @@ class Project:
     peerings: list[str] = field(default_factory=list)
 
     def up(self, graph: Graph, migration_fails: bool = False) -> Change:
-        """Apply one run of the program. Raises Refused where GCP would; a failed migration stops the rollout of
+        """Apply one run of the program. Raises RefusedError where GCP would; a failed migration stops the rollout of
         web and worker (they depend on the migrate job) but its execution, like any, now exists."""
         change = self._diff(graph)
         for urn, paths in change.updated.items():
@@ -135,7 +135,9 @@ class Project:
             if forced:
                 change.replaced.append(urn)
                 if resource.type in STATEFUL and resource.type != SECRET_VERSION:
-                    raise Refused(f"{resource.name}: {', '.join(forced)} changed, which replaces a stateful resource")
+                    raise RefusedError(
+                        f"{resource.name}: {', '.join(forced)} changed, which replaces a stateful resource"
+                    )
         self._run_release_job(graph, change, migration_fails)
         self._rotate_secrets(graph, change)
         if migration_fails:
@@ -143,7 +145,7 @@ class Project:
             held = (SERVICE, WORKER_POOL)
             kept = {urn: r for urn, r in self.state.items() if r.type in held}
             self.state = kept | {r.urn: r for r in graph.resources if r.type not in held}
-            raise Refused("the migrate execution failed; web and worker keep serving the previous revision")
+            raise RefusedError("the migrate execution failed; web and worker keep serving the previous revision")
         self.state = {r.urn: r for r in graph.resources}
         self.revisions.append(dict(self.current))
         return change
@@ -169,12 +171,14 @@ class Project:
                 continue  # no new token: the API starts no execution
             name = job.inputs["name"]
             if len(name) + len(token) >= 63:
-                raise Refused(f"{name}: job name and token are {len(name) + len(token)} characters, not fewer than 63")
+                raise RefusedError(
+                    f"{name}: job name and token are {len(name) + len(token)} characters, not fewer than 63"
+                )
             execution = f"{name}-{token}"
             if not EXECUTION_NAME.match(execution):
-                raise Refused(f"{execution!r} is not a valid execution id (lowercase letters, digits and '-')")
+                raise RefusedError(f"{execution!r} is not a valid execution id (lowercase letters, digits and '-')")
             if execution in self.executions.setdefault(name, set()):
-                raise Refused(f"execution {execution} already exists")
+                raise RefusedError(f"execution {execution} already exists")
             self.executions[name].add(execution)
 
     def _rotate_secrets(self, graph: Graph, change: Change) -> None:
@@ -198,7 +202,7 @@ class Project:
         for revision in self.revisions:
             for secret, number in revision.items():
                 if number not in self.versions.get(secret, set()):
-                    raise Refused(f"{secret} version {number} is gone, yet a revision that served reads it")
+                    raise RefusedError(f"{secret} version {number} is gone, yet a revision that served reads it")
 
     def manual_run(self, job_name: str) -> str:
         """`alle-ops job run` (jobs.run): an execution with a generated id."""
@@ -218,7 +222,7 @@ class Project:
         A protected resource stops the whole destroy before anything is deleted."""
         protected = sorted(r.name for r in self.state.values() if r.protect)
         if protected:
-            raise Refused(f"{protected[0]} is protected; Pulumi refuses to delete it")
+            raise RefusedError(f"{protected[0]} is protected; Pulumi refuses to delete it")
         remaining = dict(self.state)
         while remaining:
             leaves = [
@@ -227,7 +231,7 @@ class Project:
                 if not any(r.urn in o.dependencies or o.parent == r.urn for o in remaining.values() if o is not r)
             ]
             if not leaves:
-                raise Refused("dependency cycle")
+                raise RefusedError("dependency cycle")
             for resource in sorted(leaves, key=lambda r: r.urn):
                 self._delete(resource, remaining)
                 del remaining[resource.urn]
@@ -237,29 +241,29 @@ class Project:
         if not r.custom:
             return
         if r.protect:
-            raise Refused(f"{r.name} is protected; Pulumi refuses to delete it")
+            raise RefusedError(f"{r.name} is protected; Pulumi refuses to delete it")
         if r.retain_on_delete:
             self.retained.append(r)
             return
         settings = r.inputs.get("settings") or {}
         if r.inputs.get("deletionProtection") is True or settings.get("deletionProtectionEnabled") is True:
-            raise Refused(f"{r.name} has deletion protection")
+            raise RefusedError(f"{r.name} has deletion protection")
         if r.type == BUCKET and r.inputs.get("forceDestroy") is not True:
             # The uploads bucket holds objects: "buckets with objects/caches will fail" (storage.Bucket).
-            raise Refused(f"{r.name} still holds objects and forceDestroy is off")
+            raise RefusedError(f"{r.name} still holds objects and forceDestroy is off")
         if r.type == PSA:
             # "Use it only once every service instance reachable through the connection has already been
             # deleted"; ABANDON leaves the peering, "which will block deletion of the network"
             # (servicenetworking.Connection, "Deleting a connection").
             users = [o.name for o in remaining.values() if o.type in (SQL, REDIS) and _uses(o, r)]
             if users:
-                raise Refused(f"{r.name} is deleted while {', '.join(users)} still use it")
+                raise RefusedError(f"{r.name} is deleted while {', '.join(users)} still use it")
             policy = r.inputs.get("deletionPolicy")
             if policy == "ABANDON":
                 self.peerings.append(r.name)
             elif policy != "REMOVE_PEERING":
                 # Cloud SQL keeps its producer resources after the instance is deleted, so it can be restored;
                 # "until they are released, deleting the connection fails".
-                raise Refused(f"{r.name}: the service producer still holds resources in the peered range")
+                raise RefusedError(f"{r.name}: the service producer still holds resources in the peered range")
         if r.type == NETWORK and self.peerings:
-            raise Refused(f"{r.name} cannot be deleted: a VPC peering ({self.peerings[0]}) still references it")
+            raise RefusedError(f"{r.name} cannot be deleted: a VPC peering ({self.peerings[0]}) still references it")

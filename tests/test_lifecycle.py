@@ -26,7 +26,7 @@ from gcp_model import (
     STATEFUL,
     Change,
     Project,
-    Refused,
+    RefusedError,
 )
 
 from ops.graph import Graph, Resource
@@ -75,7 +75,7 @@ class Outcome:
 def _attempt(action: Callable[[], Change | None]) -> Outcome:
     try:
         return Outcome(change=action())
-    except Refused as refused:
+    except RefusedError as refused:
         return Outcome(refused=str(refused))
 
 
@@ -112,9 +112,9 @@ def sequence() -> Sequence:
     return Sequence(graphs, outcomes, {"staging": staging, "production": production}, serving)
 
 
-def _image(state: dict[str, object], typ: str) -> str:
-    [resource] = [r for r in state.values() if getattr(r, "type", None) == typ]
-    return str(resource.inputs["template"]["containers"][0]["image"])  # type: ignore[attr-defined]
+def _image(state: dict[str, Resource], typ: str) -> str:
+    [resource] = [r for r in state.values() if r.type == typ]
+    return str(resource.inputs["template"]["containers"][0]["image"])
 
 
 def _migrate(graph: Graph) -> Resource:
@@ -209,7 +209,7 @@ def test_the_model_refuses_a_token_used_before(sequence: Sequence) -> None:
     project = Project("staging")
     project.up(graph)
     project.refresh()
-    with pytest.raises(Refused, match=r"execution alle-staging-migrate-.* already exists"):
+    with pytest.raises(RefusedError, match=r"execution alle-staging-migrate-.* already exists"):
         project.up(graph)
 
 
@@ -217,7 +217,7 @@ def test_the_model_refuses_a_job_name_and_token_of_63_characters(sequence: Seque
     graph = sequence.graphs["production first deploy"]
     long_token = _edited(graph, JOB)
     _migrate(long_token).inputs["runExecutionToken"] = SHA
-    with pytest.raises(Refused, match="job name and token are 63 characters, not fewer than 63"):
+    with pytest.raises(RefusedError, match="job name and token are 63 characters, not fewer than 63"):
         Project("production").up(long_token)
 
 
@@ -225,7 +225,7 @@ def test_the_model_refuses_replacing_a_stateful_resource(sequence: Sequence) -> 
     graph = sequence.graphs["staging first deploy"]
     project = Project("staging")
     project.up(graph)
-    with pytest.raises(Refused, match="alle-staging-redis: tier changed, which replaces a stateful resource"):
+    with pytest.raises(RefusedError, match="alle-staging-redis: tier changed, which replaces a stateful resource"):
         project.up(_edited(sequence.graphs["staging next release"], REDIS, tier="STANDARD_HA"))
 
 
@@ -233,7 +233,7 @@ def test_the_model_refuses_a_rotation_that_deletes_a_version_in_use(sequence: Se
     project = Project("staging")
     project.up(sequence.graphs["staging retried migration"])
     rotated = _edited(sequence.graphs["staging rotated secret"], SECRET_VERSION, deletionPolicy="DELETE")
-    with pytest.raises(Refused, match=r"alle-staging-mail-api-key-id version 1 is gone, yet a revision"):
+    with pytest.raises(RefusedError, match=r"alle-staging-mail-api-key-id version 1 is gone, yet a revision"):
         project.up(rotated)
 
 
@@ -250,5 +250,5 @@ def test_the_model_refuses_a_staging_destroy_that_gcp_would_stop(
 ) -> None:
     project = Project("staging")
     project.up(_edited(sequence.graphs["staging first deploy"], typ, **inputs))
-    with pytest.raises(Refused, match=message):
+    with pytest.raises(RefusedError, match=message):
         project.destroy()

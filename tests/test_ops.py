@@ -147,7 +147,7 @@ def test_successful_execution_is_reported_as_such() -> None:
 
 def test_plan_shows_the_settings_a_reviewer_cares_about(production: Graph) -> None:
     text = plan.render(production)
-    assert text.startswith("Stack production: 87 resources (75 cloud)")
+    assert text.startswith("Stack production: 94 resources (81 cloud)")
     for expected in (
         "tier: db-custom-2-7680 (ENTERPRISE)",
         "availability: REGIONAL",
@@ -157,7 +157,11 @@ def test_plan_shows_the_settings_a_reviewer_cares_about(production: Graph) -> No
         "secret DATABASE_URL: alle-production-database-url:1",
         "env APP_ENV: production",
         "secretData: (secret)",
-        "grant: roles/run.invoker → allUsers on alle-production-web",
+        "invoker check: off (public)",
+        "concurrency: 80",
+        "env WEB_CONCURRENCY: 2",
+        "runs on every pulumi up: yes, waits up to 40m",
+        "secretData: (secret)",
         "deletion protection: provider true, api true, pulumi true",
     ):
         assert expected in text, expected
@@ -166,7 +170,7 @@ def test_plan_shows_the_settings_a_reviewer_cares_about(production: Graph) -> No
 
 def test_plan_markdown_is_a_nested_list_for_a_pr_comment(staging: Graph) -> None:
     text = plan.render(staging, markdown=True)
-    assert text.startswith("### Stack staging: 85 resources (73 cloud)")
+    assert text.startswith("### Stack staging: 91 resources (78 cloud)")
     assert "- **alle-staging-pg** `gcp:sql/databaseInstance:DatabaseInstance`" in text
 
 
@@ -191,7 +195,7 @@ def test_plan_for_an_unpinned_promoted_stack_marks_the_digest_as_placeholder() -
 
 def test_plan_cli_runs_offline_for_one_stack(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["plan", "--stack", "staging", "--markdown"]) == 0
-    assert capsys.readouterr().out.startswith("### Stack staging: 85 resources")
+    assert capsys.readouterr().out.startswith("### Stack staging: 91 resources")
 
 
 def test_plan_reports_a_bad_config_as_one_sentence(capsys: pytest.CaptureFixture[str]) -> None:

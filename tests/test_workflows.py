@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -65,20 +66,83 @@ def test_pull_requests_run_the_tests_and_post_the_offline_plan_diff() -> None:
     assert "id-token" not in str(workflow), "the plan needs no cloud credentials"
 
 
+def _runs(job: dict[str, Any]) -> list[str]:
+    return [str(s.get("run", "")) for s in job["steps"]]
+
+
+def _index(runs: list[str], text: str) -> int:
+    return next(i for i, run in enumerate(runs) if text in run)
+
+
 def test_deploy_builds_once_promotes_the_same_digest_behind_an_approval_gate() -> None:
     jobs = _workflow("deploy.yml")["jobs"]
     assert jobs["staging"]["needs"] == "test" and jobs["production"]["needs"] == "staging"
     assert jobs["production"]["environment"]["name"] == "production"
-    staging = "\n".join(s.get("run", "") for s in jobs["staging"]["steps"])
+    staging = "\n".join(_runs(jobs["staging"]))
     assert 'pulumi config set alle:release "$GITHUB_SHA" --stack staging' in staging
     assert "pulumi up --stack staging" in staging and "--policy-pack policy" in staging
     assert "bin/alle-ops smoke --stack staging" in staging
-    production = [s.get("run", "") for s in jobs["production"]["steps"]]
-    promote = next(i for i, run in enumerate(production) if "bin/alle-ops promote" in run)
-    up = next(i for i, run in enumerate(production) if "pulumi up --stack production" in run)
-    assert promote < up
+    assert jobs["staging"]["outputs"] == {"image": "${{ steps.up.outputs.image }}", "release": "${{ github.sha }}"}
+    production = _runs(jobs["production"])
     assert "docker" not in "\n".join(production), "production never builds"
     assert any("smoke --stack production" in run for run in production)
+
+
+def test_production_takes_the_digest_from_the_promotion_input_not_from_stagings_state() -> None:
+    job = _workflow("deploy.yml")["jobs"]["production"]
+    runs = _runs(job)
+    pin = _index(runs, "bin/alle-ops pin production")
+    assert runs[pin] == 'bin/alle-ops pin production "$IMAGE" --release "$RELEASE"'
+    assert job["steps"][pin]["env"] == {
+        "IMAGE": "${{ needs.staging.outputs.image }}",
+        "RELEASE": "${{ needs.staging.outputs.release }}",
+    }
+    assert pin < _index(runs, "pulumi up --stack production")
+    text = "\n".join(runs)
+    assert "--stack staging" not in text and "promote" not in text, "production's identity cannot read staging"
+
+
+def _required_secrets() -> list[str]:
+    declared = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())["config"]
+    return [key for key, spec in declared.items() if spec.get("secret") and "default" not in spec]
+
+
+@pytest.mark.parametrize("stack", ["staging", "production"])
+def test_ci_sets_every_required_secret_from_its_environment_before_pulumi_up(stack: str) -> None:
+    job = _workflow("deploy.yml")["jobs"][stack]
+    runs = _runs(job)
+    up = _index(runs, f"pulumi up --stack {stack}")
+    assert _required_secrets() == ["mailApiKey"]
+    for key in _required_secrets():
+        env_name = re.sub(r"(?<!^)(?=[A-Z])", "_", key).upper()
+        step = _index(runs, f"pulumi config set --secret alle:{key} ")
+        assert step < up
+        assert f'pulumi config set --secret alle:{key} "${env_name}" --stack {stack}' in runs[step]
+        assert job["steps"][step]["env"][env_name] == f"${{{{ secrets.{env_name} }}}}"
+
+
+@pytest.mark.parametrize("stack", ["staging", "production"])
+def test_ci_creates_each_stack_with_its_kms_secrets_provider(stack: str) -> None:
+    job = _workflow("deploy.yml")["jobs"][stack]
+    assert job["env"]["PULUMI_SECRETS_PROVIDER"] == "${{ vars.PULUMI_SECRETS_PROVIDER }}"
+    assert job["env"]["PULUMI_BACKEND_URL"] == "${{ vars.PULUMI_BACKEND_URL }}"
+    runs = _runs(job)
+    select = _index(runs, f'pulumi stack select {stack} --create --secrets-provider "$PULUMI_SECRETS_PROVIDER"')
+    assert select < _index(runs, f"pulumi up --stack {stack}")
+
+
+@pytest.mark.parametrize("stack", ["staging", "production"])
+def test_ci_installs_the_policy_packs_own_dependencies_before_pulumi_up(stack: str) -> None:
+    runs = _runs(_workflow("deploy.yml")["jobs"][stack])
+    pack = yaml.safe_load((ROOT / "policy" / "PulumiPolicy.yaml").read_text())
+    venv = f"policy/{pack['runtime']['options']['virtualenv']}"
+    install = _index(runs, f"{venv}/bin/pip install --quiet -r policy/requirements.txt")
+    assert f"python -m venv {venv}" in runs[install]
+    assert install < _index(runs, "--policy-pack policy")
+    requirements = (ROOT / "policy" / "requirements.txt").read_text().splitlines()
+    dev = (ROOT / "requirements-dev.txt").read_text().splitlines()
+    policy_pin = next(line for line in dev if line.startswith("pulumi-policy=="))
+    assert policy_pin in requirements
 
 
 def test_deploy_authenticates_by_workload_identity_federation_only() -> None:
@@ -121,28 +185,42 @@ def test_bootstrap_sets_up_state_kms_wif_and_a_deployer_without_keys() -> None:
     assert not {"roles/owner", "roles/editor"} & set(out.split())
 
 
-def test_bootstrap_of_a_promoted_project_reuses_the_state_and_may_manage_the_registry() -> None:
-    out = subprocess.run(
-        [
-            "bash",
-            str(ROOT / "ops" / "bootstrap.sh"),
-            "--dry-run",
-            "--state-project",
-            "alle-staging",
-            "--registry-project",
-            "alle-staging",
-            "alle-production",
-            "europe-west1",
-            "example/alle",
-            "production",
-        ],
+def _bootstrap(*args: str) -> str:
+    return subprocess.run(
+        ["bash", str(ROOT / "ops" / "bootstrap.sh"), "--dry-run", *args],
         capture_output=True,
         text=True,
         check=True,
     ).stdout
-    assert "buckets create" not in out
+
+
+def test_each_environment_gets_its_own_state_and_key_which_the_other_cannot_use() -> None:
+    staging = _bootstrap("alle-staging", "europe-west1", "example/alle", "staging")
+    production = _bootstrap(
+        "--registry-project", "alle-staging", "alle-production", "europe-west1", "example/alle", "production"
+    )
+    assert "gcloud storage buckets create gs://alle-pulumi-state-alle-production" in production
+    assert "PULUMI_BACKEND_URL=gs://alle-pulumi-state-alle-production" in production
+    assert (
+        "PULUMI_SECRETS_PROVIDER=gcpkms://projects/alle-production/locations/europe-west1/keyRings/pulumi/cryptoKeys/state"
+        in production
+    )
+    staging_member = "serviceAccount:alle-deployer@alle-staging.iam.gserviceaccount.com"
+    for line in staging.splitlines():
+        if staging_member in line:
+            assert "alle-production" not in line, line
+    grants = [line for line in production.splitlines() if "state" in line and "add-iam-policy-binding" in line]
+    assert len(grants) == 2
+    assert all("alle-deployer@alle-production" in line and "alle-staging" not in line for line in grants)
+    assert "--state-project" not in (ROOT / "ops" / "bootstrap.sh").read_text()
+
+
+def test_bootstrap_of_a_promoted_project_may_manage_the_registry_it_pulls_from() -> None:
+    out = _bootstrap(
+        "--registry-project", "alle-staging", "alle-production", "europe-west1", "example/alle", "production"
+    )
     assert "gcloud artifacts repositories add-iam-policy-binding alle --project alle-staging" in out
-    assert "PULUMI_BACKEND_URL=gs://alle-pulumi-state-alle-staging" in out
+    assert "MAIL_API_KEY=<the SendGrid API key for production>" in out
 
 
 @pytest.mark.parametrize(
