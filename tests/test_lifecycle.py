@@ -32,7 +32,7 @@ from gcp_model import (
 from ops.graph import Graph, Resource
 from stacks import deployed
 
-#: The sequence runs the program nine times (about 12 s of CPU on an idle machine, 1.3 s each); on a machine
+#: The sequence runs the program nine times (about 20 s of CPU in all); on a machine
 #: shared with other jobs its first test waits for all of them, so it gets more than the default 120 s.
 pytestmark = pytest.mark.timeout(600)
 
