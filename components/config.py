@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import difflib
 import re
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
 import pulumi
+from pulumi.runtime import config as runtime_config
 
 from components import release as releases
 
@@ -368,8 +370,6 @@ def _known_keys() -> frozenset[str]:
 
 def _gcp_keys() -> frozenset[str]:
     """Every setting the gcp provider reads (pulumi_gcp.config), as `gcp:camelCase`."""
-    import sys
-
     import pulumi_gcp.config
 
     # The SDK loads the module lazily; reading one setting turns it into the class that declares them all.
@@ -549,8 +549,6 @@ def load() -> StackConfig:
         value = namespaces[namespace].get(name)
         if value is not None:
             raw[key] = value
-    from pulumi.runtime import config as runtime_config
-
     for key, value in {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}.items():
         if key not in raw and key not in SECRET_KEYS:
             # A misspelt secret key is reported by name only: its value must not reach the log.

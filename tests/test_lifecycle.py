@@ -98,19 +98,21 @@ def sequence() -> Sequence:
         graphs = dict(zip(RUNS, pool.map(lambda run: run(), RUNS.values()), strict=True))
     staging, production = Project("staging"), Project("production")
     outcomes: dict[str, Outcome] = {}
-    for step in ("staging first deploy", "staging next release"):
-        outcomes[step] = _attempt(lambda step=step: staging.up(graphs[step]))  # type: ignore[misc]
-    outcomes["staging failing migration"] = _attempt(
-        lambda: staging.up(graphs["staging failing migration"], migration_fails=True)
-    )
+
+    def up(project: Project, step: str, migration_fails: bool = False) -> None:
+        outcomes[step] = _attempt(lambda: project.up(graphs[step], migration_fails=migration_fails))
+
+    up(staging, "staging first deploy")
+    up(staging, "staging next release")
+    up(staging, "staging failing migration", migration_fails=True)
     serving = _image(staging.state, SERVICE)
-    for step in ("staging retried migration", "staging rotated secret"):
-        outcomes[step] = _attempt(lambda step=step: staging.up(graphs[step]))  # type: ignore[misc]
+    up(staging, "staging retried migration")
+    up(staging, "staging rotated secret")
     staging.manual_run("alle-staging-migrate")
     staging.refresh()
-    outcomes["staging deploy after refresh"] = _attempt(lambda: staging.up(graphs["staging deploy after refresh"]))
+    up(staging, "staging deploy after refresh")
     for step in ("production first deploy", "production promotion", "production rollback"):
-        outcomes[step] = _attempt(lambda step=step: production.up(graphs[step]))  # type: ignore[misc]
+        up(production, step)
     outcomes["staging destroy"] = _attempt(staging.destroy)
     outcomes["production destroy"] = _attempt(production.destroy)
     return Sequence(graphs, outcomes, {"staging": staging, "production": production}, serving)
