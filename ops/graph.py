@@ -79,6 +79,8 @@ class Resource:
     inputs: dict[str, Any]
     retain_on_delete: bool = False
     ignore_changes: list[str] = field(default_factory=list)
+    #: Former names under which the engine finds this resource's state.
+    aliases: list[str] = field(default_factory=list)
     #: Custom timeouts (create/update/delete), empty where the provider's defaults apply.
     timeouts: dict[str, str] = field(default_factory=dict)
 

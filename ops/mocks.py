@@ -102,6 +102,7 @@ class RecordingMonitor(MockMonitor):
                     "protect": bool(request.protect),
                     "retain_on_delete": bool(request.retainOnDelete),
                     "ignore_changes": list(request.ignoreChanges),
+                    "aliases": [alias.spec.name for alias in request.aliases if alias.HasField("spec")],
                     "timeouts": {
                         k: v
                         for k in ("create", "update", "delete")

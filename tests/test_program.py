@@ -399,10 +399,14 @@ def test_scheduler_runs_the_nightly_jobs_through_the_admin_api_as_an_invoker_of_
 
 
 def test_the_cleanup_schedule_keeps_its_state_under_its_former_names(stack: Graph) -> None:
+    prefix = f"alle-{stack.stack}"
     scheduler = next(r for r in stack.resources if r.type == "alle:scheduler:Scheduler")
-    assert {r.name for r in stack.resources if r.parent == scheduler.urn} >= {
-        f"alle-{stack.stack}-cleanup-old-tasks",
-        f"alle-{stack.stack}-cleanup-old-tasks-invoker",
+    aliases = {r.name: r.aliases for r in stack.resources if r.parent == scheduler.urn}
+    assert aliases == {
+        f"{prefix}-cleanup-old-tasks": [f"{prefix}-cleanup"],
+        f"{prefix}-cleanup-old-tasks-invoker": [f"{prefix}-invoker"],
+        f"{prefix}-prune-sessions": [],
+        f"{prefix}-prune-sessions-invoker": [],
     }
 
 
