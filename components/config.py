@@ -533,7 +533,14 @@ def parse(stack: str, raw: Mapping[str, str], mail_api_key: pulumi.Output[str]) 
         mail_from=reader.string("alle:mailFrom", EMAIL, "allowed: an email address"),
         mail_api_key=mail_api_key,
     )
-    if not reader.errors:
+    budget_keys = (
+        "alle:dbTier",
+        "alle:webMaxInstances",
+        "alle:webProcesses",
+        "alle:dbPoolSize",
+        "alle:workerInstances",
+    )
+    if not any(f"{key} " in error for error in reader.errors for key in budget_keys):
         _check_connection_budget(reader, config)
     if reader.errors:
         raise ConfigError("\n".join(reader.errors))

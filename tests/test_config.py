@@ -207,6 +207,12 @@ def test_a_stack_whose_pools_cannot_fit_the_tier_fails_with_one_sentence() -> No
     )
 
 
+def test_the_budget_is_reported_with_the_other_problems() -> None:
+    lines = error_of("production", webMaxInstances="40", webCpu="3").splitlines()
+    assert lines[0] == "Stack 'production': alle:webCpu is '3'; allowed: 1, 2, 4, 6, 8."
+    assert lines[1].startswith("Stack 'production': the database needs 669 connections")
+
+
 def test_rollout_overlap_is_counted_twice() -> None:
     # staging's db-g1-small allows 50: web 5 × 1 × 3 = 15 connections, 30 while two revisions overlap.
     parse("staging", webMaxInstances="5")  # 30 + 3 worker + 12 jobs + 5 reserved = 50
