@@ -97,10 +97,11 @@ class Image(pulumi.ComponentResource):
             self.ref: pulumi.Output[str] = pulumi.Output.from_input(args.pinned)
         else:
             host = f"{args.registry_location}-docker.pkg.dev"
+            tag = releases.image_tag(args.release)
             built = docker.Image(
                 f"{name}-build",
                 docker.ImageArgs(
-                    image_name=f"{host}/{args.registry_project}/{args.repository}/alle:{releases.image_tag(args.release)}",
+                    image_name=f"{host}/{args.registry_project}/{args.repository}/alle:{tag}",
                     build=docker.DockerBuildArgs(
                         context=args.context,
                         dockerfile=f"{args.context}/Dockerfile",

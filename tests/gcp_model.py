@@ -49,8 +49,8 @@ STATEFUL = frozenset(
 )
 #: Inputs the API cannot change in place, so a change replaces the resource: identities and placement, plus the
 #: ones the APIs document as fixed (a secret's replication "cannot be changed", pulumi-gcp 10.2
-#: secretmanager.Secret.replication; Memorystore's tier, network and range are chosen at creation,
-#: https://cloud.google.com/memorystore/docs/redis/redis-tiers).
+#: secretmanager.Secret.replication; "It is not possible to upgrade from Basic Tier to Standard Tier or the other
+#: way around", https://cloud.google.com/memorystore/docs/redis/redis-tiers).
 REPLACED_BY = {
     SQL: ("name", "region", "project"),
     "gcp:sql/database:Database": ("name", "instance"),
