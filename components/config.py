@@ -158,7 +158,8 @@ class StackConfig:
     @property
     def labels(self) -> dict[str, str]:
         """Labels of every long-lived resource. No release here: a label change is a patch of the resource, and
-        Cloud SQL refuses patches ("operation in progress") during its backup and maintenance windows."""
+        Cloud SQL runs one operation at a time, refusing a patch while a backup or maintenance runs
+        (https://cloud.google.com/sql/docs/postgres/troubleshooting, "operation ... already in progress")."""
         return {"app": "alle", "stack": self.stack}
 
     @property
