@@ -101,7 +101,7 @@ def parser() -> argparse.ArgumentParser:
     st.set_defaults(run=_status)
     jb = sub.add_parser("job", help="list or run a stack's Cloud Run jobs")
     jb.add_argument("action", choices=["list", "run"])
-    jb.add_argument("command", nargs="?", help="migrate, cleanup-old-tasks or generate-report")
+    jb.add_argument("command", nargs="?", help="migrate, cleanup-old-tasks, generate-report or prune-sessions")
     jb.add_argument("--stack", required=True)
     jb.set_defaults(run=_job)
     pl = sub.add_parser("plan", help="what a stack declares, offline; or --diff A B")
