@@ -80,10 +80,6 @@ class Change:
     deleted: list[str] = field(default_factory=list)
     replaced: list[str] = field(default_factory=list)
 
-    def types(self, state: dict[str, Resource], graph: Graph) -> set[str]:
-        changed = [*self.created, *self.updated, *self.deleted]
-        return {(graph.by_urn.get(urn) or state[urn]).type for urn in changed}
-
 
 def _paths(value: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
     if isinstance(value, dict) and set(value) != {"secret"}:
@@ -98,11 +94,6 @@ def changed_paths(before: dict[str, Any], after: dict[str, Any], ignored: list[s
     a, b = dict(_paths(before)), dict(_paths(after))
     differing = sorted(p for p in a.keys() | b.keys() if a.get(p) != b.get(p))
     return [p for p in differing if not any(p == i or p.startswith(f"{i}.") for i in ignored)]
-
-
-def _uses(resource: Resource, other: Resource) -> bool:
-    """Whether `resource` names `other` among its inputs (a reference the engine turns into a dependency)."""
-    return other.urn in resource.dependencies
 
 
 @dataclass
@@ -255,7 +246,7 @@ class Project:
             # "Use it only once every service instance reachable through the connection has already been
             # deleted"; ABANDON leaves the peering, "which will block deletion of the network"
             # (servicenetworking.Connection, "Deleting a connection").
-            users = [o.name for o in remaining.values() if o.type in (SQL, REDIS) and _uses(o, r)]
+            users = [o.name for o in remaining.values() if o.type in (SQL, REDIS) and r.urn in o.dependencies]
             if users:
                 raise RefusedError(f"{r.name} is deleted while {', '.join(users)} still use it")
             policy = r.inputs.get("deletionPolicy")
