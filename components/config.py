@@ -7,6 +7,7 @@ Every problem is reported at once, each as one sentence naming the stack, key, v
 from __future__ import annotations
 
 import difflib
+import json
 import re
 import sys
 from collections.abc import Callable, Mapping
@@ -42,6 +43,14 @@ PER_STACK_KEYS = (
     "alle:image",
     "alle:registryProject",
     "alle:registryLocation",
+    "alle:domain",
+    "alle:dnsZone",
+    "alle:wafPreview",
+    "alle:alertEmails",
+    "alle:billingAccount",
+    "alle:budgetMonthlyUsd",
+    "alle:webTraffic",
+    "alle:previousRelease",
 )
 
 #: Regions where Cloud Run (services, jobs, worker pools, Direct VPC egress), Cloud SQL and Memorystore all run.
@@ -141,6 +150,9 @@ class StackConfig:
     time_zone: str
     mail_from: str
     mail_api_key: pulumi.Output[str]
+    edge: EdgeConfig
+    observability: ObservabilityConfig
+    delivery: DeliveryConfig
 
     @property
     def environment(self) -> str:
@@ -322,6 +334,10 @@ SHARED_KEYS = (
     "alle:pruneSessionsSchedule",
     "alle:timeZone",
     "alle:mailFrom",
+    "alle:authRateLimit",
+    "alle:authRateLimitIntervalSec",
+    "alle:wafRules",
+    "alle:wafSensitivity",
 )
 #: Every plain key the program reads (the secret alle:mailApiKey is read on its own).
 KEYS = ("gcp:project", "gcp:region", *PER_STACK_KEYS, *SHARED_KEYS)
@@ -431,6 +447,110 @@ def _check_connection_budget(reader: _Reader, config: StackConfig) -> None:
         )
 
 
+DOMAIN = re.compile(r"^(?=.{4,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
+DNS_ZONE = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
+BILLING_ACCOUNT = re.compile(r"^[0-9A-F]{6}-[0-9A-F]{6}-[0-9A-F]{6}$")
+#: Cloud Armor's preconfigured WAF rules on OWASP CRS 3.3 (https://cloud.google.com/armor/docs/waf-rules).
+WAF_RULE = re.compile(
+    r"^(sqli|xss|lfi|rfi|rce|methodenforcement|scannerdetection|protocolattack|php|sessionfixation|java|nodejs)"
+    r"-v33-(stable|canary)$"
+)
+#: The only rate_limit_threshold.interval_sec values Cloud Armor accepts
+#: (https://cloud.google.com/armor/docs/rate-limiting-overview#thresholds).
+RATE_LIMIT_INTERVALS = (10, 30, 60, 120, 180, 240, 300, 600, 900, 1200, 1800, 2700, 3600)
+
+
+@dataclass(frozen=True)
+class EdgeConfig:
+    """The custom domain in front of the web service, and the Cloud Armor policy on it. No domain, no edge."""
+
+    domain: str
+    dns_zone: str
+    auth_rate_limit: int
+    auth_rate_limit_interval_sec: int
+    waf_rules: tuple[str, ...]
+    waf_sensitivity: int
+    waf_preview: bool
+
+
+@dataclass(frozen=True)
+class ObservabilityConfig:
+    alert_emails: tuple[str, ...]
+    billing_account: str
+    budget_monthly_usd: int
+
+
+@dataclass(frozen=True)
+class DeliveryConfig:
+    """This release's share of web traffic; the rest stays on the previous release's revision."""
+
+    previous_release: str
+    web_traffic: int
+
+
+def _strings(reader: _Reader, key: str, item: re.Pattern[str], allowed: str) -> tuple[str, ...]:
+    """A list key: Pulumi hands structured config to the program as JSON text."""
+
+    def parse(value: str) -> tuple[str, ...]:
+        items = json.loads(value) if value.strip() else []
+        if not isinstance(items, list) or not all(isinstance(i, str) and item.match(i) for i in items):
+            raise ValueError(value)
+        return tuple(items)
+
+    return reader.get(key, parse, allowed, ())
+
+
+def _edge(reader: _Reader, production: bool) -> EdgeConfig:
+    domain = reader.string("alle:domain", re.compile(f"^$|{DOMAIN.pattern}"), "allowed: empty or a lowercase DNS name")
+    dns_zone = reader.string("alle:dnsZone", re.compile(f"^$|{DNS_ZONE.pattern}"), "allowed: empty or a zone name")
+    if dns_zone and not domain:
+        reader.fail("alle:dnsZone", dns_zone, "a Cloud DNS zone needs alle:domain set")
+    waf_preview = reader.boolean("alle:wafPreview")
+    if production and waf_preview:
+        reader.fail("alle:wafPreview", "true", "production enforces the OWASP rules (false)")
+    interval = reader.integer("alle:authRateLimitIntervalSec", 10, 3600)
+    if interval not in RATE_LIMIT_INTERVALS:
+        reader.fail(
+            "alle:authRateLimitIntervalSec",
+            str(interval),
+            "allowed: " + ", ".join(map(str, RATE_LIMIT_INTERVALS)) + " (Cloud Armor's intervals)",
+        )
+    return EdgeConfig(
+        domain=domain,
+        dns_zone=dns_zone,
+        auth_rate_limit=reader.integer("alle:authRateLimit", 1, 10000),
+        auth_rate_limit_interval_sec=interval,
+        waf_rules=_strings(reader, "alle:wafRules", WAF_RULE, "allowed: a list of Cloud Armor CRS 3.3 rule names"),
+        waf_sensitivity=reader.integer("alle:wafSensitivity", 1, 4),
+        waf_preview=waf_preview,
+    )
+
+
+def _observability(reader: _Reader, production: bool) -> ObservabilityConfig:
+    emails = _strings(reader, "alle:alertEmails", EMAIL, "allowed: a list of email addresses")
+    if production and not emails:
+        reader.fail("alle:alertEmails", "[]", "production alerts must reach someone: list at least one address")
+    account = reader.string(
+        "alle:billingAccount",
+        re.compile(f"^$|{BILLING_ACCOUNT.pattern}"),
+        "allowed: empty or a billing account id (XXXXXX-XXXXXX-XXXXXX)",
+    )
+    return ObservabilityConfig(
+        alert_emails=emails,
+        billing_account=account,
+        budget_monthly_usd=reader.integer("alle:budgetMonthlyUsd", 1, 1_000_000),
+    )
+
+
+def _delivery(reader: _Reader) -> DeliveryConfig:
+    return DeliveryConfig(
+        previous_release=reader.string(
+            "alle:previousRelease", re.compile(f"^$|{RELEASE.pattern}"), "allowed: empty or a release id"
+        ),
+        web_traffic=reader.integer("alle:webTraffic", 0, 100),
+    )
+
+
 def parse(stack: str, raw: Mapping[str, str], mail_api_key: pulumi.Output[str]) -> StackConfig:
     """Validate the raw `namespace:key` strings of one stack; raise ConfigError listing every problem."""
     reader = _Reader(stack, raw)
@@ -533,6 +653,9 @@ def parse(stack: str, raw: Mapping[str, str], mail_api_key: pulumi.Output[str]) 
         time_zone=reader.string("alle:timeZone", re.compile(r"^[A-Za-z_]+(/[A-Za-z_+-]+)*$"), "allowed: a tz name"),
         mail_from=reader.string("alle:mailFrom", EMAIL, "allowed: an email address"),
         mail_api_key=mail_api_key,
+        edge=_edge(reader, production),
+        observability=_observability(reader, production),
+        delivery=_delivery(reader),
     )
     budget_keys = (
         "alle:dbTier",

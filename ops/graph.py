@@ -62,6 +62,8 @@ def stack_config(stack: str, overrides: dict[str, str] | None = None, root: Path
 
 
 def _text(value: Any) -> str:
+    if isinstance(value, (list, dict)):
+        return json.dumps(value)  # structured config reaches the program as JSON, as under the CLI
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
