@@ -8,6 +8,7 @@ import pulumi
 import pulumi_gcp as gcp
 
 from components.config import Sizing
+from components.delivery import Target
 from components.workload import GCP_OWNED, Workload
 
 run = gcp.cloudrunv2
@@ -29,6 +30,11 @@ class WebArgs:
     #: Cloud Run's requests per instance: uvicorn processes × requests in flight per process (components/config.py).
     concurrency: int
     depends_on: list[pulumi.Resource]
+    #: This release's revision name and the traffic split (components/delivery.py).
+    revision: str | None = None
+    traffic: list[Target] | None = None
+    #: Served through the load balancer (components/edge.py): no run.app URL, no direct ingress.
+    behind_load_balancer: bool = False
 
 
 class Web(pulumi.ComponentResource):
@@ -44,7 +50,13 @@ class Web(pulumi.ComponentResource):
                 project=args.project,
                 location=args.region,
                 name=f"{args.prefix}-web",
-                ingress="INGRESS_TRAFFIC_ALL",
+                # Behind the load balancer, only it (and the VPC) may reach the service, and the run.app URL is
+                # disabled, so nothing bypasses Cloud Armor (https://cloud.google.com/run/docs/securing/ingress,
+                # https://cloud.google.com/run/docs/configuring/services/default-url).
+                ingress="INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER"
+                if args.behind_load_balancer
+                else "INGRESS_TRAFFIC_ALL",
+                default_uri_disabled=args.behind_load_balancer,
                 # Public without an allUsers binding: domain-restricted sharing (iam.allowedPolicyMemberDomains)
                 # refuses allUsers in many organizations. Disabling the invoker check is the documented way
                 # (https://cloud.google.com/run/docs/securing/managing-access#invoker_check; pulumi-gcp 10.2,
@@ -52,7 +64,18 @@ class Web(pulumi.ComponentResource):
                 invoker_iam_disabled=args.public,
                 deletion_protection=args.production,
                 labels=w.labels,
+                traffics=[
+                    run.ServiceTrafficArgs(
+                        type="TRAFFIC_TARGET_ALLOCATION_TYPE_REVISION",
+                        revision=t.revision,
+                        percent=t.percent,
+                        tag=t.tag,
+                    )
+                    for t in args.traffic or []
+                ]
+                or None,
                 template=run.ServiceTemplateArgs(
+                    revision=args.revision,
                     labels=w.release_labels,
                     service_account=args.service_account,
                     execution_environment="EXECUTION_ENVIRONMENT_GEN2",
@@ -97,7 +120,12 @@ class Web(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=[*args.depends_on, *w.ready], ignore_changes=GCP_OWNED),
         )
         self.url = self.service.uri
-        self.register_outputs({"url": self.url})
+        current = args.traffic[0] if args.traffic else None
+        #: This release's own URL (its traffic tag's), before and whatever traffic it takes.
+        self.tag_url: pulumi.Output[str] = self.service.traffic_statuses.apply(
+            lambda statuses: next((s.uri or "" for s in statuses or [] if current and s.tag == current.tag), "")
+        )
+        self.register_outputs({"url": self.url, "tag_url": self.tag_url})
 
 
 @dataclass
