@@ -3,12 +3,16 @@
 import pulumi
 
 from components import config as stack_config
+from components import delivery
 from components.apis import Apis, ApisArgs
+from components.budget import Budget, BudgetArgs
 from components.cache import Cache, CacheArgs
 from components.database import Database, DatabaseArgs
+from components.edge import Edge, EdgeArgs
 from components.identity import Identity, IdentityArgs
 from components.image import Image, ImageArgs
 from components.jobs import Jobs, JobsArgs
+from components.monitoring import Monitoring, MonitoringArgs
 from components.network import Network, NetworkArgs
 from components.propagation import Propagation, PropagationArgs
 from components.scheduler import Schedule, Scheduler, SchedulerArgs
@@ -158,7 +162,10 @@ jobs = Jobs(
     ),
 )
 
-# Web and worker roll out only after this release's migration succeeded.
+# Web and worker roll out only after this release's migration succeeded. Web's new revision is named after the
+# release and takes alle:webTraffic percent; alle:previousRelease's revision keeps the rest.
+web_service = f"{name}-web"
+traffic = delivery.split(web_service, cfg.release, cfg.delivery.previous_release, cfg.delivery.web_traffic)
 web = Web(
     name,
     WebArgs(
@@ -174,8 +181,29 @@ web = Web(
         max_instances=cfg.web_max_instances,
         concurrency=cfg.web_container_concurrency,
         depends_on=[*run_apis, jobs.migrate],
+        revision=delivery.revision_name(web_service, cfg.release),
+        traffic=traffic,
+        behind_load_balancer=bool(cfg.edge.domain),
     ),
 )
+
+edge = (
+    Edge(
+        name,
+        EdgeArgs(
+            **common,
+            region=cfg.region,
+            prefix=name,
+            config=cfg.edge,
+            service_name=web_service,
+            candidate_tag=traffic[0].tag,
+            depends_on=[*apis.needs("compute", *(("dns",) if cfg.edge.dns_zone else ())), web.service],
+        ),
+    )
+    if cfg.edge.domain
+    else None
+)
+public_url = edge.url if edge else web.url
 
 worker = Worker(
     name,
@@ -209,7 +237,44 @@ scheduler = Scheduler(
     ),
 )
 
-pulumi.export("web_url", web.url)
+monitoring = Monitoring(
+    name,
+    MonitoringArgs(
+        **common,
+        region=cfg.region,
+        prefix=name,
+        config=cfg.observability,
+        public_host=pulumi.Output.from_input(public_url).apply(lambda url: url.removeprefix("https://")),
+        web_service=web_service,
+        jobs=jobs.names,
+        sql_database_id=database.connection_name.apply(lambda c: ":".join(c.split(":")[::2])),
+        sql_tier=cfg.db_tier,
+        redis_instance_id=pulumi.Output.concat(
+            "projects/", cfg.project, "/locations/", cfg.region, "/instances/", cache.instance.name
+        ),
+        depends_on=apis.needs("monitoring", "logging"),
+    ),
+)
+
+if cfg.observability.billing_account:
+    Budget(
+        name,
+        BudgetArgs(
+            project=cfg.project,
+            prefix=name,
+            billing_account=cfg.observability.billing_account,
+            monthly_usd=cfg.observability.budget_monthly_usd,
+            channels=monitoring.channel_ids,
+            depends_on=apis.needs("billingbudgets"),
+        ),
+    )
+
+pulumi.export("web_url", public_url)
+pulumi.export("candidate_url", edge.candidate_url if edge else web.tag_url)
+pulumi.export("web_revision", traffic[0].revision)
+pulumi.export("web_traffic", {t.revision: t.percent for t in traffic})
+pulumi.export("previous_release", cfg.delivery.previous_release)
+pulumi.export("dns_records", edge.dns_records if edge else [])
 pulumi.export("image", image.ref)
 pulumi.export("release", cfg.release)
 pulumi.export("region", cfg.region)

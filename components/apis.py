@@ -9,8 +9,12 @@ import pulumi_gcp as gcp
 
 SERVICES = {
     "artifactregistry": "artifactregistry.googleapis.com",
+    "billingbudgets": "billingbudgets.googleapis.com",
     "compute": "compute.googleapis.com",
+    "dns": "dns.googleapis.com",
     "iam": "iam.googleapis.com",
+    "logging": "logging.googleapis.com",
+    "monitoring": "monitoring.googleapis.com",
     "redis": "redis.googleapis.com",
     "resourcemanager": "cloudresourcemanager.googleapis.com",
     "run": "run.googleapis.com",

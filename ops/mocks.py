@@ -67,7 +67,15 @@ class Mocks(pulumi.runtime.Mocks):
         elif typ == "gcp:secretmanager/secret:Secret":
             outputs |= {"name": f"projects/{inputs['project']}/secrets/{inputs['secretId']}"}
         elif typ == "gcp:cloudrunv2/service:Service":
-            outputs |= {"uri": f"https://{name}-abc123-ew.a.run.app"}
+            host = f"{name}-abc123-ew.a.run.app"
+            statuses = [
+                {**t, "uri": f"https://{t['tag']}---{host}" if t.get("tag") else ""} for t in inputs.get("traffics", [])
+            ]
+            outputs |= {"uri": f"https://{host}", "trafficStatuses": statuses}
+        elif typ == "gcp:compute/globalAddress:GlobalAddress" and inputs.get("addressType") == "EXTERNAL":
+            outputs |= {"address": "203.0.113.7"}
+        elif typ == "gcp:monitoring/uptimeCheckConfig:UptimeCheckConfig":
+            outputs |= {"uptimeCheckId": f"{args.name}-x1y2z3"}
         elif typ == "docker:index/image:Image":
             repository = inputs["imageName"].rsplit(":", 1)[0]
             digest = hashlib.sha256(inputs["imageName"].encode()).hexdigest()

@@ -4,9 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from pulumi_policy import EnforcementLevel, Policy, ReportViolation, ResourceValidationArgs, ResourceValidationPolicy
+from pulumi_policy import (
+    EnforcementLevel,
+    Policy,
+    ReportViolation,
+    ResourceValidationArgs,
+    ResourceValidationPolicy,
+    StackValidationArgs,
+    StackValidationPolicy,
+)
 
-from policy.rules import RULES, PolicyResource, Rule
+from policy.rules import RULES, STACK_RULES, PolicyResource, Rule, StackRule
 
 
 def _validator(rule: Rule) -> Callable[[ResourceValidationArgs, ReportViolation], None]:
@@ -20,8 +28,29 @@ def _validator(rule: Rule) -> Callable[[ResourceValidationArgs, ReportViolation]
     return validate
 
 
+def _stack_validator(rule: StackRule) -> Callable[[StackValidationArgs, ReportViolation], None]:
+    def validate(args: StackValidationArgs, report_violation: ReportViolation) -> None:
+        resources = [
+            PolicyResource(type=r.resource_type, name=r.name, props=dict(r.props), protect=bool(r.opts.protect))
+            for r in args.resources
+        ]
+        for message in rule.check(resources):
+            report_violation(message, None)
+
+    return validate
+
+
 def policies() -> list[Policy]:
-    return [
+    stack_policies: list[Policy] = [
+        StackValidationPolicy(
+            name=rule.name,
+            description=rule.description,
+            enforcement_level=EnforcementLevel.MANDATORY,
+            validate=_stack_validator(rule),
+        )
+        for rule in STACK_RULES
+    ]
+    return stack_policies + [
         ResourceValidationPolicy(
             name=rule.name,
             description=rule.description,

@@ -23,6 +23,9 @@ PRIMITIVE_ROLES = ("roles/owner", "roles/editor", "roles/viewer")
 SECRET_NAME = re.compile(r"(PASSWORD|SECRET|TOKEN|_KEY$|^DATABASE_URL$|^REDIS_URL$|CREDENTIAL)")
 CREDENTIAL_VALUE = re.compile(r"://[^/\s:@]+:[^@\s]+@|-----BEGIN [A-Z ]*PRIVATE KEY-----")
 DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
+NEG = "gcp:compute/regionNetworkEndpointGroup:RegionNetworkEndpointGroup"
+#: Types whose `labels` input is settings, not resource labels (a notification channel's email address).
+NOT_RESOURCE_LABELS = ("gcp:monitoring/notificationChannel:NotificationChannel",)
 
 
 @dataclass(frozen=True)
@@ -187,6 +190,8 @@ def redis_auth_and_tls(r: PolicyResource) -> Iterator[str]:
 
 
 def _labels(r: PolicyResource) -> dict[str, Any] | None:
+    if r.type in NOT_RESOURCE_LABELS:
+        return None
     labels = _get(r.props, "settings", "userLabels") if r.type == SQL else r.props.get("labels")
     return labels if isinstance(labels, dict) else None
 
@@ -247,6 +252,46 @@ RULES = [
         release_label_only_on_releases,
     ),
 ]
+
+
+def run_url_closed_behind_load_balancer(resources: list[PolicyResource]) -> Iterator[str]:
+    """A service behind a load balancer (a serverless NEG names it) must not be reachable around it, or Cloud
+    Armor and the custom domain are optional: ingress internal + load balancer, and no default run.app URL
+    (https://cloud.google.com/run/docs/securing/ingress, .../configuring/services/default-url)."""
+    fronted = {_get(r.props, "cloudRun", "service") for r in resources if r.type == NEG}
+    for r in resources:
+        if r.type == f"{RUN}/service:Service" and r.props.get("name") in fronted:
+            if r.props.get("ingress") != "INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER":
+                yield (
+                    f"{r.props['name']} is behind the load balancer but its ingress is {r.props.get('ingress')!r}; "
+                    "set INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER."
+                )
+            if r.props.get("defaultUriDisabled") is not True:
+                yield (
+                    f"{r.props['name']} is behind the load balancer but still exposes its run.app URL; "
+                    "set defaultUriDisabled."
+                )
+
+
+@dataclass(frozen=True)
+class StackRule:
+    name: str
+    description: str
+    check: Callable[[list[PolicyResource]], Iterator[str]]
+
+
+STACK_RULES = [
+    StackRule(
+        "run-url-closed-behind-load-balancer",
+        "A stack with a custom domain exposes no run.app URL and no direct ingress.",
+        run_url_closed_behind_load_balancer,
+    ),
+]
+
+
+def stack_violations(resources: list[PolicyResource]) -> list[tuple[str, str]]:
+    """Every (rule, message) the stack as a whole breaks."""
+    return [(rule.name, message) for rule in STACK_RULES for message in rule.check(resources)]
 
 
 def violations(resource: PolicyResource) -> list[tuple[str, str]]:

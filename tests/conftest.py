@@ -27,3 +27,9 @@ def production() -> Graph:
 @pytest.fixture(scope="session", params=["staging", "production"])
 def stack(request: pytest.FixtureRequest, staging: Graph, production: Graph) -> Graph:
     return staging if request.param == "staging" else production
+
+
+@pytest.fixture(scope="session")
+def no_domain() -> Graph:
+    """Staging without alle:domain: the shape every stack had before the edge."""
+    return deployed("staging", {"alle:domain": ""})
