@@ -63,8 +63,11 @@ def _job(args: argparse.Namespace, stacks: Stacks) -> int:
 def _plan(args: argparse.Namespace, _: Stacks) -> int:
     from ops import plan
 
+    changes = dict(change.split("=", 1) for change in args.set)
+    if changes and not args.diff:
+        args.diff = [args.stack, args.stack]
     if args.diff:
-        left, right = plan.load(*args.diff)
+        left, right = plan.load(*args.diff, changes=changes)
         sys.stdout.write(plan.render_diff(left, right, markdown=args.markdown))
     else:
         [graph] = plan.load(args.stack)
@@ -72,16 +75,51 @@ def _plan(args: argparse.Namespace, _: Stacks) -> int:
     return 0
 
 
+def _release(args: argparse.Namespace, stacks: Stacks) -> int:
+    from ops import traffic
+
+    keeps = traffic.begin(stacks, args.stack, args.release)
+    print(
+        f"{args.stack}: release {args.release} at 0% of web traffic"
+        + (f", {keeps} keeps 100%." if keeps else " (first release with named revisions: it takes all traffic).")
+        + f"\nThen: pulumi up --stack {args.stack}; bin/alle-ops smoke --stack {args.stack} --candidate"
+    )
+    return 0
+
+
+def _traffic(args: argparse.Namespace, stacks: Stacks) -> int:
+    from ops import traffic
+
+    if args.action == "rollback":
+        now = traffic.rollback(stacks, args.stack)
+    elif args.to is None:
+        raise OpsError("say how much traffic the release takes, e.g. `alle-ops traffic shift --stack staging --to 10`")
+    else:
+        now = traffic.shift(stacks, args.stack, args.to)
+    previous = f", {now.previous} {100 - (now.percent or 0)}%" if now.previous else ""
+    print(f"{args.stack}: {now.release} {now.percent}%{previous}")
+    return 0
+
+
 def _smoke(args: argparse.Namespace, stacks: Stacks) -> int:
     from ops.smoke import smoke
 
     outputs = stacks.outputs(args.stack) if args.stack else {}
-    url = args.url or outputs.get("web_url")
+    key = "candidate_url" if args.candidate else "web_url"
+    url = args.url or outputs.get(key)
     if not url:
-        raise OpsError("give --url, or --stack whose outputs carry web_url")
+        raise OpsError(f"give --url, or --stack whose outputs carry {key}")
     for line in smoke(url, release=outputs.get("release")):
         print(f"ok: {line}")
     return 0
+
+
+def _change(text: str) -> str:
+    if "=" not in text or ":" not in text.split("=", 1)[0]:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not KEY=VALUE with a namespaced key, e.g. alle:webMinInstances=2"
+        )
+    return text
 
 
 def parser() -> argparse.ArgumentParser:
@@ -108,11 +146,30 @@ def parser() -> argparse.ArgumentParser:
     pl.add_argument("--stack", default="staging")
     pl.add_argument("--diff", nargs=2, metavar=("A", "B"))
     pl.add_argument("--markdown", action="store_true")
+    pl.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        type=_change,
+        metavar="KEY=VALUE",
+        help="what if: change a config key of the (right-hand) stack, e.g. --set alle:redisMemoryGb=5",
+    )
     pl.set_defaults(run=_plan)
     sm = sub.add_parser("smoke", help="check a deployed release: /readyz, its release id, a task round trip")
     sm.add_argument("--stack")
     sm.add_argument("--url")
+    sm.add_argument("--candidate", action="store_true", help="at this release's own URL (its traffic tag)")
     sm.set_defaults(run=_smoke)
+    rl = sub.add_parser("release", help="begin a release: 0%% of web traffic, the serving release keeps the rest")
+    rl.add_argument("action", choices=["begin"])
+    rl.add_argument("--stack", required=True)
+    rl.add_argument("--release", required=True, help="the release id (the commit SHA in CI)")
+    rl.set_defaults(run=_release)
+    tr = sub.add_parser("traffic", help="move web traffic to this release, or roll it back to the previous one")
+    tr.add_argument("action", choices=["shift", "rollback"])
+    tr.add_argument("--stack", required=True)
+    tr.add_argument("--to", type=int, help="percent of traffic this release takes (shift)")
+    tr.set_defaults(run=_traffic)
     return p
 
 

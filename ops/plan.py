@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from ops import cost
 from ops.graph import Graph, Resource, program, stack_config
 
 Settings = dict[str, str]
@@ -71,7 +72,33 @@ def _service(r: Resource) -> Settings:
         "concurrency": _text(_get(r.inputs, "template", "maxInstanceRequestConcurrency")),
         "ingress": _text(r.inputs.get("ingress")),
         "invoker check": "off (public)" if r.inputs.get("invokerIamDisabled") else "on (IAM)",
+        "run.app url disabled": _text(r.inputs.get("defaultUriDisabled", False)),
+        "revision": _text(_get(r.inputs, "template", "revision")),
+        "traffic": ", ".join(
+            f"{t['revision']} {_text(t['percent'])}% (tag {t['tag']})" for t in r.inputs.get("traffics", [])
+        ),
         "deletion protection": _text(r.inputs.get("deletionProtection")),
+    }
+
+
+def _armor(r: Resource) -> Settings:
+    """One line per rule: priority, action, what it matches, and whether it only previews."""
+    rules = {}
+    for rule in r.inputs.get("rules", []):
+        match = _get(rule, "match", "expr", "expression") or _text(_get(rule, "match", "config", "srcIpRanges"))
+        limit = _get(rule, "rateLimitOptions", "rateLimitThreshold")
+        detail = f" {_text(limit['count'])}/{_text(limit['intervalSec'])}s per IP" if limit else ""
+        preview = " (preview)" if rule.get("preview") else ""
+        rules[f"rule {_text(rule['priority'])}"] = f"{rule['action']}{detail}{preview}: {match}"
+    return rules
+
+
+def _alert(r: Resource) -> Settings:
+    conditions = [c["displayName"] for c in r.inputs.get("conditions", [])]
+    return {
+        "alert": _text(r.inputs.get("displayName")),
+        "conditions": ", ".join(conditions),
+        "channels": _text(len(r.inputs.get("notificationChannels") or [])),
     }
 
 
@@ -145,6 +172,31 @@ DESCRIBE: dict[str, Callable[[Resource], Settings]] = {
         "build": _text(r.inputs.get("imageName")),
         "platform": _text(_get(r.inputs, "build", "platform")),
     },
+    "gcp:compute/securityPolicy:SecurityPolicy": _armor,
+    "gcp:compute/managedSslCertificate:ManagedSslCertificate": lambda r: {
+        "domains": _text(_get(r.inputs, "managed", "domains"))
+    },
+    "gcp:compute/regionNetworkEndpointGroup:RegionNetworkEndpointGroup": lambda r: {
+        "cloud run": f"{_get(r.inputs, 'cloudRun', 'service')} {_text(_get(r.inputs, 'cloudRun', 'tag') or '')}".strip()
+    },
+    "gcp:compute/globalForwardingRule:GlobalForwardingRule": _pick("portRange", "loadBalancingScheme"),
+    "gcp:compute/uRLMap:URLMap": lambda r: {
+        "redirect to https": _text(_get(r.inputs, "defaultUrlRedirect", "httpsRedirect") or False),
+        "hosts": _text([h for rule in r.inputs.get("hostRules", []) for h in rule["hosts"]]),
+    },
+    "gcp:dns/recordSet:RecordSet": _pick("name", "type", "rrdatas"),
+    "gcp:monitoring/alertPolicy:AlertPolicy": _alert,
+    "gcp:monitoring/uptimeCheckConfig:UptimeCheckConfig": lambda r: {
+        "check": f"https://{_get(r.inputs, 'monitoredResource', 'labels', 'host')}{_get(r.inputs, 'httpCheck', 'path')}"
+    },
+    "gcp:monitoring/notificationChannel:NotificationChannel": lambda r: {
+        "email": _text(_get(r.inputs, "labels", "email_address"))
+    },
+    "gcp:logging/metric:Metric": _pick("name", "filter"),
+    "gcp:billing/budget:Budget": lambda r: {
+        "budget": f"{_get(r.inputs, 'amount', 'specifiedAmount', 'units')} "
+        f"{_get(r.inputs, 'amount', 'specifiedAmount', 'currencyCode')} a month"
+    },
     "gcp:cloudscheduler/job:Job": lambda r: {
         "schedule": _text(r.inputs.get("schedule")),
         "calls": _text(_get(r.inputs, "httpTarget", "uri")),
@@ -194,7 +246,7 @@ def render(graph: Graph, markdown: bool = False) -> str:
     for root in tree(graph):
         walk(root, 0)
     lines += ["", "Outputs:"] + [f"{'- ' if markdown else '  '}{k}: {_text(v)}" for k, v in graph.outputs.items()]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n\n" + cost.render(graph, markdown=markdown)
 
 
 def _normalised(graph: Graph) -> dict[tuple[str, str], Settings]:
@@ -250,7 +302,7 @@ def render_diff(left: Graph, right: Graph, markdown: bool = False) -> str:
                 lines.append(f"  {c.resource}")
                 previous = c.resource
             lines.append(f"    {c.setting}: {c.left}  →  {c.right}")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n\n" + cost.render_diff(left, right, markdown=markdown)
 
 
 #: Shown for a promoted stack that pins no digest yet: `alle-ops promote` supplies the real one at deploy time.
@@ -271,7 +323,9 @@ def review_config(stack: str) -> dict[str, str]:
     return config
 
 
-def load(*stacks: str) -> list[Graph]:
-    """Run the program for each stack, in parallel processes."""
+def load(*stacks: str, changes: dict[str, str] | None = None) -> list[Graph]:
+    """Run the program for each stack, in parallel processes; `changes` (config keys) apply to the last one."""
+    configs = [review_config(s) for s in stacks]
+    configs[-1] |= changes or {}
     with ThreadPoolExecutor(max_workers=len(stacks)) as pool:
-        return list(pool.map(lambda s: program(s, review_config(s)), stacks))
+        return list(pool.map(program, stacks, configs))

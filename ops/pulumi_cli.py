@@ -14,6 +14,8 @@ class Stacks(Protocol):
 
     def set_config(self, stack: str, key: str, value: str) -> None: ...
 
+    def up(self, stack: str, targets: list[str]) -> None: ...
+
 
 class PulumiCli:
     def __init__(self, cwd: str = ".") -> None:
@@ -33,3 +35,7 @@ class PulumiCli:
 
     def set_config(self, stack: str, key: str, value: str) -> None:
         self._run("config", "set", "--stack", stack, key, value)
+
+    def up(self, stack: str, targets: list[str]) -> None:
+        """`pulumi up` limited to `targets`: the rest of the stack is neither updated nor replaced."""
+        self._run("up", "--stack", stack, "--yes", "--skip-preview", *(f"--target={t}" for t in targets))

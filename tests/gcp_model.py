@@ -28,8 +28,17 @@ REPOSITORY = "gcp:artifactregistry/repository:Repository"
 NETWORK = "gcp:compute/network:Network"
 PSA = "gcp:servicenetworking/connection:Connection"
 
-#: What each release is meant to replace: Cloud Run revisions (service and pool templates), jobs, the build.
-RELEASE_SCOPED = frozenset({SERVICE, WORKER_POOL, JOB, "docker:index/image:Image"})
+#: What each release is meant to replace: Cloud Run revisions (service and pool templates), jobs, the build,
+#: and the serverless NEG that routes `candidate.<domain>` to the release's traffic tag (components/edge.py).
+RELEASE_SCOPED = frozenset(
+    {
+        SERVICE,
+        WORKER_POOL,
+        JOB,
+        "docker:index/image:Image",
+        "gcp:compute/regionNetworkEndpointGroup:RegionNetworkEndpointGroup",
+    }
+)
 #: What holds data or addresses that outlive a release.
 STATEFUL = frozenset(
     {

@@ -37,6 +37,9 @@ class FakeStacks:
     def set_config(self, stack: str, key: str, value: str) -> None:
         self.config[(stack, key)] = value
 
+    def up(self, stack: str, targets: list[str]) -> None:
+        raise AssertionError(f"no command here deploys ({stack}, {targets})")
+
 
 def test_promote_pins_stagings_digest_and_release_into_production() -> None:
     stacks = FakeStacks({"staging": STAGING_OUTPUTS})
@@ -147,7 +150,7 @@ def test_successful_execution_is_reported_as_such() -> None:
 
 def test_plan_shows_the_settings_a_reviewer_cares_about(production: Graph) -> None:
     text = plan.render(production)
-    assert text.startswith("Stack production: 94 resources (81 cloud)")
+    assert text.startswith("Stack production: 124 resources (109 cloud)")
     for expected in (
         "tier: db-custom-2-7680 (ENTERPRISE)",
         "availability: REGIONAL",
@@ -170,7 +173,7 @@ def test_plan_shows_the_settings_a_reviewer_cares_about(production: Graph) -> No
 
 def test_plan_markdown_is_a_nested_list_for_a_pr_comment(staging: Graph) -> None:
     text = plan.render(staging, markdown=True)
-    assert text.startswith("### Stack staging: 91 resources (78 cloud)")
+    assert text.startswith("### Stack staging: 121 resources (106 cloud)")
     assert "- **alle-staging-pg** `gcp:sql/databaseInstance:DatabaseInstance`" in text
 
 
@@ -195,7 +198,7 @@ def test_plan_for_an_unpinned_promoted_stack_marks_the_digest_as_placeholder() -
 
 def test_plan_cli_runs_offline_for_one_stack(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["plan", "--stack", "staging", "--markdown"]) == 0
-    assert capsys.readouterr().out.startswith("### Stack staging: 91 resources")
+    assert capsys.readouterr().out.startswith("### Stack staging: 121 resources")
 
 
 def test_plan_reports_a_bad_config_as_one_sentence(capsys: pytest.CaptureFixture[str]) -> None:

@@ -79,7 +79,7 @@ def test_deploy_builds_once_promotes_the_same_digest_behind_an_approval_gate() -
     assert jobs["staging"]["needs"] == "test" and jobs["production"]["needs"] == "staging"
     assert jobs["production"]["environment"]["name"] == "production"
     staging = "\n".join(_runs(jobs["staging"]))
-    assert 'pulumi config set alle:release "$GITHUB_SHA" --stack staging' in staging
+    assert 'bin/alle-ops release begin --stack staging --release "$GITHUB_SHA"' in staging
     assert "pulumi up --stack staging" in staging and "--policy-pack policy" in staging
     assert "bin/alle-ops smoke --stack staging" in staging
     assert jobs["staging"]["outputs"] == {"image": "${{ steps.up.outputs.image }}", "release": "${{ github.sha }}"}
@@ -143,6 +143,25 @@ def test_ci_installs_the_policy_packs_own_dependencies_before_pulumi_up(stack: s
     dev = (ROOT / "requirements-dev.txt").read_text().splitlines()
     policy_pin = next(line for line in dev if line.startswith("pulumi-policy=="))
     assert policy_pin in requirements
+
+
+@pytest.mark.parametrize("stack", ["staging", "production"])
+def test_deploy_gives_a_release_traffic_only_after_it_passed_at_its_own_url(stack: str) -> None:
+    steps = _workflow("deploy.yml")["jobs"][stack]["steps"]
+    runs = [s.get("run", "") for s in steps]
+
+    def first(text: str) -> int:
+        return next(i for i, run in enumerate(runs) if text in run)
+
+    begin, up = first(f"release begin --stack {stack}"), first(f"pulumi up --stack {stack}")
+    candidate, shift = first(f"smoke --stack {stack} --candidate"), first(f"traffic shift --stack {stack}")
+    full = first(f"traffic shift --stack {stack} --to 100")
+    assert begin <= up < candidate < shift <= full
+    assert any(run.strip() == f"bin/alle-ops smoke --stack {stack}" for run in runs[full:])
+    [rollback] = [s for s in steps if "traffic rollback" in s.get("run", "")]
+    assert rollback["if"].startswith("failure() && steps.") and rollback["if"].endswith(".outcome != 'skipped'")
+    moved = rollback["if"].split("steps.")[1].split(".outcome")[0]
+    assert next(i for i, s in enumerate(steps) if s.get("id") == moved) == shift
 
 
 def test_deploy_authenticates_by_workload_identity_federation_only() -> None:

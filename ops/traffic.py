@@ -1,0 +1,86 @@
+"""Progressive delivery, operator side: a release starts at 0% with its own URL, then takes traffic, or gives it
+back to the previous release. Only config changes: no image is built and no migration runs, and the traffic
+moves with `pulumi up --target` on the web service alone, so nothing else in the stack is touched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ops.errors import OpsError
+from ops.pulumi_cli import Stacks
+
+
+class TrafficError(OpsError):
+    pass
+
+
+def web_urn(stack: str) -> str:
+    """The web service's URN (project alle, component alle:services:Web named after the stack)."""
+    return f"urn:pulumi:{stack}::alle::alle:services:Web$gcp:cloudrunv2/service:Service::alle-{stack}-service"
+
+
+@dataclass(frozen=True)
+class Serving:
+    release: str | None
+    previous: str | None
+    percent: int | None
+
+
+def serving(outputs: dict[str, object]) -> Serving:
+    """What the stack's outputs say about its web traffic; all None before named revisions were deployed."""
+    revision, shares = outputs.get("web_revision"), outputs.get("web_traffic")
+    if not isinstance(revision, str) or not isinstance(shares, dict) or revision not in shares:
+        return Serving(None, None, None)
+    release = outputs.get("release")
+    previous = outputs.get("previous_release") or None
+    return Serving(
+        release if isinstance(release, str) else None, str(previous) if previous else None, int(shares[revision])
+    )
+
+
+def begin(stacks: Stacks, stack: str, release: str) -> str | None:
+    """Point the stack at `release` with 0% of web traffic, the release serving now keeping 100%.
+
+    Returns the release that keeps the traffic (None on a first deploy: nothing else can serve, so the new
+    release takes it all at once). Beginning the release the stack already runs changes nothing, so a deploy can
+    be retried. Refuses while another release's canary is half-way: finish it or roll it back first.
+    """
+    now = serving(stacks.outputs(stack))
+    if now.release == release:
+        return now.previous
+    if now.percent not in (None, 0, 100):
+        raise TrafficError(
+            f"{stack} is half-way through a canary ({now.release} at {now.percent}%); "
+            f"finish it (`alle-ops traffic shift --stack {stack} --to 100`) or roll it back first"
+        )
+    keeps = now.previous if now.percent == 0 else now.release
+    stacks.set_config(stack, "alle:release", release)
+    stacks.set_config(stack, "alle:previousRelease", keeps or "")
+    stacks.set_config(stack, "alle:webTraffic", "0")
+    return keeps
+
+
+def shift(stacks: Stacks, stack: str, percent: int) -> Serving:
+    """Give this release `percent` of web traffic and the previous release the rest, now."""
+    if not 0 <= percent <= 100:
+        raise TrafficError(f"--to is {percent}; give a percentage from 0 to 100")
+    now = serving(stacks.outputs(stack))
+    if now.release is None:
+        raise TrafficError(f"{stack} exports no web_revision/web_traffic; deploy it with `pulumi up` first")
+    if now.previous is None and percent != 100:
+        raise TrafficError(f"{stack} has no previous release to give {100 - percent}% of traffic to")
+    # Release and previous release come from the outputs, not the local stack file, so this works from any checkout.
+    stacks.set_config(stack, "alle:release", now.release)
+    stacks.set_config(stack, "alle:previousRelease", now.previous or "")
+    stacks.set_config(stack, "alle:webTraffic", str(percent))
+    stacks.up(stack, [web_urn(stack)])
+    return Serving(now.release, now.previous, percent)
+
+
+def rollback(stacks: Stacks, stack: str) -> Serving:
+    """All web traffic back to the previous release's revision, which still exists: no rebuild, no migration."""
+    now = serving(stacks.outputs(stack))
+    if now.previous is None:
+        raise TrafficError(f"{stack} has no previous release to roll traffic back to")
+    return shift(stacks, stack, 0)
