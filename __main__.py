@@ -3,7 +3,6 @@
 import pulumi
 
 from components import config as stack_config
-from components import delivery
 from components.apis import Apis, ApisArgs
 from components.budget import Budget, BudgetArgs
 from components.cache import Cache, CacheArgs
@@ -163,9 +162,8 @@ jobs = Jobs(
 )
 
 # Web and worker roll out only after this release's migration succeeded. Web's new revision is named after the
-# release and takes alle:webTraffic percent; alle:previousRelease's revision keeps the rest.
+# release and takes alle:webTraffic percent; alle:previousRevision keeps the rest.
 web_service = f"{name}-web"
-traffic = delivery.split(web_service, cfg.release, cfg.delivery.previous_release, cfg.delivery.web_traffic)
 web = Web(
     name,
     WebArgs(
@@ -181,8 +179,9 @@ web = Web(
         max_instances=cfg.web_max_instances,
         concurrency=cfg.web_container_concurrency,
         depends_on=[*run_apis, jobs.migrate],
-        revision=delivery.revision_name(web_service, cfg.release),
-        traffic=traffic,
+        release=cfg.release,
+        previous_revision=cfg.delivery.previous_revision,
+        traffic_percent=cfg.delivery.web_traffic,
         behind_load_balancer=bool(cfg.edge.domain),
     ),
 )
@@ -196,7 +195,7 @@ edge = (
             prefix=name,
             config=cfg.edge,
             service_name=web_service,
-            candidate_tag=traffic[0].tag,
+            candidate_tag=web.tag,
             depends_on=[*apis.needs("compute", *(("dns",) if cfg.edge.dns_zone else ())), web.service],
         ),
     )
@@ -271,9 +270,9 @@ if cfg.observability.billing_account:
 
 pulumi.export("web_url", public_url)
 pulumi.export("candidate_url", edge.candidate_url if edge else web.tag_url)
-pulumi.export("web_revision", traffic[0].revision)
-pulumi.export("web_traffic", {t.revision: t.percent for t in traffic})
-pulumi.export("previous_release", cfg.delivery.previous_release)
+pulumi.export("web_revision", web.revision)
+pulumi.export("web_traffic", web.traffic)
+pulumi.export("previous_revision", cfg.delivery.previous_revision)
 pulumi.export("dns_records", edge.dns_records if edge else [])
 pulumi.export("image", image.ref)
 pulumi.export("release", cfg.release)

@@ -50,7 +50,7 @@ PER_STACK_KEYS = (
     "alle:billingAccount",
     "alle:budgetMonthlyUsd",
     "alle:webTraffic",
-    "alle:previousRelease",
+    "alle:previousRevision",
 )
 
 #: Regions where Cloud Run (services, jobs, worker pools, Direct VPC egress), Cloud SQL and Memorystore all run.
@@ -482,9 +482,9 @@ class ObservabilityConfig:
 
 @dataclass(frozen=True)
 class DeliveryConfig:
-    """This release's share of web traffic; the rest stays on the previous release's revision."""
+    """This release's share of web traffic; the rest stays on the previous revision."""
 
-    previous_release: str
+    previous_revision: str
     web_traffic: int
 
 
@@ -544,8 +544,10 @@ def _observability(reader: _Reader, production: bool) -> ObservabilityConfig:
 
 def _delivery(reader: _Reader) -> DeliveryConfig:
     return DeliveryConfig(
-        previous_release=reader.string(
-            "alle:previousRelease", re.compile(f"^$|{RELEASE.pattern}"), "allowed: empty or a release id"
+        previous_revision=reader.string(
+            "alle:previousRevision",
+            re.compile(r"^$|^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$"),
+            "allowed: empty or a Cloud Run revision name (the web_revision output of a deploy)",
         ),
         web_traffic=reader.integer("alle:webTraffic", 0, 100),
     )

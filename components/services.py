@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import pulumi
 import pulumi_gcp as gcp
 
+from components import delivery
 from components.config import Sizing
-from components.delivery import Target
 from components.workload import GCP_OWNED, Workload
 
 run = gcp.cloudrunv2
@@ -30,9 +31,10 @@ class WebArgs:
     #: Cloud Run's requests per instance: uvicorn processes × requests in flight per process (components/config.py).
     concurrency: int
     depends_on: list[pulumi.Resource]
-    #: This release's revision name and the traffic split (components/delivery.py).
-    revision: str | None = None
-    traffic: list[Target] | None = None
+    #: This release, the revision that keeps the traffic it does not take, and its share (components/delivery.py).
+    release: str = "dev"
+    previous_revision: str = ""
+    traffic_percent: int = 100
     #: Served through the load balancer (components/edge.py): no run.app URL, no direct ingress.
     behind_load_balancer: bool = False
 
@@ -44,12 +46,21 @@ class Web(pulumi.ComponentResource):
         # Probes use /healthz: /readyz also checks Redis, and the app is built to keep serving from PostgreSQL
         # while Redis is away; gating instances on it would turn a cache outage into an outage.
         probe = run.ServiceTemplateContainerStartupProbeHttpGetArgs(path="/healthz", port=CONTAINER_PORT)
+        service_name = f"{args.prefix}-web"
+        template = self._template(args, probe)
+        # The revision is named after the release and a digest of everything in its template.
+        self.revision: pulumi.Output[str] = pulumi.Output.json_dumps(_plain(template), sort_keys=True).apply(
+            lambda text: delivery.revision_name(service_name, args.release, delivery.digest(text))
+        )
+        template.revision = self.revision
+        self.tag = delivery.tag(service_name, args.release)
+        targets = delivery.split(self.revision, self.tag, args.previous_revision, args.traffic_percent)
         self.service = run.Service(
             f"{name}-service",
             run.ServiceArgs(
                 project=args.project,
                 location=args.region,
-                name=f"{args.prefix}-web",
+                name=service_name,
                 # Behind the load balancer, only it (and the VPC) may reach the service, and the run.app URL is
                 # disabled, so nothing bypasses Cloud Armor (https://cloud.google.com/run/docs/securing/ingress,
                 # https://cloud.google.com/run/docs/configuring/services/default-url).
@@ -71,61 +82,77 @@ class Web(pulumi.ComponentResource):
                         percent=t.percent,
                         tag=t.tag,
                     )
-                    for t in args.traffic or []
-                ]
-                or None,
-                template=run.ServiceTemplateArgs(
-                    revision=args.revision,
-                    labels=w.release_labels,
-                    service_account=args.service_account,
-                    execution_environment="EXECUTION_ENVIRONMENT_GEN2",
-                    max_instance_request_concurrency=args.concurrency,
-                    timeout="60s",
-                    scaling=run.ServiceTemplateScalingArgs(
-                        min_instance_count=args.min_instances, max_instance_count=args.max_instances
-                    ),
-                    vpc_access=w.vpc(
-                        run.ServiceTemplateVpcAccessArgs, run.ServiceTemplateVpcAccessNetworkInterfaceArgs
-                    ),
-                    containers=[
-                        run.ServiceTemplateContainerArgs(
-                            image=w.image,
-                            args=["web"],
-                            ports=run.ServiceTemplateContainerPortsArgs(container_port=CONTAINER_PORT),
-                            envs=w.envs(
-                                run.ServiceTemplateContainerEnvArgs,
-                                run.ServiceTemplateContainerEnvValueSourceArgs,
-                                run.ServiceTemplateContainerEnvValueSourceSecretKeyRefArgs,
-                            ),
-                            resources=run.ServiceTemplateContainerResourcesArgs(
-                                limits={"cpu": args.sizing.cpu, "memory": args.sizing.memory},
-                                startup_cpu_boost=True,
-                                cpu_idle=True,
-                            ),
-                            startup_probe=run.ServiceTemplateContainerStartupProbeArgs(
-                                http_get=probe, period_seconds=2, failure_threshold=15, timeout_seconds=1
-                            ),
-                            liveness_probe=run.ServiceTemplateContainerLivenessProbeArgs(
-                                http_get=run.ServiceTemplateContainerLivenessProbeHttpGetArgs(
-                                    path="/healthz", port=CONTAINER_PORT
-                                ),
-                                period_seconds=15,
-                                failure_threshold=3,
-                                timeout_seconds=2,
-                            ),
-                        )
-                    ],
-                ),
+                    for t in targets
+                ],
+                template=template,
             ),
             opts=pulumi.ResourceOptions(parent=self, depends_on=[*args.depends_on, *w.ready], ignore_changes=GCP_OWNED),
         )
         self.url = self.service.uri
-        current = args.traffic[0] if args.traffic else None
+        #: Revision name → percent of traffic.
+        self.traffic: pulumi.Output[dict[str, int]] = pulumi.Output.all(*(t.revision for t in targets)).apply(
+            lambda names: {str(n): t.percent for n, t in zip(names, targets, strict=True)}
+        )
         #: This release's own URL (its traffic tag's), before and whatever traffic it takes.
         self.tag_url: pulumi.Output[str] = self.service.traffic_statuses.apply(
-            lambda statuses: next((s.uri or "" for s in statuses or [] if current and s.tag == current.tag), "")
+            lambda statuses: next((s.uri or "" for s in statuses or [] if s.tag == self.tag), "")
         )
-        self.register_outputs({"url": self.url, "tag_url": self.tag_url})
+        self.register_outputs({"url": self.url, "tag_url": self.tag_url, "revision": self.revision})
+
+    def _template(
+        self, args: WebArgs, probe: gcp.cloudrunv2.ServiceTemplateContainerStartupProbeHttpGetArgs
+    ) -> gcp.cloudrunv2.ServiceTemplateArgs:
+        w = args.workload
+        return run.ServiceTemplateArgs(
+            labels=w.release_labels,
+            service_account=args.service_account,
+            execution_environment="EXECUTION_ENVIRONMENT_GEN2",
+            max_instance_request_concurrency=args.concurrency,
+            timeout="60s",
+            scaling=run.ServiceTemplateScalingArgs(
+                min_instance_count=args.min_instances, max_instance_count=args.max_instances
+            ),
+            vpc_access=w.vpc(run.ServiceTemplateVpcAccessArgs, run.ServiceTemplateVpcAccessNetworkInterfaceArgs),
+            containers=[
+                run.ServiceTemplateContainerArgs(
+                    image=w.image,
+                    args=["web"],
+                    ports=run.ServiceTemplateContainerPortsArgs(container_port=CONTAINER_PORT),
+                    envs=w.envs(
+                        run.ServiceTemplateContainerEnvArgs,
+                        run.ServiceTemplateContainerEnvValueSourceArgs,
+                        run.ServiceTemplateContainerEnvValueSourceSecretKeyRefArgs,
+                    ),
+                    resources=run.ServiceTemplateContainerResourcesArgs(
+                        limits={"cpu": args.sizing.cpu, "memory": args.sizing.memory},
+                        startup_cpu_boost=True,
+                        cpu_idle=True,
+                    ),
+                    startup_probe=run.ServiceTemplateContainerStartupProbeArgs(
+                        http_get=probe, period_seconds=2, failure_threshold=15, timeout_seconds=1
+                    ),
+                    liveness_probe=run.ServiceTemplateContainerLivenessProbeArgs(
+                        http_get=run.ServiceTemplateContainerLivenessProbeHttpGetArgs(
+                            path="/healthz", port=CONTAINER_PORT
+                        ),
+                        period_seconds=15,
+                        failure_threshold=3,
+                        timeout_seconds=2,
+                    ),
+                )
+            ],
+        )
+
+
+def _plain(value: Any) -> Any:
+    """An Args object as nested dicts and lists (Outputs left in place), so it can be serialised and digested."""
+    if isinstance(value, (str, int, float, bool, type(None), pulumi.Output)):
+        return value
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return {k: _plain(v) for k, v in vars(value).items()}
 
 
 @dataclass

@@ -97,7 +97,7 @@ def _traffic(args: argparse.Namespace, stacks: Stacks) -> int:
     else:
         now = traffic.shift(stacks, args.stack, args.to)
     previous = f", {now.previous} {100 - (now.percent or 0)}%" if now.previous else ""
-    print(f"{args.stack}: {now.release} {now.percent}%{previous}")
+    print(f"{args.stack}: release {now.release} {now.percent}%{previous}")
     return 0
 
 

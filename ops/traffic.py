@@ -23,6 +23,7 @@ def web_urn(stack: str) -> str:
 @dataclass(frozen=True)
 class Serving:
     release: str | None
+    revision: str | None
     previous: str | None
     percent: int | None
 
@@ -31,18 +32,21 @@ def serving(outputs: dict[str, object]) -> Serving:
     """What the stack's outputs say about its web traffic; all None before named revisions were deployed."""
     revision, shares = outputs.get("web_revision"), outputs.get("web_traffic")
     if not isinstance(revision, str) or not isinstance(shares, dict) or revision not in shares:
-        return Serving(None, None, None)
+        return Serving(None, None, None, None)
     release = outputs.get("release")
-    previous = outputs.get("previous_release") or None
+    previous = outputs.get("previous_revision") or None
     return Serving(
-        release if isinstance(release, str) else None, str(previous) if previous else None, int(shares[revision])
+        release if isinstance(release, str) else None,
+        revision,
+        str(previous) if previous else None,
+        int(shares[revision]),
     )
 
 
 def begin(stacks: Stacks, stack: str, release: str) -> str | None:
-    """Point the stack at `release` with 0% of web traffic, the release serving now keeping 100%.
+    """Point the stack at `release` with 0% of web traffic, the revision serving now keeping 100%.
 
-    Returns the release that keeps the traffic (None on a first deploy: nothing else can serve, so the new
+    Returns the revision that keeps the traffic (None on a first deploy: nothing else can serve, so the new
     release takes it all at once). Beginning the release the stack already runs changes nothing, so a deploy can
     be retried. Refuses while another release's canary is half-way: finish it or roll it back first.
     """
@@ -54,33 +58,33 @@ def begin(stacks: Stacks, stack: str, release: str) -> str | None:
             f"{stack} is half-way through a canary ({now.release} at {now.percent}%); "
             f"finish it (`alle-ops traffic shift --stack {stack} --to 100`) or roll it back first"
         )
-    keeps = now.previous if now.percent == 0 else now.release
+    keeps = now.previous if now.percent == 0 else now.revision
     stacks.set_config(stack, "alle:release", release)
-    stacks.set_config(stack, "alle:previousRelease", keeps or "")
+    stacks.set_config(stack, "alle:previousRevision", keeps or "")
     stacks.set_config(stack, "alle:webTraffic", "0")
     return keeps
 
 
 def shift(stacks: Stacks, stack: str, percent: int) -> Serving:
-    """Give this release `percent` of web traffic and the previous release the rest, now."""
+    """Give this release `percent` of web traffic and the previous revision the rest, now."""
     if not 0 <= percent <= 100:
         raise TrafficError(f"--to is {percent}; give a percentage from 0 to 100")
     now = serving(stacks.outputs(stack))
     if now.release is None:
         raise TrafficError(f"{stack} exports no web_revision/web_traffic; deploy it with `pulumi up` first")
     if now.previous is None and percent != 100:
-        raise TrafficError(f"{stack} has no previous release to give {100 - percent}% of traffic to")
-    # Release and previous release come from the outputs, not the local stack file, so this works from any checkout.
+        raise TrafficError(f"{stack} has no previous revision to give {100 - percent}% of traffic to")
+    # Release and previous revision come from the outputs, not the local stack file, so this works from any checkout.
     stacks.set_config(stack, "alle:release", now.release)
-    stacks.set_config(stack, "alle:previousRelease", now.previous or "")
+    stacks.set_config(stack, "alle:previousRevision", now.previous or "")
     stacks.set_config(stack, "alle:webTraffic", str(percent))
     stacks.up(stack, [web_urn(stack)])
-    return Serving(now.release, now.previous, percent)
+    return Serving(now.release, now.revision, now.previous, percent)
 
 
 def rollback(stacks: Stacks, stack: str) -> Serving:
-    """All web traffic back to the previous release's revision, which still exists: no rebuild, no migration."""
+    """All web traffic back to the previous revision, which still exists: no rebuild, no migration."""
     now = serving(stacks.outputs(stack))
     if now.previous is None:
-        raise TrafficError(f"{stack} has no previous release to roll traffic back to")
+        raise TrafficError(f"{stack} has no previous revision to roll traffic back to")
     return shift(stacks, stack, 0)

@@ -23,13 +23,19 @@ RELEASE_IDS = [SHA, "v1.2.3", "2024-01-15T10:30:00Z", "dev"]
 SERVICES = ["alle-staging-web", "alle-production-web"]
 
 
+TEMPLATE = hashlib.sha256(b"a template").hexdigest()
+#: The revision a previous deploy created (its web_revision output).
+OLD_REVISION = f"alle-staging-web-{OLD_SHA[:32]}-0a1b2c"
+
+
 @pytest.mark.parametrize("service", SERVICES)
 @pytest.mark.parametrize("release", RELEASE_IDS)
 def test_revision_name_is_a_dns_label_starting_with_the_service_name(service: str, release: str) -> None:
-    name = delivery.revision_name(service, release)
+    name = delivery.revision_name(service, release, TEMPLATE)
     assert name.startswith(f"{service}-")
     assert len(name) <= 63
     assert DNS_LABEL.match(name), name
+    assert name.endswith(f"-{TEMPLATE[:6]}")
 
 
 @pytest.mark.parametrize("service", SERVICES)
@@ -41,15 +47,15 @@ def test_tag_is_a_dns_label_that_fits_with_the_service_name(service: str, releas
     assert len(tag) + len(service) <= 46
 
 
-def test_a_sha_keeps_its_full_form_in_the_revision_name() -> None:
-    assert delivery.revision_name("alle-production-web", SHA) == f"alle-production-web-{SHA}"
+def test_a_revision_name_reads_as_service_release_and_template() -> None:
+    assert delivery.revision_name("alle-staging-web", "dev", TEMPLATE) == f"alle-staging-web-dev-{TEMPLATE[:6]}"
     assert delivery.tag("alle-production-web", SHA).startswith(f"r-{SHA[:12]}")
 
 
 def test_release_ids_that_read_alike_get_different_names() -> None:
     service = "alle-staging-web"
     for a, b in (("v1.2.3", "v1-2-3"), ("2024-01-15T10:30:00Z", "2024-01-15t10-30-00z"), (SHA, SHA[:-1] + "0")):
-        assert delivery.revision_name(service, a) != delivery.revision_name(service, b)
+        assert delivery.revision_name(service, a, TEMPLATE) != delivery.revision_name(service, b, TEMPLATE)
         assert delivery.tag(service, a) != delivery.tag(service, b)
 
 
@@ -65,16 +71,13 @@ def shape(graph: Graph) -> list[tuple[str, int, str]]:
     return [(t["revision"], t["percent"], t["tag"]) for t in service.inputs["traffics"]]
 
 
-def rev(release: str) -> str:
-    return delivery.revision_name("alle-staging-web", release)
-
-
 def tag(release: str) -> str:
     return delivery.tag("alle-staging-web", release)
 
 
-def step(percent: str, previous: str = OLD_SHA) -> Graph:
-    return deployed("staging", {"alle:release": SHA, "alle:previousRelease": previous, "alle:webTraffic": percent})
+def step(percent: str, previous: str = OLD_REVISION, **more: str) -> Graph:
+    config = {"alle:release": SHA, "alle:previousRevision": previous, "alle:webTraffic": percent}
+    return deployed("staging", config | more)
 
 
 @pytest.fixture(scope="module")
@@ -88,24 +91,36 @@ def full() -> Graph:
 
 
 def test_a_release_begins_with_its_own_revision_and_url_but_no_traffic(begun: Graph) -> None:
-    assert shape(begun) == [(rev(SHA), 0, tag(SHA)), (rev(OLD_SHA), 100, tag(OLD_SHA))]
-    assert begun.one(SERVICE).inputs["template"]["revision"] == rev(SHA)
+    current = begun.outputs["web_revision"]
+    assert current.startswith(f"alle-staging-web-{SHA[:20]}")
+    assert shape(begun) == [(current, 0, tag(SHA)), (OLD_REVISION, 100, "previous")]
+    assert begun.one(SERVICE).inputs["template"]["revision"] == current
     candidate = next(n for n in begun.of_type(NEG) if n.inputs["cloudRun"].get("tag"))
     assert candidate.inputs["cloudRun"] == {"service": "alle-staging-web", "tag": tag(SHA)}
     assert begun.outputs["candidate_url"] == "https://candidate.staging.alle.app"
-    assert begun.outputs["web_traffic"] == {rev(SHA): 0, rev(OLD_SHA): 100}
+    assert begun.outputs["web_traffic"] == {current: 0, OLD_REVISION: 100}
 
 
-def test_a_canary_splits_traffic_between_the_release_and_the_previous_one() -> None:
-    assert shape(step("10")) == [(rev(SHA), 10, tag(SHA)), (rev(OLD_SHA), 90, tag(OLD_SHA))]
+def test_a_canary_splits_traffic_between_the_release_and_the_previous_revision(begun: Graph) -> None:
+    current = begun.outputs["web_revision"]
+    assert shape(step("10")) == [(current, 10, tag(SHA)), (OLD_REVISION, 90, "previous")]
 
 
 def test_full_promotion_gives_the_release_all_traffic_and_keeps_the_previous_one_tagged(full: Graph) -> None:
-    assert shape(full) == [(rev(SHA), 100, tag(SHA)), (rev(OLD_SHA), 0, tag(OLD_SHA))]
+    assert shape(full) == [(full.outputs["web_revision"], 100, tag(SHA)), (OLD_REVISION, 0, "previous")]
 
 
 def test_a_first_release_takes_all_traffic_whatever_the_share() -> None:
-    assert shape(step("0", previous="")) == [(rev(SHA), 100, tag(SHA))]
+    graph = step("0", previous="")
+    assert shape(graph) == [(graph.outputs["web_revision"], 100, tag(SHA))]
+
+
+def test_a_config_change_under_the_same_release_names_a_new_revision(full: Graph) -> None:
+    """Cloud Run refuses a known revision name with a different template (409), so the name follows the template."""
+    resized = step("100", **{"alle:webMaxInstances": "4"})
+    assert resized.outputs["web_revision"] != full.outputs["web_revision"]
+    assert resized.outputs["web_revision"].rsplit("-", 1)[0] == full.outputs["web_revision"].rsplit("-", 1)[0]
+    assert shape(resized)[0][2] == shape(full)[0][2] == tag(SHA)
 
 
 def _inputs(graph: Graph) -> dict[str, dict[str, Any]]:
@@ -127,7 +142,7 @@ def test_rolling_traffic_back_changes_only_the_web_services_traffic(full: Graph,
         if before[service.urn].get(k) != after[service.urn].get(k)
     }
     assert keys == {"traffics"}
-    assert shape(rolled_back) == [(rev(SHA), 0, tag(SHA)), (rev(OLD_SHA), 100, tag(OLD_SHA))]
+    assert shape(rolled_back) == [(full.outputs["web_revision"], 0, tag(SHA)), (OLD_REVISION, 100, "previous")]
 
 
 def test_without_a_domain_the_candidate_url_is_the_releases_tag_url(no_domain: Graph) -> None:
@@ -153,28 +168,38 @@ class FakeStacks:
         self.ups.append((stack, targets))
 
 
+def rev(release: str) -> str:
+    return f"alle-staging-web-{release}-0a1b2c"
+
+
 def outputs(release: str, previous: str, percent: int) -> dict[str, Any]:
+    """A stack's outputs while `release` has `percent` and the revision of `previous` (a release id) the rest."""
     shares = {rev(release): percent, **({rev(previous): 100 - percent} if previous else {})}
-    return {"release": release, "previous_release": previous, "web_revision": rev(release), "web_traffic": shares}
+    return {
+        "release": release,
+        "previous_revision": rev(previous) if previous else "",
+        "web_revision": rev(release),
+        "web_traffic": shares,
+    }
 
 
 def test_release_begin_keeps_the_serving_release_on_all_traffic() -> None:
     stacks = FakeStacks(outputs(OLD_SHA, "", 100))
     assert cli.main(["release", "begin", "--stack", "staging", "--release", SHA], stacks) == 0
-    assert stacks.config == {"alle:release": SHA, "alle:previousRelease": OLD_SHA, "alle:webTraffic": "0"}
+    assert stacks.config == {"alle:release": SHA, "alle:previousRevision": rev(OLD_SHA), "alle:webTraffic": "0"}
     assert stacks.ups == []
 
 
 def test_release_begin_after_a_rollback_keeps_the_release_that_serves() -> None:
     stacks = FakeStacks(outputs("bad1", OLD_SHA, 0))
     assert cli.main(["release", "begin", "--stack", "staging", "--release", SHA], stacks) == 0
-    assert stacks.config["alle:previousRelease"] == OLD_SHA
+    assert stacks.config["alle:previousRevision"] == rev(OLD_SHA)
 
 
 def test_release_begin_on_a_stack_without_named_revisions_has_no_previous() -> None:
     stacks = FakeStacks({"release": OLD_SHA, "web_url": "https://x"})
     assert cli.main(["release", "begin", "--stack", "staging", "--release", SHA], stacks) == 0
-    assert stacks.config["alle:previousRelease"] == ""
+    assert stacks.config["alle:previousRevision"] == ""
 
 
 def test_beginning_the_release_the_stack_runs_changes_nothing_so_a_deploy_can_be_retried() -> None:
@@ -193,22 +218,22 @@ def test_release_begin_refuses_half_way_through_a_canary(capsys: pytest.CaptureF
 def test_traffic_shift_sets_the_share_and_updates_only_the_web_service(staging: Graph) -> None:
     stacks = FakeStacks(outputs(SHA, OLD_SHA, 0))
     assert cli.main(["traffic", "shift", "--stack", "staging", "--to", "10"], stacks) == 0
-    assert stacks.config == {"alle:release": SHA, "alle:previousRelease": OLD_SHA, "alle:webTraffic": "10"}
+    assert stacks.config == {"alle:release": SHA, "alle:previousRevision": rev(OLD_SHA), "alle:webTraffic": "10"}
     assert stacks.ups == [("staging", [staging.one(SERVICE).urn])]
 
 
-def test_traffic_rollback_sends_everything_to_the_previous_release(capsys: pytest.CaptureFixture[str]) -> None:
+def test_traffic_rollback_sends_everything_to_the_previous_revision(capsys: pytest.CaptureFixture[str]) -> None:
     stacks = FakeStacks(outputs(SHA, OLD_SHA, 100))
     assert cli.main(["traffic", "rollback", "--stack", "staging"], stacks) == 0
     assert stacks.config["alle:webTraffic"] == "0"
-    assert capsys.readouterr().out == f"staging: {SHA} 0%, {OLD_SHA} 100%\n"
+    assert capsys.readouterr().out == f"staging: release {SHA} 0%, {rev(OLD_SHA)} 100%\n"
 
 
-def test_traffic_rollback_without_a_previous_release_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+def test_traffic_rollback_without_a_previous_revision_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
     stacks = FakeStacks(outputs(SHA, "", 100))
     assert cli.main(["traffic", "rollback", "--stack", "staging"], stacks) == 1
     assert stacks.ups == []
-    assert "no previous release to roll traffic back to" in capsys.readouterr().err
+    assert "no previous revision to roll traffic back to" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("percent", ["-1", "101"])
