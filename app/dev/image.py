@@ -14,7 +14,6 @@ import fcntl
 import hashlib
 import json
 import os
-import secrets
 import shutil
 import signal
 import ssl
@@ -221,9 +220,8 @@ def stop(name: str) -> int:
 
 
 def ready(url: str) -> bool:
-    with contextlib.suppress(OSError):
-        with urllib.request.urlopen(f"{url}/readyz", timeout=1) as response:  # noqa: S310 - a local http URL
-            return bool(response.status == 200)
+    with contextlib.suppress(OSError), urllib.request.urlopen(f"{url}/readyz", timeout=1) as response:  # noqa: S310
+        return bool(response.status == 200)
     return False
 
 
@@ -240,30 +238,36 @@ def main() -> int:
     port = os.environ.get("PORT", "8080")
     services = backing.start(ROOT / ".local", persistent=True)
     attached = attach(services)
+    mounts = attached.mounts
     env = {
         "APP_ENV": "development",
         "RELEASE": os.environ.get("RELEASE", "local-image"),
-        "SECRET_KEY": os.environ.get("SECRET_KEY", secrets.token_urlsafe(48)),
+        "SECRET_KEY": os.environ.get("SECRET_KEY", backing.DEV_SECRET_KEY),
         **attached.env,
     }
     run_id = uuid.uuid4().hex[:8]
     names = [f"alle-{kind}-{run_id}" for kind in ("migrate", "web", "worker")]
     children: list[subprocess.Popen[bytes]] = []
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # a supervisor's SIGTERM stops it like Ctrl-C
     try:
-        migrate = subprocess.run(run_args(image, "migrate", name=names[0], env=env, mounts=attached.mounts, remove=True))
+        migrate = subprocess.run(run_args(image, "migrate", name=names[0], env=env, mounts=mounts, remove=True))
         if migrate.returncode != 0:
             print("alle migrate failed in the image; see the log line above.", file=sys.stderr)
             return migrate.returncode
+        # Their own sessions: Ctrl-C reaches only this process, which stops them as Cloud Run does (SIGTERM).
         children = [
-            subprocess.Popen(run_args(image, "web", name=names[1], env={**env, "PORT": port}, mounts=attached.mounts)),
-            subprocess.Popen(run_args(image, "worker", name=names[2], env=env, mounts=attached.mounts)),
+            subprocess.Popen(
+                run_args(image, kind, name=name, env={**env, "PORT": port} if kind == "web" else env, mounts=mounts),
+                start_new_session=True,
+            )
+            for kind, name in (("web", names[1]), ("worker", names[2]))
         ]
         url = f"http://127.0.0.1:{port}"
-        while not ready(url) and all(child.poll() is None for child in children):
-            time.sleep(0.1)
-        print(f"\n  Alle (image {image[:12]}) is serving on {url}  (Ctrl-C stops everything)\n", flush=True)
-        signal.signal(signal.SIGTERM, signal.default_int_handler)
         while all(child.poll() is None for child in children):
+            if url and ready(url):
+                tag = image.removeprefix("sha256:")[:12]
+                print(f"\n  Alle (image {tag}) is serving on {url}  (Ctrl-C stops everything)\n", flush=True)
+                url = ""
             time.sleep(0.2)
         print("A container exited; stopping the rest.", file=sys.stderr)
         return 1

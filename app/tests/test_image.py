@@ -78,10 +78,9 @@ def built() -> str:
 
 def _run(built: str, *command: str) -> subprocess.CompletedProcess[str]:
     """A one-off process in the image, read-only, with no service env."""
+    podman_run = [*image.PODMAN, "run", "--rm", "--read-only", *image.RUN_FLAGS]
     return subprocess.run(
-        [*image.PODMAN, "run", "--rm", "--read-only", *image.RUN_FLAGS, "--entrypoint", command[0], built, *command[1:]],
-        capture_output=True,
-        text=True,
+        [*podman_run, "--entrypoint", command[0], built, *command[1:]], capture_output=True, text=True
     )
 
 
