@@ -10,6 +10,7 @@ import os
 import re
 import secrets
 import subprocess
+import sys
 import tomllib
 import uuid
 from collections.abc import Iterator
@@ -92,6 +93,13 @@ def test_image_holds_no_compiler_or_build_tools(built: str) -> None:
     )
     result = _run(built, "python", "-c", probe)
     assert (result.returncode, result.stdout.strip()) == (0, "[]"), result.stderr
+
+
+def test_image_and_this_venv_run_the_same_python_minor_as_the_dockerfiles_base(built: str) -> None:
+    result = _run(built, "python", "-c", "import sys; print('%d.%d' % sys.version_info[:2])")
+    minor = f"{sys.version_info.major}.{sys.version_info.minor}"
+    assert result.stdout.strip() == minor, result.stderr
+    assert re.search(rf"^ARG BASE=python:{re.escape(minor)}\.\d+-", DOCKERFILE.read_text(), re.M)
 
 
 def test_pip_check_passes_inside_the_image(built: str) -> None:
