@@ -224,7 +224,7 @@ def test_bootstrap_of_a_promoted_project_may_manage_the_registry_it_pulls_from()
 
 
 @pytest.mark.parametrize(
-    "script", ["bin/test", "bin/setup", "bin/run-local", "bin/alle-ops", ".ci/run", "ops/bootstrap.sh"]
+    "script", ["bin/test", "bin/setup", "bin/lock", "bin/run-local", "bin/alle-ops", ".ci/run", "ops/bootstrap.sh"]
 )
 def test_shell_scripts_pass_shellcheck(script: str) -> None:
     result = subprocess.run(["shellcheck", str(ROOT / script)], capture_output=True, text=True)
