@@ -106,6 +106,8 @@ class Image(pulumi.ComponentResource):
                         context=args.context,
                         dockerfile=f"{args.context}/Dockerfile",
                         platform="linux/amd64",
+                        # The Dockerfile's final stage; app/dev/image.py builds the same one for the tests.
+                        target="release",
                     ),
                 ),
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[r for r in [self.repository] if r]),

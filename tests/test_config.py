@@ -287,4 +287,4 @@ def test_secrets_are_declared_secret_and_never_committed_in_plain_text() -> None
 def test_requirements_pin_the_pulumi_packages() -> None:
     lines = (ROOT / "requirements.txt").read_text().splitlines()
     for package in ("pulumi", "pulumi-gcp", "pulumi-docker", "pulumi-random", "PyYAML", "pytest"):
-        assert any(line.startswith(f"{package}==") for line in lines), package
+        assert any(line.lower().startswith(f"{package.lower()}==") for line in lines), package

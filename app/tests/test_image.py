@@ -1,12 +1,21 @@
-"""The image definition: hadolint-clean, non-root, exec-form entrypoint, pinned base."""
+"""The release image's definition: hadolint-clean, one pinned base, non-root, installs the hashed lock.
+
+The built image, run the way Cloud Run runs it, is tested in test_image_run.py.
+"""
 
 from __future__ import annotations
 
 import re
 import subprocess
+import tomllib
 from pathlib import Path
 
+from packaging.requirements import Requirement
+
+import image
+
 DOCKERFILE = Path(__file__).resolve().parent.parent / "Dockerfile"
+APP = DOCKERFILE.parent
 
 
 def test_dockerfile_is_clean_under_hadolint() -> None:
@@ -16,15 +25,24 @@ def test_dockerfile_is_clean_under_hadolint() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_final_stage_runs_as_non_root_with_exec_form_entrypoint_and_pinned_base() -> None:
-    final = DOCKERFILE.read_text().split("\nFROM ")[-1]
-    assert re.match(r"python:\d+\.\d+\.\d+-slim-\w+\n", final)
-    assert re.search(r"^USER 10001$", final, re.M)
-    assert 'ENTRYPOINT ["alle"]' in final
-    assert "pip install" not in final and "apt-get" not in final
+def test_base_is_one_arg_pinned_by_digest_and_the_release_stage_runs_as_non_root() -> None:
+    text = DOCKERFILE.read_text()
+    assert re.search(r"^ARG BASE=python:3\.11\.\d+-slim-bookworm@sha256:[0-9a-f]{64}$", text, re.M)
+    assert re.findall(r"^FROM (\S+)", text, re.M) == ["${BASE}", "${BASE}"]
+    release = text.split(f"\nFROM ${{BASE}} AS {image.TARGET}\n")[1]
+    assert re.search(r"^USER 10001$", release, re.M)
+    assert 'ENTRYPOINT ["alle"]' in release
+    assert "pip install" not in release and "apt-get" not in release
 
 
-def test_every_runtime_dependency_is_pinned() -> None:
-    lines = (DOCKERFILE.parent / "requirements.txt").read_text().splitlines()
-    requirements = [line for line in lines if line and not line.startswith("#")]
-    assert requirements and all(re.match(r"^[\w.\-\[\]]+==[\w.]+$", line) for line in requirements)
+def test_image_installs_the_hashed_lock_that_satisfies_the_declared_dependencies() -> None:
+    assert "pip install --require-hashes -r requirements.txt" in DOCKERFILE.read_text()
+    lock = (APP / "requirements.txt").read_text()
+    pins = dict(re.findall(r"^([\w.\-]+)==([\w.]+) \\$", lock, re.M))
+    assert len(pins) == lock.count("==") and lock.count("--hash=sha256:") >= len(pins)
+    declared = tomllib.loads((APP / "pyproject.toml").read_text())["project"]["dependencies"]
+    for line in declared:
+        requirement = Requirement(line)
+        pinned = {name.lower().replace("_", "-"): version for name, version in pins.items()}
+        version = pinned[requirement.name.lower()]
+        assert requirement.specifier.contains(version), f"{requirement} does not allow the locked {version}"
