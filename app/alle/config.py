@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -10,7 +11,7 @@ from functools import lru_cache
 from typing import Annotated
 
 from pydantic import Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 #: The env names every process receives, in every stack. The Pulumi program sets exactly these.
 CONTRACT_ENV = (
@@ -62,6 +63,8 @@ class Settings(BaseSettings):
     GOOGLE_CLOUD_PROJECT: str | None = None
     MAIL_API_KEY: str | None = None
     MAIL_FROM: str = "alle@example.com"
+    # Origins of a separately hosted web client, comma-separated. Empty: the client is same-origin, no CORS.
+    CORS_ORIGIN: Annotated[list[str], NoDecode] = []
     # Tuning knobs with production defaults; tests shorten them.
     SESSION_TTL_SECONDS: Annotated[int, Field(ge=60)] = 7 * 24 * 3600
     CACHE_TTL_SECONDS: Annotated[int, Field(ge=1)] = 300
@@ -91,6 +94,17 @@ class Settings(BaseSettings):
         if value and "-----BEGIN CERTIFICATE-----" not in value:
             raise ValueError("expected a PEM certificate (-----BEGIN CERTIFICATE-----)")
         return value or None
+
+    @field_validator("CORS_ORIGIN", mode="before")
+    @classmethod
+    def _origins(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        origins = [part.strip().rstrip("/") for part in value.split(",") if part.strip()]
+        for origin in origins:
+            if not re.fullmatch(r"https?://[A-Za-z0-9.-]+(:\d{1,5})?", origin):
+                raise ValueError(f"{origin!r} is not an origin such as https://alle.app (scheme and host, no path)")
+        return origins
 
     @model_validator(mode="after")
     def _no_placeholders_outside_development(self) -> Settings:

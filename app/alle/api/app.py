@@ -9,6 +9,7 @@ import psycopg
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from alle.api import client
 from alle.api.access_log import AccessLogMiddleware
 from alle.api.deps import Services
 from alle.api.routes import auth, health, reports, tasks
@@ -52,6 +53,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(AccessLogMiddleware, project=settings.GOOGLE_CLOUD_PROJECT)
     for module in (health, auth, tasks, reports):
         app.include_router(module.router)
+    client.install(app, settings)
 
     @app.exception_handler(psycopg.OperationalError)
     async def database_unavailable(request: Request, error: psycopg.OperationalError) -> JSONResponse:
