@@ -710,3 +710,4 @@ function route() {
 
 window.addEventListener("hashchange", route);
 route();
+performance.mark("alle:interactive");
