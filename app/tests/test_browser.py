@@ -96,7 +96,7 @@ def browser() -> Iterator[WebDriver]:
 
 @pytest.fixture
 def live(spawn: Spawn) -> Proc:
-    spawn("worker")
+    """`alle web`; the report test adds `alle worker`, which nothing else here waits for."""
     return spawn("web")
 
 
@@ -193,6 +193,11 @@ class Browser:
         wait_for(found, what="the report download")
         return found()[0].read_text()
 
+    def shows_no_placeholders(self) -> bool:
+        """A null or undefined that slipped into the page would show as that word."""
+        words = self.driver.find_element(By.TAG_NAME, "main").text.split()
+        return "null" not in words and "undefined" not in words
+
     def every_control_is_labelled(self) -> bool:
         return bool(
             self.driver.execute_script(
@@ -234,7 +239,7 @@ def test_a_user_signs_up_logs_in_creates_edits_and_completes_a_task(
     page.shot(report, "3-tasks")
     page.link("Buy oat milk").click()
     page.heading("Buy oat milk")
-    assert page.every_control_is_labelled()
+    assert page.every_control_is_labelled() and page.shows_no_placeholders()
     page.fill("Title", "Buy oat milk and bread")
     page.fill("Notes", "the barista one")
     page.click("Save changes")
@@ -287,7 +292,10 @@ def test_an_attachment_uploads_and_downloads_back_byte_for_byte(page: Browser, r
     assert page.downloaded("receipts ü.bin") == original.read_bytes()
 
 
-def test_a_report_is_requested_and_downloaded_when_the_worker_has_made_it(page: Browser, report: Report) -> None:
+def test_a_report_is_requested_and_downloaded_when_the_worker_has_made_it(
+    page: Browser, report: Report, spawn: Spawn
+) -> None:
+    spawn("worker")
     page.sign_up_and_log_in(f"{uuid.uuid4().hex[:10]}@example.com")
     page.add_task("Send the invoice")
     page.link("Reports").click()
@@ -357,6 +365,7 @@ def test_a_phone_sized_screen_works_with_the_keyboard_alone(page: Browser, repor
     assert outline.split()[0] != "none" and float(outline.split()[1].removesuffix("px")) >= 2
     keys.send_keys(Keys.ENTER).perform()
     page.heading("Call the plumber")
+    assert page.shows_no_placeholders()
     fits = page.driver.execute_script("return document.documentElement.scrollWidth <= window.innerWidth")
     assert fits, "the page scrolls sideways on a phone-sized screen"
     page.shot(report, "8-phone-task")

@@ -261,7 +261,7 @@ function screen(title, ...content) {
   const heading = h("h1", { tabindex: "-1" }, title);
   const notice = flash ? h("p", { class: "notice", role: "status" }, flash) : null;
   flash = "";
-  main.replaceChildren(heading, notice, ...content);
+  main.replaceChildren(...[heading, notice, ...content].filter(Boolean));
   document.title = `${title} · Alle`;
   heading.focus();
 }
