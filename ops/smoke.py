@@ -1,8 +1,9 @@
-"""Smoke test of a deployed release: ready, running the expected release, and a task round-trips."""
+"""Smoke test of a deployed release: ready, running the expected release, its web client, a task round-trip."""
 
 from __future__ import annotations
 
 import json
+import re
 import time
 import urllib.error
 import urllib.request
@@ -29,6 +30,27 @@ def _call(url: str, method: str = "GET", body: Any = None, token: str | None = N
         return error.code, json.loads(error.read() or b"null")
 
 
+def _check_client(base: str) -> str:
+    """The entry page answers 200 with a strict CSP, and the content-hashed script it names is served."""
+    try:
+        with urllib.request.urlopen(f"{base}/", timeout=15) as response:  # noqa: S310 - URL from stack outputs
+            csp = response.headers.get("Content-Security-Policy", "")
+            page = response.read().decode()
+    except urllib.error.HTTPError as error:
+        raise SmokeError(f"GET / answered {error.code}; the web client is not served") from error
+    if "script-src 'self'" not in csp or "frame-ancestors 'none'" not in csp:
+        raise SmokeError(f"GET / has no strict Content-Security-Policy (got {csp!r})")
+    script = re.search(r'src="(/assets/[\w-]+\.[0-9a-f]{16}\.js)"', page)
+    if script is None:
+        raise SmokeError("GET / references no content-hashed script (/assets/NAME.HASH.js)")
+    try:
+        with urllib.request.urlopen(f"{base}{script[1]}", timeout=15):  # noqa: S310
+            pass
+    except urllib.error.HTTPError as error:
+        raise SmokeError(f"GET {script[1]}, named by the entry page, answered {error.code}") from error
+    return f"/ 200 with a strict CSP; {script[1]} 200"
+
+
 def smoke(base_url: str, release: str | None = None, wait_seconds: float = 120) -> list[str]:
     """Raise SmokeError with what failed; return what was checked."""
     base = base_url.rstrip("/")
@@ -46,6 +68,7 @@ def smoke(base_url: str, release: str | None = None, wait_seconds: float = 120) 
     checked = [f"/readyz 200 (release {ready.get('release')})"]
     if release and ready.get("release") != release:
         raise SmokeError(f"{base} runs release {ready.get('release')!r}, expected {release!r}")
+    checked.append(_check_client(base))
     credentials = {"email": f"smoke-{uuid.uuid4().hex[:12]}@example.com", "password": uuid.uuid4().hex}
     for path, expected in (("/v1/auth/signup", 201), ("/v1/auth/login", 200)):
         status, body = _call(f"{base}{path}", "POST", credentials)

@@ -245,3 +245,30 @@ def test_smoke_fails_when_nothing_answers() -> None:
 
     with pytest.raises(SmokeError, match="/readyz answered 0"):
         smoke("http://127.0.0.1:9", wait_seconds=0)
+
+
+def test_smoke_fails_when_the_web_client_is_served_without_a_csp() -> None:
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from ops.smoke import smoke
+
+    class OldRelease(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b'{"release": "r1"}' if self.path == "/readyz" else b'<script src="/assets/app.js"></script>'
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            """Quiet: the assertion says what matters."""
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), OldRelease)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(SmokeError, match="GET / has no strict Content-Security-Policy"):
+            smoke(f"http://127.0.0.1:{server.server_port}", wait_seconds=0)
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -22,7 +22,7 @@ def main() -> int:
             print("alle migrate failed; see the log line above.", file=sys.stderr)
             return migrate.returncode
         print(
-            f"\n  Alle is starting on http://127.0.0.1:{port}  (API docs: /docs; Ctrl-C stops everything)\n", flush=True
+            f"\n  Alle is starting: open http://127.0.0.1:{port}/ (API /v1, docs /docs; Ctrl-C stops it)\n", flush=True
         )
         return subprocess.run(
             ["honcho", "start", "--port", port, "-f", str(APP / "Procfile")], env=env, check=False

@@ -45,7 +45,9 @@ PASSWORD = "plum-orchard-lantern-42"
 #: Runs before the page's own script on every document, so no violation goes unseen.
 RECORD_CSP_VIOLATIONS = """
 window.__cspViolations = [];
-document.addEventListener("securitypolicyviolation", (e) => window.__cspViolations.push(e.violatedDirective + " " + e.blockedURI));
+document.addEventListener("securitypolicyviolation", (e) => {
+  window.__cspViolations.push(e.violatedDirective + " " + e.blockedURI);
+});
 """
 
 
@@ -76,7 +78,7 @@ def report(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
 def browser() -> Iterator[WebDriver]:
     missing = [path for path in (CHROMIUM, CHROMEDRIVER) if not os.access(path, os.X_OK)]
     if missing:
-        message = f"browser tests need Chromium and its driver ({', '.join(missing)} missing): apt-get install chromium chromium-driver"
+        message = f"browser tests skipped: {' and '.join(missing)} not found; apt-get install chromium chromium-driver"
         if os.environ.get("CI") == "true":
             pytest.fail(message, pytrace=False)
         pytest.skip(message)
@@ -325,7 +327,8 @@ def test_a_double_submitted_create_makes_one_task(page: Browser, db: psycopg.Con
     page.sign_up_and_log_in(f"{uuid.uuid4().hex[:10]}@example.com")
     page.fill("Title", "Renew the passport", "form[@aria-label='New task']")
     page.driver.execute_script(
-        "const form = document.querySelector('form[aria-label=\"New task\"]'); form.requestSubmit(); form.requestSubmit();"
+        "const form = document.querySelector('form[aria-label=\"New task\"]');"
+        "form.requestSubmit(); form.requestSubmit();"
     )
 
     def posted_statuses(_: WebDriver) -> list[int] | None:
