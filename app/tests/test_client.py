@@ -143,9 +143,46 @@ def test_no_cors_headers_unless_cors_origin_is_set() -> None:
     assert "access-control-allow-origin" not in other.headers
 
 
-def test_cors_origin_is_a_comma_separated_list_of_origins_empty_by_default() -> None:
+def test_cors_origin_is_a_comma_separated_list_of_origins_empty_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
     assert Settings(**BASE).CORS_ORIGIN == []  # type: ignore[arg-type]
-    listed = Settings(**{**BASE, "CORS_ORIGIN": "https://alle.app/, http://localhost:3000"})  # type: ignore[arg-type]
-    assert listed.CORS_ORIGIN == ["https://alle.app", "http://localhost:3000"]
+    monkeypatch.setenv("CORS_ORIGIN", "https://alle.app/, http://localhost:3000")
+    assert Settings(**BASE).CORS_ORIGIN == ["https://alle.app", "http://localhost:3000"]  # type: ignore[arg-type]
     with pytest.raises(ValidationError, match="is not an origin"):
         Settings(**{**BASE, "CORS_ORIGIN": "https://alle.app/app"})  # type: ignore[arg-type]
+
+
+def _luminance(colour: str) -> float:
+    channels = [int(colour[i : i + 2], 16) / 255 for i in (1, 3, 5)]
+    r, g, b = (c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in channels)
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+
+def contrast(foreground: str, background: str) -> float:
+    """WCAG 2.1 contrast ratio of two #rrggbb colours."""
+    light, dark = sorted((_luminance(foreground), _luminance(background)), reverse=True)
+    return (light + 0.05) / (dark + 0.05)
+
+
+def test_colours_meet_wcag_aa_contrast() -> None:
+    css = (WEB / "app.css").read_text()
+    colour = dict(re.findall(r"--([\w-]+):\s*(#[0-9a-fA-F]{6})", css))
+    colour["white"] = "#ffffff"
+    text = [
+        ("ink", "paper"),
+        ("ink", "wash"),
+        ("muted", "paper"),
+        ("muted", "wash"),
+        ("accent", "paper"),
+        ("accent", "wash"),
+        ("danger", "paper"),
+        ("white", "accent"),
+        ("white", "accent-dark"),
+    ]
+    for foreground, background in text:
+        assert contrast(colour[foreground], colour[background]) >= 4.5, (foreground, background)
+    for component in ("line", "accent", "danger"):  # borders, focus ring: non-text contrast
+        assert contrast(colour[component], colour["paper"]) >= 3, component
+    badges = re.findall(r"\.badge-\w+ \{ background: (#[0-9a-f]{6}); color: (#[0-9a-f]{6}); \}", css)
+    assert len(badges) == 3
+    for background, foreground in badges:
+        assert contrast(foreground, background) >= 4.5, (foreground, background)
