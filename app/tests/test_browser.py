@@ -6,6 +6,7 @@ Screenshots of each main screen land in one directory, printed at the end of the
 
 from __future__ import annotations
 
+import base64
 import os
 import tempfile
 import uuid
@@ -23,7 +24,7 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support import expected_conditions as ec
-from selenium.webdriver.support.ui import WebDriverWait
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from conftest import Proc, Spawn, wait_for
 
@@ -209,14 +210,20 @@ class Browser:
         )
 
     def shot(self, report: Report, name: str) -> None:
-        self.driver.save_screenshot(str(report.directory / f"{name}.png"))
+        """The whole page, not only what fits in the window (DevTools protocol: captureBeyondViewport)."""
+        size = self.driver.execute_cdp_cmd("Page.getLayoutMetrics", {})["cssContentSize"]
+        clip = {"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1}
+        picture = self.driver.execute_cdp_cmd(
+            "Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True, "clip": clip}
+        )
+        (report.directory / f"{name}.png").write_bytes(base64.b64decode(picture["data"]))
 
 
 def tasks_of(db: psycopg.Connection[tuple[object, ...]], title: str) -> list[tuple[object, ...]]:
     return db.execute("SELECT status, notes FROM tasks WHERE title = %s", (title,)).fetchall()
 
 
-def test_a_user_signs_up_logs_in_creates_edits_and_completes_a_task(
+def test_a_user_signs_up_logs_in_creates_edits_completes_filters_and_deletes_tasks(
     page: Browser, report: Report, db: psycopg.Connection[tuple[object, ...]]
 ) -> None:
     page.open()
@@ -239,6 +246,7 @@ def test_a_user_signs_up_logs_in_creates_edits_and_completes_a_task(
     page.add_task("Buy oat milk")
     page.add_task("Water the plants")
     page.shot(report, "3-tasks")
+    assert page.shows_no_placeholders()
     page.link("Buy oat milk").click()
     page.heading("Buy oat milk")
     assert page.every_control_is_labelled() and page.shows_no_placeholders()
@@ -260,6 +268,17 @@ def test_a_user_signs_up_logs_in_creates_edits_and_completes_a_task(
     page.click("Reopen “Water the plants”")
     page.notice("“Water the plants” is to do")
     assert tasks_of(db, "Water the plants") == [("todo", "")]
+
+    Select(page.field("Show")).select_by_visible_text("Done")
+    page.wait(ec.url_contains("status=done"))
+    page.link("Buy oat milk and bread")
+    assert not page.driver.find_elements(By.LINK_TEXT, "Water the plants")
+    page.link("Tasks").click()
+    page.link("Water the plants").click()
+    page.click("Delete task")
+    page.click("Yes, delete it")
+    page.notice("Deleted “Water the plants”")
+    assert tasks_of(db, "Water the plants") == []
 
 
 def test_api_errors_show_next_to_the_field_that_caused_them(page: Browser) -> None:
@@ -362,8 +381,9 @@ def test_a_phone_sized_screen_works_with_the_keyboard_alone(page: Browser, repor
     keys.send_keys(Keys.TAB, "Call the plumber", Keys.ENTER).perform()
     page.notice("Added “Call the plumber”")
     outline = page.driver.execute_script(
-        "const link = [...document.querySelectorAll('.task-title')][0]; link.focus();"
-        "return getComputedStyle(link).outlineStyle + ' ' + getComputedStyle(link).outlineWidth"
+        "arguments[0].focus(); const style = getComputedStyle(arguments[0]);"
+        "return style.outlineStyle + ' ' + style.outlineWidth",
+        page.link("Call the plumber"),
     )
     assert outline.split()[0] != "none" and float(outline.split()[1].removesuffix("px")) >= 2
     keys.send_keys(Keys.ENTER).perform()

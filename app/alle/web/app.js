@@ -434,10 +434,14 @@ async function tasksScreen(params) {
   }
   for (const task of result.items) list.append(taskRow(task, listError));
   const pages = Math.max(1, Math.ceil(result.total / PAGE_SIZE));
-  pager.append(
-    page > 1 ? h("a", { href: listHash(status, page - 1), rel: "prev" }, "Previous") : null,
-    h("span", {}, `Page ${page} of ${pages} · ${result.total} ${result.total === 1 ? "task" : "tasks"}`),
-    page < pages ? h("a", { href: listHash(status, page + 1), rel: "next" }, "Next") : null,
+  pager.replaceChildren(
+    h(
+      "div",
+      { class: "pager-row" },
+      page > 1 ? h("a", { href: listHash(status, page - 1), rel: "prev" }, "Previous") : null,
+      h("span", {}, `Page ${page} of ${pages} · ${result.total} ${result.total === 1 ? "task" : "tasks"}`),
+      page < pages ? h("a", { href: listHash(status, page + 1), rel: "next" }, "Next") : null,
+    ),
   );
 }
 
