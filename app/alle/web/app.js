@@ -658,10 +658,11 @@ function reportsScreen() {
     if (!waiting.length) return;
     try {
       const fresh = await Promise.all(waiting.map((report) => api("GET", `/reports/${report.id}`)));
-      const byId = Object.fromEntries(fresh.map((report) => [report.id, report]));
-      const updated = reports.map((report) => byId[report.id] || report);
-      saveReports(updated);
-      for (const report of fresh) if (report.status === "done") announce("A report is ready to download.");
+      const ready = fresh.filter((report) => report.status === "done");
+      if (!ready.length) return; // redraw only on a change, so keyboard focus stays where it is
+      const byId = Object.fromEntries(ready.map((report) => [report.id, report]));
+      saveReports(reports.map((report) => byId[report.id] || report));
+      announce(ready.length === 1 ? "A report is ready to download." : `${ready.length} reports are ready.`);
       draw();
     } catch (error) {
       if (!(error instanceof ApiError)) throw error;
