@@ -14,9 +14,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psycopg
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import TimeoutException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
@@ -26,7 +28,7 @@ from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
-from conftest import Proc, Spawn, wait_for
+from conftest import Proc, Spawn, signup_and_login, wait_for
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver")
@@ -110,12 +112,12 @@ def live(spawn: Spawn) -> Proc:
 
 
 @pytest.fixture
-def page(browser: WebDriver, live: Proc, tmp_path: Path) -> Iterator[Browser]:
+def page(browser: WebDriver, live: Proc, tmp_path: Path, report: Report) -> Iterator[Browser]:
     downloads = tmp_path / "downloads"
     downloads.mkdir()
     browser.set_window_size(1280, 900)
     browser.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
-    found = Browser(browser, live.url, downloads)
+    found = Browser(browser, live.url, downloads, report.directory)
     yield found
     violations = found.csp_violations()
     browser.get("about:blank")
@@ -125,10 +127,11 @@ def page(browser: WebDriver, live: Proc, tmp_path: Path) -> Iterator[Browser]:
 class Browser:
     """The few moves a person makes, waiting for what they would wait for."""
 
-    def __init__(self, driver: WebDriver, base: str, downloads: Path) -> None:
+    def __init__(self, driver: WebDriver, base: str, downloads: Path, shots: Path) -> None:
         self.driver = driver
         self.base = base
         self.downloads = downloads
+        self.shots = shots
 
     def open(self, fragment: str = "") -> None:
         violations = self.csp_violations()
@@ -139,8 +142,15 @@ class Browser:
         found: list[str] = self.driver.execute_script("return window.__cspViolations || []")
         return found
 
-    def wait(self, condition: Any, timeout: float = 20) -> Any:
-        return WebDriverWait(self.driver, timeout).until(condition)
+    def wait(self, condition: Any, timeout: float = 30) -> Any:
+        """On a timeout, say what the page showed instead (and keep a picture of it)."""
+        try:
+            return WebDriverWait(self.driver, timeout).until(condition)
+        except TimeoutException:
+            picture = self.shots / f"timeout-{uuid.uuid4().hex[:8]}.png"
+            self.driver.save_screenshot(str(picture))
+            shown = self.driver.find_element(By.TAG_NAME, "body").text
+            raise AssertionError(f"waited {timeout} s in vain; the page ({picture}) showed:\n{shown}") from None
 
     def heading(self, text: str) -> None:
         self.wait(ec.text_to_be_present_in_element((By.TAG_NAME, "h1"), text))
@@ -398,3 +408,21 @@ def test_a_phone_sized_screen_works_with_the_keyboard_alone(page: Browser, repor
     fits = page.driver.execute_script("return document.documentElement.scrollWidth <= window.innerWidth")
     assert fits, "the page scrolls sideways on a phone-sized screen"
     page.shot(report, "8-phone-task")
+
+
+def test_the_task_list_pages_through_more_tasks_than_fit_on_a_page(page: Browser) -> None:
+    email = f"{uuid.uuid4().hex[:10]}@example.com"
+    headers = signup_and_login(page.base, email)
+    for number in range(1, 13):
+        created = httpx.post(f"{page.base}/v1/tasks", json={"title": f"Chore {number:02}"}, headers=headers)
+        assert created.status_code == 201
+    page.open()
+    page.fill("Email", email)
+    page.fill("Password", "correct horse battery")
+    page.click("Log in")
+    page.link("Chore 12")  # newest first
+    assert "Page 1 of 2 · 12 tasks" in page.driver.find_element(By.CSS_SELECTOR, ".pager").text
+    page.link("Next").click()
+    page.link("Chore 01")
+    assert len(page.driver.find_elements(By.CSS_SELECTOR, ".task")) == 2
+    assert "Page 2 of 2" in page.driver.find_element(By.CSS_SELECTOR, ".pager").text

@@ -429,11 +429,15 @@ async function tasksScreen(params) {
     showError(listError, error);
     return;
   }
+  const pages = Math.max(1, Math.ceil(result.total / PAGE_SIZE));
+  if (page > pages) {
+    location.replace(listHash(status, pages)); // past the end, e.g. after deleting the last task of a page
+    return;
+  }
   if (!result.items.length) {
     list.replaceWith(h("p", { class: "empty" }, status ? "No tasks with this status." : "No tasks yet: add one above."));
   }
   for (const task of result.items) list.append(taskRow(task, listError));
-  const pages = Math.max(1, Math.ceil(result.total / PAGE_SIZE));
   pager.replaceChildren(
     h(
       "div",
