@@ -215,14 +215,16 @@ function form({ label, fields, submit, onSubmit, extra = [] }) {
       return;
     }
     const values = Object.fromEntries(fields.map((f) => [f.name, f.control.value]));
-    button.disabled = true;
+    // aria-disabled, not disabled: a disabled button drops keyboard focus. A second submit still goes out;
+    // creates carry an Idempotency-Key, so it replays the first instead of making a second task.
+    button.setAttribute("aria-disabled", "true");
     try {
       await onSubmit(values);
     } catch (error) {
       if (!(error instanceof ApiError)) throw error;
       show(error);
     } finally {
-      button.disabled = false;
+      button.removeAttribute("aria-disabled");
     }
   });
   return { element, fields: Object.fromEntries(fields.map((f) => [f.name, f.control])), show, clear };
@@ -237,19 +239,20 @@ function showError(line, error) {
   line.hidden = false;
 }
 
-/** A button that shows an API error next to itself and stays disabled while its action runs. */
+/** A button that shows an API error next to itself and ignores clicks while its action runs. */
 function action(text, run, { kind = "secondary", line } = {}) {
   const button = h("button", { type: "button", class: kind }, text);
   button.addEventListener("click", async () => {
+    if (button.getAttribute("aria-disabled") === "true") return;
     if (line) line.hidden = true;
-    button.disabled = true;
+    button.setAttribute("aria-disabled", "true");
     try {
       await run();
     } catch (error) {
       if (!(error instanceof ApiError) || !line) throw error;
       showError(line, error);
     } finally {
-      button.disabled = false;
+      button.removeAttribute("aria-disabled");
     }
   });
   return button;
