@@ -87,8 +87,9 @@ def report(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     return found
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[WebDriver]:
+    """One Chromium for this module, gone before the next module's tests start."""
     if MISSING:  # only under CI: elsewhere the module was skipped on import
         pytest.fail(f"{MISSING}; CI never skips them.", pytrace=False)
     options = webdriver.ChromeOptions()
