@@ -115,18 +115,19 @@ class DeadLetters(Middleware):
 
     def before_nack(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
         error = message.options.get("traceback") or "(no traceback: the job failed without retrying)"
-        retries = message.options.get("retries", 0)
+        # Dramatiq counts every failed attempt in `retries`: the first try plus each retry.
+        attempts = message.options.get("retries", 0)
         try:
             with _rt().pool.connection() as conn:
                 inserted = conn.execute(
-                    "INSERT INTO dead_jobs (message_id, actor, args, kwargs, retries, error) "
+                    "INSERT INTO dead_jobs (message_id, actor, args, kwargs, attempts, error) "
                     "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (message_id) DO NOTHING RETURNING message_id",
                     (
                         message.message_id,
                         message.actor_name,
                         Jsonb(list(message.args)),
                         Jsonb(message.kwargs),
-                        retries,
+                        attempts,
                         error,
                     ),
                 ).fetchone()
@@ -141,7 +142,7 @@ class DeadLetters(Middleware):
             actor=message.actor_name,
             job_id=message.message_id,
             args=list(message.args),
-            retries=retries,
+            attempts=attempts,
             error=_last_line(error),
             recorded=recorded,
             detail=detail,
@@ -196,7 +197,7 @@ class DeadJob:
     message_id: str
     actor: str
     args: list[Any]
-    retries: int
+    attempts: int
     error: str
     failed_at: str
 
@@ -206,7 +207,7 @@ class DeadJob:
                 "id": self.message_id,
                 "actor": self.actor,
                 "args": self.args,
-                "retries": self.retries,
+                "attempts": self.attempts,
                 "error": _last_line(self.error),
                 "failed_at": self.failed_at,
             }
@@ -217,11 +218,11 @@ def dead_jobs(pool: Pool) -> list[DeadJob]:
     """The dead-lettered jobs not retried yet, oldest first."""
     with pool.connection() as conn:
         rows = conn.execute(
-            "SELECT message_id, actor, args, retries, error, failed_at FROM dead_jobs "
+            "SELECT message_id, actor, args, attempts, error, failed_at FROM dead_jobs "
             "WHERE retried_at IS NULL ORDER BY failed_at, message_id"
         ).fetchall()
     return [
-        DeadJob(r["message_id"], r["actor"], r["args"], r["retries"], r["error"], r["failed_at"].isoformat())
+        DeadJob(r["message_id"], r["actor"], r["args"], r["attempts"], r["error"], r["failed_at"].isoformat())
         for r in rows
     ]
 

@@ -18,7 +18,7 @@ def upgrade() -> None:
             actor text NOT NULL,
             args jsonb NOT NULL,
             kwargs jsonb NOT NULL,
-            retries integer NOT NULL,
+            attempts integer NOT NULL,
             error text NOT NULL,
             failed_at timestamptz NOT NULL DEFAULT now(),
             retried_at timestamptz,
