@@ -17,6 +17,7 @@ from typing import Any
 
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
+from dramatiq.errors import ActorNotFound
 from dramatiq.middleware import Middleware
 from psycopg.types.json import Jsonb
 
@@ -242,7 +243,12 @@ def retry_dead_jobs(queue: Queue, pool: Pool, message_ids: list[str] | None = No
             {"ids": message_ids or None},
         ).fetchall()
         for row in rows:
-            sent = queue.broker.get_actor(row["actor"]).send(*row["args"], **row["kwargs"])
+            try:
+                actor = queue.broker.get_actor(row["actor"])
+            except ActorNotFound:
+                log.warning("dead job left alone: this release has no such actor", job_id=row["message_id"])
+                continue
+            sent = actor.send(*row["args"], **row["kwargs"])
             conn.execute(
                 "UPDATE dead_jobs SET retried_at = now(), retried_as = %s WHERE message_id = %s",
                 (sent.message_id, row["message_id"]),
