@@ -1,12 +1,20 @@
-"""One-off admin processes (twelve-factor XII): same image, same config, run as Cloud Run jobs."""
+"""One-off admin processes (twelve-factor XII): same image, same config, run as Cloud Run jobs.
+
+Each works in committed batches, so a long run holds no long locks and an interrupted run loses nothing;
+rerunning one finishes what the last run left.
+"""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+import uuid
+from datetime import datetime
+from typing import Any
 
-from alle import reports, repository
+import redis
+
+from alle import cache, reports
 from alle.config import Settings
-from alle.db import create_pool
+from alle.db import Pool, create_pool
 from alle.logs import get_logger
 from alle.storage import Storage
 
@@ -14,41 +22,153 @@ log = get_logger(__name__)
 
 BATCH = 500
 
+#: The cleanup rule: a task is deleted when it is done, was completed before the cutoff, has not been changed
+#: since (`updated_at`, which every edit stamps), and got no attachment since. A done task edited today stays.
+_OLD_TASKS = """
+    SELECT t.id, t.owner_id, t.completed_at, t.updated_at,
+           (SELECT count(*) FROM attachments a WHERE a.task_id = t.id) AS attachments
+    FROM tasks t
+    WHERE t.status = 'done' AND t.completed_at < %(cutoff)s AND t.updated_at < %(cutoff)s
+      AND NOT EXISTS (SELECT 1 FROM attachments a WHERE a.task_id = t.id AND a.created_at >= %(cutoff)s)
+    ORDER BY t.completed_at, t.id
+"""
 
-def cleanup_old_tasks(settings: Settings, *, older_than_days: int) -> int:
-    """Delete in committed batches so a long run holds no long locks and an interrupted run loses nothing."""
-    cutoff = datetime.now(UTC) - timedelta(days=older_than_days)
+
+def task_cache_key(owner_id: uuid.UUID, task_id: uuid.UUID) -> str:
+    """The web's read-cache key of one task (alle.api.routes.tasks); test_admin proves the two agree."""
+    return f"task:{owner_id}:{task_id}"
+
+
+def session_cache_key(token_hash: str) -> str:
+    """The web's session-cache key (alle.api.deps.session_key); test_admin proves the two agree."""
+    return f"session:{token_hash}"
+
+
+def cleanup_old_tasks(settings: Settings, *, older_than_days: int, dry_run: bool = False) -> int:
+    """Delete old completed tasks, their attachments' objects and their cache entries (see `_OLD_TASKS`).
+
+    Cache entries are deleted before the rows, so a Redis that cannot be reached stops the run before it
+    deletes a task that the cache would go on serving; they are deleted again after the commit, in case a
+    reader cached a row in between. With `dry_run` it only prints what it would delete.
+    """
+    client = cache.create_client(settings)
     storage = Storage(settings)
-    deleted_total = objects_total = 0
+    deleted_total = objects_total = failed_objects = 0
     with create_pool(settings, max_size=1, name="cleanup") as pool:
+        with pool.connection() as conn:
+            row = conn.execute("SELECT now() - make_interval(days => %s) AS cutoff", (older_than_days,)).fetchone()
+        assert row is not None
+        cutoff = row["cutoff"]
+        summary: dict[str, Any] = {"cutoff": cutoff.isoformat(), "older_than_days": older_than_days}
+        if dry_run:
+            return _dry_run(pool, cutoff, summary)
+        while True:
+            with pool.connection() as conn, conn.transaction():
+                doomed = conn.execute(
+                    f"{_OLD_TASKS} LIMIT %(batch)s FOR UPDATE OF t SKIP LOCKED", {"cutoff": cutoff, "batch": BATCH}
+                ).fetchall()
+                keys = [task_cache_key(r["owner_id"], r["id"]) for r in doomed]
+                ids = [r["id"] for r in doomed]
+                if keys:
+                    try:
+                        client.delete(*keys)
+                    except redis.RedisError as error:
+                        log.error(
+                            "cleanup stopped: Redis is unreachable, so the cache of deleted tasks cannot be "
+                            "invalidated. Nothing in this batch was deleted; run it again when Redis is back.",
+                            error=str(error),
+                            deleted_tasks=deleted_total,
+                        )
+                        return 1
+                objects = [
+                    r["object_name"]
+                    for r in conn.execute(
+                        "SELECT object_name FROM attachments WHERE task_id = ANY(%s)", (ids,)
+                    ).fetchall()
+                ]
+                conn.execute("DELETE FROM tasks WHERE id = ANY(%s)", (ids,))
+            if keys:
+                _forget(client, keys)
+            for name in objects:
+                try:
+                    storage.delete(name)
+                except Exception as error:  # noqa: BLE001 - the task is gone; report the orphan and go on
+                    failed_objects += 1
+                    log.error(
+                        "could not delete attachment object; delete it by hand", object_name=name, error=str(error)
+                    )
+            deleted_total += len(ids)
+            objects_total += len(objects)
+            if len(ids) < BATCH:
+                break
+    log.info("cleanup finished", deleted_tasks=deleted_total, deleted_objects=objects_total - failed_objects, **summary)
+    return 1 if failed_objects else 0
+
+
+def _dry_run(pool: Pool, cutoff: datetime, summary: dict[str, Any]) -> int:
+    tasks = attachments = 0
+    with pool.connection() as conn, conn.transaction():
+        cursor = conn.cursor(name="cleanup_dry_run")
+        for row in cursor.execute(_OLD_TASKS, {"cutoff": cutoff}):
+            tasks += 1
+            attachments += row["attachments"]
+            log.info(
+                "would delete task",
+                task_id=str(row["id"]),
+                owner_id=str(row["owner_id"]),
+                completed_at=row["completed_at"].isoformat(),
+                updated_at=row["updated_at"].isoformat(),
+                attachments=row["attachments"],
+            )
+    log.info(
+        "cleanup dry run finished; nothing was deleted",
+        would_delete_tasks=tasks,
+        would_delete_objects=attachments,
+        **summary,
+    )
+    return 0
+
+
+def _forget(client: redis.Redis, keys: list[str]) -> None:
+    try:
+        client.delete(*keys)
+    except redis.RedisError as error:
+        log.warning("cache invalidation after the delete failed; entries expire with their TTL", error=str(error))
+
+
+def prune_sessions(settings: Settings) -> int:
+    """Delete expired sessions from PostgreSQL (and their cache entries): run nightly as a Cloud Run job."""
+    client = cache.create_client(settings)
+    deleted_total = 0
+    with create_pool(settings, max_size=1, name="prune-sessions") as pool:
         while True:
             with pool.connection() as conn:
-                deleted, objects = repository.delete_completed_before(conn, cutoff=cutoff, batch=BATCH)
-            for name in objects:
-                storage.delete(name)
-            deleted_total += deleted
-            objects_total += len(objects)
-            if deleted < BATCH:
+                hashes = [
+                    r["token_hash"]
+                    for r in conn.execute(
+                        "DELETE FROM sessions WHERE token_hash IN (SELECT token_hash FROM sessions "
+                        "WHERE expires_at <= now() ORDER BY expires_at LIMIT %s FOR UPDATE SKIP LOCKED) "
+                        "RETURNING token_hash",
+                        (BATCH,),
+                    ).fetchall()
+                ]
+            if hashes:
+                _forget(client, [session_cache_key(h) for h in hashes])
+            deleted_total += len(hashes)
+            if len(hashes) < BATCH:
                 break
-    log.info(
-        "cleanup finished",
-        deleted_tasks=deleted_total,
-        deleted_objects=objects_total,
-        cutoff=cutoff.isoformat(),
-        older_than_days=older_than_days,
-    )
+    log.info("expired sessions pruned", deleted_sessions=deleted_total)
     return 0
 
 
 def generate_report(settings: Settings) -> int:
     with create_pool(settings, max_size=1, name="report") as pool:
-        with pool.connection() as conn:
-            report = repository.create_report(conn, owner_id=None)
-        rows = reports.write_report(pool, Storage(settings), report_id=report["id"])
+        report_id = reports.create_report(pool, owner_id=None)
+        rows = reports.write_report(pool, Storage(settings), report_id=report_id)
     log.info(
         "report written",
-        report_id=str(report["id"]),
-        object_name=reports.object_name(report["id"]),
+        report_id=str(report_id),
+        object_name=reports.object_name(report_id),
         bucket=settings.STORAGE_BUCKET,
         rows=rows,
     )

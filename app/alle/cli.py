@@ -48,7 +48,13 @@ def _migrate(settings: Settings, _: argparse.Namespace) -> int:
 def _cleanup(settings: Settings, args: argparse.Namespace) -> int:
     from alle.admin import cleanup_old_tasks
 
-    return cleanup_old_tasks(settings, older_than_days=args.older_than_days)
+    return cleanup_old_tasks(settings, older_than_days=args.older_than_days, dry_run=args.dry_run)
+
+
+def _prune_sessions(settings: Settings, _: argparse.Namespace) -> int:
+    from alle.admin import prune_sessions
+
+    return prune_sessions(settings)
 
 
 def _report(settings: Settings, _: argparse.Namespace) -> int:
@@ -59,23 +65,18 @@ def _report(settings: Settings, _: argparse.Namespace) -> int:
 
 def _dead_jobs(settings: Settings, args: argparse.Namespace) -> int:
     from alle import jobs
+    from alle.db import create_pool
 
-    queue = jobs.create_queue(settings)
-    if args.action == "list":
-        for message in jobs.dead_jobs(queue):
-            print(
-                json.dumps(
-                    {
-                        "id": message.message_id,
-                        "actor": message.actor_name,
-                        "args": message.args,
-                        "retries": message.options.get("retries"),
-                        "error": ((message.options.get("traceback") or "").strip().splitlines() or [""])[-1],
-                    }
-                )
-            )
-        return 0
-    count = jobs.retry_dead_jobs(queue, args.ids or None)
+    with create_pool(settings, max_size=1, name="dead-jobs") as pool:
+        if args.action == "list":
+            for job in jobs.dead_jobs(pool):
+                print(job.as_json())
+            return 0
+        queue = jobs.create_queue(settings)
+        try:
+            count = jobs.retry_dead_jobs(queue, pool, args.ids or None)
+        finally:
+            queue.broker.close()
     print(json.dumps({"retried": count}))
     return 0
 
@@ -86,9 +87,14 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("web", help="serve HTTP on 0.0.0.0:$PORT").set_defaults(run=_web)
     commands.add_parser("worker", help="consume background jobs until SIGTERM").set_defaults(run=_worker)
     commands.add_parser("migrate", help="apply database migrations (idempotent)").set_defaults(run=_migrate)
-    cleanup = commands.add_parser("cleanup-old-tasks", help="delete completed tasks older than an age")
+    cleanup = commands.add_parser(
+        "cleanup-old-tasks",
+        help="delete tasks done, and neither changed nor given an attachment, for DAYS days",
+    )
     cleanup.add_argument("--older-than-days", type=int, default=30, choices=range(1, 3651), metavar="DAYS")
+    cleanup.add_argument("--dry-run", action="store_true", help="print what would be deleted; delete nothing")
     cleanup.set_defaults(run=_cleanup)
+    commands.add_parser("prune-sessions", help="delete expired sessions").set_defaults(run=_prune_sessions)
     commands.add_parser("generate-report", help="write a CSV of all tasks to the bucket").set_defaults(run=_report)
     dead = commands.add_parser("dead-jobs", help="inspect or retry jobs that exhausted their retries")
     dead.add_argument("action", choices=["list", "retry"])

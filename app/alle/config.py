@@ -65,6 +65,8 @@ class Settings(BaseSettings):
     MAIL_FROM: str = "alle@example.com"
     # Origins of a separately hosted web client, comma-separated. Empty: the client is same-origin, no CORS.
     CORS_ORIGIN: Annotated[list[str], NoDecode] = []
+    #: SendGrid's v3 send endpoint; the worker tests point it at a local stand-in.
+    MAIL_API_URL: Annotated[str, Field(pattern=r"^https?://")] = "https://api.sendgrid.com/v3/mail/send"
     # Tuning knobs with production defaults; tests shorten them.
     SESSION_TTL_SECONDS: Annotated[int, Field(ge=60)] = 7 * 24 * 3600
     CACHE_TTL_SECONDS: Annotated[int, Field(ge=1)] = 300

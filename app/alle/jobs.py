@@ -2,22 +2,26 @@
 
 A worker that dies mid-job leaves the message unacknowledged; once its heartbeat is older than
 QUEUE_HEARTBEAT_TIMEOUT_SECONDS another worker requeues it. Handlers are idempotent, so a redelivery
-has no second effect. A job that exhausts its retries is kept in the dead-letter set, where
+has no second effect. Redis is not the record of what is owed: PostgreSQL is. The worker's outbox sweep
+(`alle.worker`) enqueues again whatever is not done after a deadline, so a Redis that loses its data loses
+no job. A job that exhausts its retries is dead-lettered into the `dead_jobs` table, where
 `alle dead-jobs list` shows it and `alle dead-jobs retry` enqueues it again.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import json
 import uuid
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
-from dramatiq.message import Message
+from dramatiq.errors import ActorNotFound
+from dramatiq.middleware import Middleware
+from psycopg.types.json import Jsonb
 
-from alle import cache, reports, repository
+from alle import cache, reports
 from alle.config import Settings
 from alle.db import Pool, create_pool
 from alle.logs import get_logger
@@ -30,6 +34,10 @@ QUEUE = "default"
 NAMESPACE = "alle"
 #: Fraction (per million broker commands) that runs the requeue of dead workers' messages.
 _MAINTENANCE_CHANCE = 50_000
+#: PostgreSQL keeps the dead letters; Redis's own copy in its dead-letter set only ages out.
+_REDIS_DEAD_MESSAGE_TTL_MS = 24 * 3600 * 1000
+#: Namespace of the stable per-notification ids that mails carry (RFC 4122 name-based, version 5).
+_NOTIFICATION_NAMESPACE = uuid.UUID("6f1d3a52-9a43-4c57-9b7e-0b8f4f1a6c21")
 
 
 @dataclass
@@ -55,11 +63,26 @@ def _rt() -> Runtime:
     return _runtime
 
 
+def notification_id(task_id: uuid.UUID, kind: str = "task_completed") -> str:
+    """The same id for every attempt at the same notification, so a repeated mail can be recognised."""
+    return str(uuid.uuid5(_NOTIFICATION_NAMESPACE, f"{kind}/{task_id}"))
+
+
 def notify_task_completed(task_id: str) -> None:
-    """Send the completion mail once: the notification row is locked, sent, then stamped in one transaction."""
+    """Send the completion mail at least once; a repeat carries the same notification id.
+
+    The notification row stays locked from the claim through the send to the commit that stamps `sent_at`,
+    so concurrent deliveries of the same job wait, then see it sent. A worker killed after the provider
+    accepted the mail but before that commit leaves the row unsent, and the redelivered job sends it again.
+    """
     runtime = _rt()
     with runtime.pool.connection() as conn, conn.transaction():
-        notification = repository.claim_notification(conn, task_id=uuid.UUID(task_id))
+        notification = conn.execute(
+            "SELECT n.id, t.title, u.email FROM notifications n "
+            "JOIN tasks t ON t.id = n.task_id JOIN users u ON u.id = t.owner_id "
+            "WHERE n.task_id = %s AND n.kind = 'task_completed' AND n.sent_at IS NULL FOR UPDATE OF n",
+            (uuid.UUID(task_id),),
+        ).fetchone()
         if notification is None:
             log.info("notification already sent or task gone", task_id=task_id)
             return
@@ -67,8 +90,9 @@ def notify_task_completed(task_id: str) -> None:
             to=notification["email"],
             subject=f"Task completed: {notification['title']}",
             body=f"Your task “{notification['title']}” is done.",
+            notification_id=notification_id(uuid.UUID(task_id)),
         )
-        repository.mark_notification_sent(conn, notification_id=notification["id"])
+        conn.execute("UPDATE notifications SET sent_at = now() WHERE id = %s", (notification["id"],))
     log.info("notification sent", task_id=task_id)
 
 
@@ -76,6 +100,59 @@ def generate_report(report_id: str) -> None:
     runtime = _rt()
     rows = reports.write_report(runtime.pool, runtime.storage, report_id=uuid.UUID(report_id))
     log.info("report written", report_id=report_id, rows=rows)
+
+
+#: Actor names are the handlers' names; the outbox sweep and the dead letters refer to jobs by them.
+NOTIFY_ACTOR = notify_task_completed.__name__
+REPORT_ACTOR = generate_report.__name__
+
+
+class DeadLetters(Middleware):
+    """Record a job that exhausted its retries in PostgreSQL, just before Redis moves it to its dead set.
+
+    If PostgreSQL is unreachable at that moment the job is not recorded, and the outbox sweep enqueues it
+    again after its deadline: it is never lost, at worst tried once more.
+    """
+
+    def before_nack(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
+        error = message.options.get("traceback") or "(no traceback: the job failed without retrying)"
+        # Dramatiq counts every failed attempt in `retries`: the first try plus each retry.
+        attempts = message.options.get("retries", 0)
+        try:
+            with _rt().pool.connection() as conn:
+                inserted = conn.execute(
+                    "INSERT INTO dead_jobs (message_id, actor, args, kwargs, attempts, error) "
+                    "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (message_id) DO NOTHING RETURNING message_id",
+                    (
+                        message.message_id,
+                        message.actor_name,
+                        Jsonb(list(message.args)),
+                        Jsonb(message.kwargs),
+                        attempts,
+                        error,
+                    ),
+                ).fetchone()
+        except Exception as db_error:  # noqa: BLE001 - the sweep enqueues the job again; say so, once
+            recorded, detail = False, f"not recorded in PostgreSQL ({db_error}); the outbox sweep retries it"
+        else:
+            if inserted is None:
+                return  # the nack is being retried after a Redis error; this job was recorded already
+            recorded, detail = True, "see `alle dead-jobs list`"
+        log.error(
+            "job dead-lettered",
+            actor=message.actor_name,
+            job_id=message.message_id,
+            args=list(message.args),
+            attempts=attempts,
+            error=_last_line(error),
+            recorded=recorded,
+            detail=detail,
+        )
+
+
+def _last_line(text: str) -> str:
+    lines = text.strip().splitlines()
+    return lines[-1] if lines else ""
 
 
 @dataclass
@@ -92,7 +169,9 @@ def create_queue(settings: Settings) -> Queue:
         namespace=NAMESPACE,
         heartbeat_timeout=settings.QUEUE_HEARTBEAT_TIMEOUT_SECONDS * 1000,
         maintenance_chance=_MAINTENANCE_CHANCE,
+        dead_message_ttl=_REDIS_DEAD_MESSAGE_TTL_MS,
     )
+    broker.add_middleware(DeadLetters())
     options: dict[str, Any] = {
         "broker": broker,
         "queue_name": QUEUE,
@@ -114,31 +193,65 @@ def build_runtime(settings: Settings) -> Runtime:
     return Runtime(pool=pool, storage=Storage(settings), mailer=create_mailer(settings))
 
 
-def _dead_keys() -> tuple[str, str]:
-    xq = f"{NAMESPACE}:{QUEUE}.XQ"
-    return xq, f"{xq}.msgs"
+@dataclass(frozen=True)
+class DeadJob:
+    message_id: str
+    actor: str
+    args: list[Any]
+    attempts: int
+    error: str
+    failed_at: str
+
+    def as_json(self) -> str:
+        return json.dumps(
+            {
+                "id": self.message_id,
+                "actor": self.actor,
+                "args": self.args,
+                "attempts": self.attempts,
+                "error": _last_line(self.error),
+                "failed_at": self.failed_at,
+            }
+        )
 
 
-def dead_jobs(queue: Queue) -> list[Message[Any]]:
-    """The dead-lettered jobs, oldest first."""
-    ids_key, messages_key = _dead_keys()
-    client = queue.broker.client
-    ids = cast(list[bytes], client.zrange(ids_key, 0, -1))
-    raw = cast(list[bytes | None], client.hmget(messages_key, ids)) if ids else []
-    return [Message.decode(item) for item in raw if item is not None]
+def dead_jobs(pool: Pool) -> list[DeadJob]:
+    """The dead-lettered jobs not retried yet, oldest first."""
+    with pool.connection() as conn:
+        rows = conn.execute(
+            "SELECT message_id, actor, args, attempts, error, failed_at FROM dead_jobs "
+            "WHERE retried_at IS NULL ORDER BY failed_at, message_id"
+        ).fetchall()
+    return [
+        DeadJob(r["message_id"], r["actor"], r["args"], r["attempts"], r["error"], r["failed_at"].isoformat())
+        for r in rows
+    ]
 
 
-def retry_dead_jobs(queue: Queue, message_ids: list[str] | None = None) -> int:
-    """Enqueue dead jobs again (all, or those named) with a fresh retry budget; returns how many."""
-    ids_key, messages_key = _dead_keys()
-    client = queue.broker.client
+def retry_dead_jobs(queue: Queue, pool: Pool, message_ids: list[str] | None = None) -> int:
+    """Enqueue dead jobs again (all, or those named) as new messages with a fresh retry budget.
+
+    Rows are locked while their jobs are enqueued, so two concurrent retries do not both send one job;
+    a crash before the commit leaves them dead, and retrying them again is harmless (handlers are idempotent).
+    """
     retried = 0
-    for message in dead_jobs(queue):
-        if message_ids and message.message_id not in message_ids:
-            continue
-        redis_id = message.options["redis_message_id"]
-        queue.broker.enqueue(dataclasses.replace(message, queue_name=QUEUE, options={}))
-        client.zrem(ids_key, redis_id)
-        client.hdel(messages_key, redis_id)
-        retried += 1
+    with pool.connection() as conn, conn.transaction():
+        rows = conn.execute(
+            "SELECT message_id, actor, args, kwargs FROM dead_jobs WHERE retried_at IS NULL "
+            "AND (%(ids)s::text[] IS NULL OR message_id = ANY(%(ids)s)) "
+            "ORDER BY failed_at FOR UPDATE SKIP LOCKED",
+            {"ids": message_ids or None},
+        ).fetchall()
+        for row in rows:
+            try:
+                actor = queue.broker.get_actor(row["actor"])
+            except ActorNotFound:
+                log.warning("dead job left alone: this release has no such actor", job_id=row["message_id"])
+                continue
+            sent = actor.send(*row["args"], **row["kwargs"])
+            conn.execute(
+                "UPDATE dead_jobs SET retried_at = now(), retried_as = %s WHERE message_id = %s",
+                (sent.message_id, row["message_id"]),
+            )
+            retried += 1
     return retried

@@ -1,4 +1,9 @@
-"""Mail adapter: SendGrid's HTTP API when MAIL_API_KEY is set (the cloud), a log line otherwise (local)."""
+"""Mail adapter: SendGrid's HTTP API when MAIL_API_KEY is set (the cloud), a log line otherwise (local).
+
+Every mail carries a stable id in the `X-Alle-Notification-Id` header (and in SendGrid's `custom_args`, which
+its event webhook echoes): delivery is at least once, so a repeat after a crash has the same id and can be
+dropped by whoever reads it.
+"""
 
 from __future__ import annotations
 
@@ -11,32 +16,35 @@ from alle.logs import get_logger
 
 log = get_logger(__name__)
 
-SENDGRID_URL = "https://api.sendgrid.com/v3/mail/send"
+NOTIFICATION_ID_HEADER = "X-Alle-Notification-Id"
 
 
 class Mailer(Protocol):
-    def send(self, *, to: str, subject: str, body: str) -> None: ...
+    def send(self, *, to: str, subject: str, body: str, notification_id: str) -> None: ...
 
 
 class LogMailer:
-    def send(self, *, to: str, subject: str, body: str) -> None:
-        log.info("mail", to=to, subject=subject, body=body)
+    def send(self, *, to: str, subject: str, body: str, notification_id: str) -> None:
+        log.info("mail", to=to, subject=subject, body=body, notification_id=notification_id)
 
 
 class SendGridMailer:
-    def __init__(self, api_key: str, sender: str, client: httpx.Client | None = None) -> None:
+    def __init__(self, api_key: str, sender: str, *, url: str, client: httpx.Client | None = None) -> None:
         self.sender = sender
+        self.url = url
         self.client = client or httpx.Client(timeout=10, headers={"Authorization": f"Bearer {api_key}"})
 
-    def send(self, *, to: str, subject: str, body: str) -> None:
+    def send(self, *, to: str, subject: str, body: str, notification_id: str) -> None:
         """Raises on any non-2xx so the queue retries the job with backoff."""
         response = self.client.post(
-            SENDGRID_URL,
+            self.url,
             json={
                 "personalizations": [{"to": [{"email": to}]}],
                 "from": {"email": self.sender},
                 "subject": subject,
                 "content": [{"type": "text/plain", "value": body}],
+                "headers": {NOTIFICATION_ID_HEADER: notification_id},
+                "custom_args": {"notification_id": notification_id},
             },
         )
         response.raise_for_status()
@@ -44,5 +52,5 @@ class SendGridMailer:
 
 def create_mailer(settings: Settings) -> Mailer:
     if settings.MAIL_API_KEY:
-        return SendGridMailer(settings.MAIL_API_KEY, settings.MAIL_FROM)
+        return SendGridMailer(settings.MAIL_API_KEY, settings.MAIL_FROM, url=settings.MAIL_API_URL)
     return LogMailer()

@@ -1,12 +1,15 @@
-"""CSV task reports, written to the bucket by the worker (per user) or by `alle generate-report` (all)."""
+"""CSV task reports, written to the bucket by the worker (per user) or by `alle generate-report` (all).
+
+The queries live here, on the worker's synchronous pool, so the jobs do not depend on the web's data access.
+"""
 
 from __future__ import annotations
 
 import csv
 import io
 import uuid
+from typing import Any
 
-from alle import repository
 from alle.db import Pool
 from alle.storage import Storage
 
@@ -17,15 +20,32 @@ def object_name(report_id: uuid.UUID) -> str:
     return f"reports/{report_id}.csv"
 
 
+def create_report(pool: Pool, *, owner_id: uuid.UUID | None) -> uuid.UUID:
+    with pool.connection() as conn:
+        row = conn.execute("INSERT INTO reports (owner_id) VALUES (%s) RETURNING id", (owner_id,)).fetchone()
+    assert row is not None
+    return uuid.UUID(str(row["id"]))
+
+
+def _rows(pool: Pool, owner_id: uuid.UUID | None) -> list[dict[str, Any]]:
+    with pool.connection() as conn:
+        return conn.execute(
+            "SELECT t.id, u.email AS owner, t.title, t.status, t.due_date, t.created_at, t.completed_at "
+            "FROM tasks t JOIN users u ON u.id = t.owner_id "
+            "WHERE %(owner)s::uuid IS NULL OR t.owner_id = %(owner)s ORDER BY t.created_at, t.id",
+            {"owner": owner_id},
+        ).fetchall()
+
+
 def write_report(pool: Pool, storage: Storage, *, report_id: uuid.UUID) -> int | None:
     """Idempotent: a report already done is left alone; a rerun overwrites the same object name."""
     with pool.connection() as conn:
         report = conn.execute("SELECT owner_id, status, row_count FROM reports WHERE id = %s", (report_id,)).fetchone()
-        if report is None:
-            return None
-        if report["status"] == "done":
-            return int(report["row_count"])
-        rows = repository.report_rows(conn, owner_id=report["owner_id"])
+    if report is None:
+        return None
+    if report["status"] == "done":
+        return int(report["row_count"])
+    rows = _rows(pool, report["owner_id"])
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
     writer.writeheader()
@@ -33,5 +53,8 @@ def write_report(pool: Pool, storage: Storage, *, report_id: uuid.UUID) -> int |
     name = object_name(report_id)
     storage.upload_text(name, buffer.getvalue(), content_type="text/csv")
     with pool.connection() as conn:
-        repository.finish_report(conn, report_id=report_id, object_name=name, row_count=len(rows))
+        conn.execute(
+            "UPDATE reports SET status = 'done', object_name = %s, row_count = %s, finished_at = now() WHERE id = %s",
+            (name, len(rows), report_id),
+        )
     return len(rows)

@@ -1,4 +1,4 @@
-"""`alle worker`: Dramatiq worker threads in this process, plus the notification outbox sweep."""
+"""`alle worker`: Dramatiq worker threads in this process, plus the outbox sweep that makes Redis disposable."""
 
 from __future__ import annotations
 
@@ -8,26 +8,70 @@ from types import FrameType
 
 import dramatiq
 
-from alle import jobs, repository
+from alle import jobs
 from alle.config import Settings
 from alle.logs import get_logger
 
 log = get_logger(__name__)
 
 SWEEP_INTERVAL_SECONDS = 30
-SWEEP_AGE_SECONDS = 60
+#: A completion the web could not enqueue (Redis was down) is enqueued by the sweep after this long.
+UNENQUEUED_AFTER_SECONDS = 60
+#: A job enqueued this long ago and still not done is enqueued again: Redis may have lost it. Longer than one
+#: attempt's time limit (5 min), so a job still running is not doubled; a copy of a job that is only waiting
+#: out a retry backoff is harmless, since handlers are idempotent.
+REDELIVER_AFTER_SECONDS = 10 * 60
+SWEEP_BATCH = 100
+
+_DUE_NOTIFICATIONS = f"""
+    SELECT n.id, n.task_id FROM notifications n
+    WHERE n.sent_at IS NULL
+      AND (n.enqueued_at IS NULL AND n.created_at < now() - make_interval(secs => %(unenqueued)s)
+           OR n.enqueued_at < now() - make_interval(secs => %(redeliver)s))
+      AND NOT EXISTS (SELECT 1 FROM dead_jobs d WHERE d.retried_at IS NULL
+                      AND d.actor = '{jobs.NOTIFY_ACTOR}' AND d.args ->> 0 = n.task_id::text)
+    ORDER BY n.created_at LIMIT %(limit)s
+    FOR UPDATE OF n SKIP LOCKED
+"""
+
+_DUE_REPORTS = f"""
+    SELECT r.id FROM reports r
+    WHERE r.status = 'pending'
+      AND coalesce(r.enqueued_at, r.created_at) < now() - make_interval(secs => %(redeliver)s)
+      AND NOT EXISTS (SELECT 1 FROM dead_jobs d WHERE d.retried_at IS NULL
+                      AND d.actor = '{jobs.REPORT_ACTOR}' AND d.args ->> 0 = r.id::text)
+    ORDER BY r.created_at LIMIT %(limit)s
+    FOR UPDATE OF r SKIP LOCKED
+"""
 
 
-def sweep_outbox(queue: jobs.Queue, runtime: jobs.Runtime) -> int:
-    """Enqueue completions whose job the web process could not enqueue; returns how many."""
-    with runtime.pool.connection() as conn:
-        task_ids = repository.unenqueued_notifications(conn, older_than_seconds=SWEEP_AGE_SECONDS, limit=100)
-        for task_id in task_ids:
-            queue.notify_task_completed.send(str(task_id))
-            repository.mark_notification_enqueued(conn, task_id=task_id)
-    if task_ids:
-        log.info("outbox sweep enqueued notifications", count=len(task_ids))
-    return len(task_ids)
+def sweep_outbox(
+    queue: jobs.Queue,
+    runtime: jobs.Runtime,
+    *,
+    unenqueued_after: int = UNENQUEUED_AFTER_SECONDS,
+    redeliver_after: int = REDELIVER_AFTER_SECONDS,
+) -> int:
+    """Enqueue every notification and report that is owed and overdue; returns how many.
+
+    PostgreSQL, not Redis, knows what is owed: an unsent notification or a pending report. Rows are locked
+    with SKIP LOCKED, so two sweeping workers do not both enqueue a job, and a notification whose mail is
+    being sent right now (its handler holds the row) is left alone. Dead-lettered jobs wait for
+    `alle dead-jobs retry`.
+    """
+    params = {"unenqueued": unenqueued_after, "redeliver": redeliver_after, "limit": SWEEP_BATCH}
+    with runtime.pool.connection() as conn, conn.transaction():
+        notifications = conn.execute(_DUE_NOTIFICATIONS, params).fetchall()
+        for row in notifications:
+            queue.notify_task_completed.send(str(row["task_id"]))
+            conn.execute("UPDATE notifications SET enqueued_at = now() WHERE id = %s", (row["id"],))
+        due_reports = conn.execute(_DUE_REPORTS, params).fetchall()
+        for row in due_reports:
+            queue.generate_report.send(str(row["id"]))
+            conn.execute("UPDATE reports SET enqueued_at = now() WHERE id = %s", (row["id"],))
+    if notifications or due_reports:
+        log.info("outbox sweep enqueued jobs", notifications=len(notifications), reports=len(due_reports))
+    return len(notifications) + len(due_reports)
 
 
 def run(settings: Settings) -> int:

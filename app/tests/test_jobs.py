@@ -11,10 +11,14 @@ import httpx
 import psycopg
 from google.cloud.storage import Bucket
 
+import backing
 from alle import jobs
 from alle.config import Settings
-from alle.worker import sweep_outbox
+from alle.worker import REDELIVER_AFTER_SECONDS, sweep_outbox
 from conftest import Spawn, signup_and_login, wait_for
+
+#: Older than the sweep's redelivery deadline.
+DEADLINE = REDELIVER_AFTER_SECONDS + 1
 
 
 def _scalar(db: psycopg.Connection[tuple[object, ...]], sql: str, *params: object) -> object:
@@ -76,26 +80,88 @@ def test_report_requested_over_http_is_written_to_the_bucket(spawn: Spawn, bucke
     assert bucket.blob(f"reports/{requested.json()['id']}.csv").exists()
 
 
-def test_job_that_keeps_failing_lands_in_dead_letters_and_can_be_retried(
-    spawn: Spawn, app_env: dict[str, str], bucket: Bucket
+def test_outbox_sweep_redelivers_overdue_jobs_that_redis_lost_with_its_data(
+    spawn: Spawn,
+    db: psycopg.Connection[tuple[object, ...]],
+    app_env: dict[str, str],
+    services: backing.Backing,
+    bucket: Bucket,
+) -> None:
+    web = spawn("web")
+    auth = signup_and_login(web.url)
+    task = httpx.post(f"{web.url}/v1/tasks", json={"title": "lost in redis"}, headers=auth).json()
+    httpx.post(f"{web.url}/v1/tasks/{task['id']}/complete", headers=auth)
+    report = httpx.post(f"{web.url}/v1/reports", headers=auth).json()
+    assert _scalar(db, "SELECT enqueued_at FROM notifications WHERE task_id = %s", task["id"]) is not None
+    services.redis.flushall()  # Redis restarts empty: both jobs are gone before any worker ran them
+    settings = Settings.model_validate(app_env)
+    queue, runtime = jobs.create_queue(settings), jobs.build_runtime(settings)
+    try:
+        assert sweep_outbox(queue, runtime) == 0, "jobs enqueued just now are not due yet"
+        db.execute("UPDATE notifications SET enqueued_at = enqueued_at - make_interval(secs => %s)", (DEADLINE,))
+        db.execute("UPDATE reports SET created_at = created_at - make_interval(secs => %s)", (DEADLINE,))
+        with db.transaction():
+            # A worker sending this mail right now holds the row: the sweep leaves it to that worker.
+            db.execute("SELECT id FROM notifications WHERE task_id = %s FOR UPDATE", (task["id"],))
+            assert sweep_outbox(queue, runtime) == 1
+        assert sweep_outbox(queue, runtime) == 1
+        assert sweep_outbox(queue, runtime) == 0, "a job swept once is due again only after another deadline"
+    finally:
+        runtime.pool.close()
+        queue.broker.close()
+    spawn("worker")
+    wait_for(
+        lambda: _scalar(db, "SELECT sent_at FROM notifications WHERE task_id = %s", task["id"]) is not None,
+        what="the redelivered notification",
+    )
+    wait_for(
+        lambda: _scalar(db, "SELECT status FROM reports WHERE id = %s", report["id"]) == "done",
+        what="the redelivered report",
+    )
+
+
+def _dead(env: dict[str, str]) -> list[dict[str, object]]:
+    listing = subprocess.run(["alle", "dead-jobs", "list"], env=env, capture_output=True, text=True)
+    assert listing.returncode == 0, listing.stdout + listing.stderr
+    return [json.loads(line) for line in listing.stdout.splitlines() if line.startswith('{"id"')]
+
+
+def test_job_that_keeps_failing_is_dead_lettered_in_postgresql_and_can_be_retried(
+    spawn: Spawn,
+    app_env: dict[str, str],
+    db: psycopg.Connection[tuple[object, ...]],
+    services: backing.Backing,
+    bucket: Bucket,
 ) -> None:
     web = spawn("web")
     broken = spawn("worker", {"STORAGE_BUCKET": "no-such-bucket"})
     auth = signup_and_login(web.url)
     report = httpx.post(f"{web.url}/v1/reports", headers=auth).json()
-
-    def dead() -> list[dict[str, object]]:
-        listing = subprocess.run(["alle", "dead-jobs", "list"], env=app_env, capture_output=True, text=True)
-        return [json.loads(line) for line in listing.stdout.splitlines() if line.startswith('{"id"')]
-
-    wait_for(lambda: len(dead()) == 1, what="the job to be dead-lettered", timeout=30)
-    entry = dead()[0]
+    wait_for(lambda: len(_dead(app_env)) == 1, what="the job to be dead-lettered", timeout=30)
+    assert broken.terminate() == 0
+    [entry] = _dead(app_env)
     assert entry["actor"] == "generate_report" and entry["args"] == [report["id"]]
-    assert entry["retries"] == int(app_env["QUEUE_MAX_RETRIES"])  # retried up to the limit first
-    broken.terminate()
+    assert entry["attempts"] == 1 + int(app_env["QUEUE_MAX_RETRIES"])  # tried, then retried up to the limit
+    assert "NotFound" in str(entry["error"])
+    records = [json.loads(line) for line in broken.output().splitlines()]
+    [logged] = [r for r in records if r["message"] == "job dead-lettered"]
+    assert logged["severity"] == "ERROR"
+    assert (logged["actor"], logged["job_id"]) == ("generate_report", entry["id"])
+
+    services.redis.flushall()  # Redis loses its data: the dead letter is still listed, from PostgreSQL
+    assert _dead(app_env) == [entry]
+    db.execute("UPDATE reports SET created_at = created_at - make_interval(secs => %s)", (DEADLINE,))
+    settings = Settings.model_validate(app_env)
+    queue, runtime = jobs.create_queue(settings), jobs.build_runtime(settings)
+    try:
+        assert sweep_outbox(queue, runtime) == 0, "a dead job waits for `alle dead-jobs retry`"
+    finally:
+        runtime.pool.close()
+        queue.broker.close()
+
     spawn("worker")
     retry = subprocess.run(["alle", "dead-jobs", "retry"], env=app_env, capture_output=True, text=True)
     assert json.loads(retry.stdout.splitlines()[-1]) == {"retried": 1}
-    assert dead() == []
+    assert _dead(app_env) == []
     url = f"{web.url}/v1/reports/{report['id']}"
     wait_for(lambda: httpx.get(url, headers=auth).json()["status"] == "done", what="the retried report")

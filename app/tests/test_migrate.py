@@ -7,8 +7,11 @@ import subprocess
 import uuid
 
 import psycopg
+from alembic import command
 
 import backing
+from alle.config import Settings
+from alle.migrate import alembic_config
 
 
 def _migrate(env: dict[str, str]) -> subprocess.Popen[str]:
@@ -21,7 +24,8 @@ def _tables(url: str) -> set[str]:
     return {r[0] for r in rows}
 
 
-EXPECTED = {"alembic_version", "users", "sessions", "tasks", "attachments", "notifications", "reports"}
+EXPECTED = {"alembic_version", "users", "sessions", "tasks", "attachments", "notifications", "reports", "dead_jobs"}
+HEAD = "0002"
 
 
 def test_migrate_twice_is_a_no_op_the_second_time(app_env: dict[str, str]) -> None:
@@ -41,7 +45,7 @@ def test_two_concurrent_migrations_leave_the_schema_correct(services: backing.Ba
     assert sum("Running upgrade  -> 0001" in out for out in outputs) == 1
     assert _tables(url) == EXPECTED
     with psycopg.connect(url) as conn:
-        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0001",)]
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [(HEAD,)]
 
 
 def test_failed_migration_says_what_to_do_and_keeps_existing_data(
@@ -61,3 +65,16 @@ def test_failed_migration_says_what_to_do_and_keeps_existing_data(
     with psycopg.connect(url) as conn:
         assert conn.execute("SELECT legacy FROM users").fetchall() == [("keep me",)]
         assert "tasks" not in _tables(url)
+
+
+def test_durable_jobs_migration_downgrades_and_upgrades_again_keeping_existing_reports(app_env: dict[str, str]) -> None:
+    url = app_env["DATABASE_URL"]
+    with psycopg.connect(url) as conn:
+        conn.execute("INSERT INTO reports (status) VALUES ('pending')")
+    config = alembic_config(Settings.model_validate(app_env))
+    command.downgrade(config, "0001")
+    assert _tables(url) == EXPECTED - {"dead_jobs"}
+    command.upgrade(config, "head")
+    assert _tables(url) == EXPECTED
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT status, enqueued_at FROM reports").fetchall() == [("pending", None)]
