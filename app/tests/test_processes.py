@@ -31,8 +31,10 @@ def test_sigterm_during_a_request_lets_it_complete_then_exits_zero(
     task = httpx.post(f"{web.url}/v1/tasks", json={"title": "slow"}, headers=auth).json()
     result: dict[str, httpx.Response] = {}
     with db.transaction():
-        # Hold the row so the PATCH is in flight inside the web process when SIGTERM arrives.
-        db.execute("SELECT id FROM tasks WHERE id = %s FOR UPDATE", (task["id"],))
+        # Hold the row so the PATCH is in flight inside the web process when SIGTERM arrives. The create was
+        # committed before its 201, so the row is there to lock (committing after the response made this flaky).
+        locked = db.execute("SELECT id FROM tasks WHERE id = %s FOR UPDATE", (task["id"],)).fetchone()
+        assert locked is not None
         request = threading.Thread(
             target=lambda: result.setdefault(
                 "r",
