@@ -85,12 +85,12 @@ def test_cached_reads_and_sessions_found_in_redis_take_no_database_connection(
 
 
 def test_downloads_hold_no_database_connection_while_their_bytes_stream(spawn: Spawn) -> None:
-    web = spawn("web", {"DATABASE_POOL_SIZE": "1"})
+    uploader, web = spawn("web"), spawn("web", {"DATABASE_POOL_SIZE": "1"})
     auth = signup_and_login(web.url)
     task = _task(web, auth)
     payload = b"0123456789abcdef" * (10 * 1024 * 1024 // 16)  # 10 MiB: far more than socket buffers hold
     uploaded = httpx.post(
-        f"{web.url}/v1/tasks/{task['id']}/attachments",
+        f"{uploader.url}/v1/tasks/{task['id']}/attachments",
         params={"filename": "big.bin"},
         content=payload,
         headers=auth,
