@@ -33,10 +33,9 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-# This file is named http.py: its directory leaves the import path so `import http` finds the standard library.
-sys.path[:] = [str(ROOT / "app" / "dev"), *(p for p in sys.path if Path(p or ".").resolve() != HERE)]
+ROOT = Path(__file__).resolve().parent.parent
+# sys.path[0] is bench/, where this file would shadow the standard library's `http`: put app/dev there instead.
+sys.path[0] = str(ROOT / "app" / "dev")
 
 import httpx  # noqa: E402
 import psycopg  # noqa: E402

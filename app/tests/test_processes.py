@@ -116,3 +116,12 @@ def test_worker_exits_zero_on_sigterm(spawn: Spawn) -> None:
     wait_for(lambda: "worker started" in worker.output(), what="worker start")
     assert worker.terminate() == 0
     assert "worker stopped" in worker.output()
+
+
+def test_web_concurrency_starts_that_many_processes_which_all_drain_on_sigterm(spawn: Spawn) -> None:
+    web = spawn("web", {"WEB_CONCURRENCY": "2"})
+    wait_for(lambda: web.output().count('"web started"') == 2, what="two web processes to start", proc=web)
+    auth = signup_and_login(web.url)
+    assert httpx.post(f"{web.url}/v1/tasks", json={"title": "served"}, headers=auth).status_code == 201
+    assert web.terminate() == 0
+    assert web.output().count("web stopped; pools closed") == 2
