@@ -65,9 +65,9 @@ def create_app(settings: Settings) -> FastAPI:
         description="Tasks for people who finish them.",
         lifespan=lifespan,
     )
-    # The middleware added last runs first: the access log sees (and logs) the overload 503s too.
-    app.add_middleware(InFlightLimit, limit=settings.MAX_REQUESTS_IN_FLIGHT)
+    # The middleware added last runs first: an overload 503 costs no access-log line (the limiter counts them).
     app.add_middleware(AccessLogMiddleware, project=settings.GOOGLE_CLOUD_PROJECT)
+    app.add_middleware(InFlightLimit, limit=settings.MAX_REQUESTS_IN_FLIGHT)
     for module in (health, auth, tasks, reports):
         app.include_router(module.router)
 
