@@ -96,6 +96,7 @@ class Result:
     other: int = 0
     timeouts: int = 0
     socket_errors: int = 0
+    cpu_ms: float | None = None  # CPU time of the serving process per request: less sensitive to a busy machine
     unit: str = "req/s"
     baseline: Result | None = field(default=None, repr=False)
 
@@ -151,13 +152,30 @@ def wait_ok(url: str, proc: subprocess.Popen[bytes], what: str, timeout: float =
     raise RuntimeError(f"{what} did not answer {url} within {timeout:.0f} s.")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process so far, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def wrk(
-    binary: str, workdir: Path, name: str, url: str, concurrency: int, duration: int, request: str, *, count: bool
+    binary: str,
+    workdir: Path,
+    name: str,
+    url: str,
+    concurrency: int,
+    duration: int,
+    request: str,
+    *,
+    count: bool,
+    server: int,
 ) -> Result:
     script = workdir / f"{re.sub(r'[^a-z0-9]+', '-', name.lower())}-{concurrency}.lua"
     script.write_text(WRK_SCRIPT % {"request": request, "response": COUNT_STATUSES if count else ""})
     argv = [binary, "-t2", f"-c{concurrency}", f"-d{duration}s", f"--timeout={WRK_TIMEOUT}", "-s", str(script), url]
+    cpu_before = cpu_seconds(server)
     run = subprocess.run(argv, capture_output=True, text=True, check=True, start_new_session=True)
+    cpu = cpu_seconds(server) - cpu_before
     line = next(text for text in reversed(run.stdout.splitlines()) if text.startswith("{"))
     figures = json.loads(line)
     statuses = {int(k): v for k, v in figures["statuses"].items()}
@@ -175,6 +193,7 @@ def wrk(
         other=(requests - ok - statuses.get(503, 0)) if count else figures["status_errors"],
         timeouts=figures["timeout"],
         socket_errors=figures["connect"] + figures["read"] + figures["write"],
+        cpu_ms=1000 * cpu / max(requests, 1),
     )
 
 
@@ -238,13 +257,13 @@ def report(results: list[Result], web_rss: tuple[float, float], started: datetim
     print(f"{duration} s per run, wrk -t2 --timeout {WRK_TIMEOUT} on the same machine; load average {load}")
     print()
     header = f"{'load':30} {'conc':>4} {'rate':>14} {'ratio':>22} {'p50':>9} {'p99':>9} {'max':>9}"
-    print(header + f" {'2xx':>8} {'503':>7} {'other':>6} {'timeout':>7} {'sockerr':>7}")
+    print(header + f" {'2xx':>8} {'503':>7} {'other':>6} {'timeout':>7} {'sockerr':>7} {'cpu/req':>8}")
     for r in results:
         ratio = f"{100 * r.rate / r.baseline.rate:5.1f}% of {r.baseline.name.split()[0]}" if r.baseline else ""
         print(
             f"{r.name:30} {r.concurrency:>4} {r.rate:>10,.0f} {r.unit:<5}{ratio:>20} {r.p50_ms:>7.2f}ms "
             f"{r.p99_ms:>7.2f}ms {r.max_ms:>7.1f}ms {r.ok:>8} {r.overload:>7} {r.other:>6} {r.timeouts:>7} "
-            f"{r.socket_errors:>7}"
+            f"{r.socket_errors:>7} {f'{r.cpu_ms:.3f}ms' if r.cpu_ms is not None else '':>8}"
         )
     print()
     print(f"alle web RSS after the runs: {web_rss[0]:.0f} MiB (peak {web_rss[1]:.0f} MiB)")
@@ -329,6 +348,7 @@ def run(duration: int, wrk_binary: str) -> None:
                 duration,
                 "",
                 count=False,
+                server=hello_proc.pid,
             )
             hello_at[concurrency] = result
             results.append(result)
@@ -337,7 +357,9 @@ def run(duration: int, wrk_binary: str) -> None:
         print(f"  done: {pg.name} @{pg.concurrency}", file=sys.stderr, flush=True)
         for name, request in loads:
             for concurrency in CONCURRENCY:
-                result = wrk(wrk_binary, workdir, name, base + "/", concurrency, duration, request, count=True)
+                result = wrk(
+                    wrk_binary, workdir, name, base + "/", concurrency, duration, request, count=True, server=web.pid
+                )
                 result.baseline = pg if name.startswith("create") else hello_at[concurrency]
                 results.append(result)
                 print(f"  done: {name} @{concurrency}", file=sys.stderr, flush=True)
