@@ -251,6 +251,10 @@ def machine() -> str:
     return f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs{f' ({model})' if model else ''}"
 
 
+def percent(part: float, whole: float) -> str:
+    return f"{100 * part / whole:5.1f}%" if whole else "  n/a "
+
+
 def report(results: list[Result], web_rss: tuple[float, float], started: datetime, duration: int, load: str) -> None:
     print()
     print(f"alle HTTP benchmark, {started:%Y-%m-%d %H:%M} UTC, {machine()}, Python {platform.python_version()}")
@@ -259,7 +263,7 @@ def report(results: list[Result], web_rss: tuple[float, float], started: datetim
     header = f"{'load':30} {'conc':>4} {'rate':>14} {'ratio':>22} {'p50':>9} {'p99':>9} {'max':>9}"
     print(header + f" {'2xx':>8} {'503':>7} {'other':>6} {'timeout':>7} {'sockerr':>7} {'cpu/req':>8}")
     for r in results:
-        ratio = f"{100 * r.rate / r.baseline.rate:5.1f}% of {r.baseline.name.split()[0]}" if r.baseline else ""
+        ratio = f"{percent(r.rate, r.baseline.rate)} of {r.baseline.name.split()[0]}" if r.baseline else ""
         print(
             f"{r.name:30} {r.concurrency:>4} {r.rate:>10,.0f} {r.unit:<5}{ratio:>20} {r.p50_ms:>7.2f}ms "
             f"{r.p99_ms:>7.2f}ms {r.max_ms:>7.1f}ms {r.ok:>8} {r.overload:>7} {r.other:>6} {r.timeouts:>7} "
@@ -271,12 +275,12 @@ def report(results: list[Result], web_rss: tuple[float, float], started: datetim
     read64, hello64 = by[("cached GET /v1/tasks/{id}", 64)], by[("bare ASGI hello", 64)]
     create16, pg = by[("create POST /v1/tasks", 16)], by[("pgbench single-row insert", PGBENCH_CLIENTS)]
     print("targets (issue 7):")
-    print(f"  cached read @64 / hello @64      {100 * read64.rate / hello64.rate:5.1f}%  (at least 5%, aim 25%)")
-    print(f"  create @16 / pgbench @16         {100 * create16.rate / pg.rate:5.1f}%  (at least 6%)")
+    print(f"  cached read @64 / hello @64      {percent(read64.rate, hello64.rate)}  (at least 5%, aim 25%)")
+    print(f"  create @16 / pgbench @16         {percent(create16.rate, pg.rate)}  (at least 6%)")
     for name in ("cached GET /v1/tasks/{id}", "list GET /v1/tasks", "create POST /v1/tasks"):
         at128, at64 = by[(name, 128)], by[(name, 64)]
         print(
-            f"  {name:26} @128 / @64  {100 * at128.rate / at64.rate:5.1f}%  (at least 70%; "
+            f"  {name:26} @128 / @64  {percent(at128.rate, at64.rate)}  (at least 70%; "
             f"{at128.timeouts} timeouts, {at128.other} non-2xx other than 503)"
         )
     p99 = max(
