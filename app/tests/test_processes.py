@@ -119,8 +119,9 @@ def test_worker_exits_zero_on_sigterm(spawn: Spawn) -> None:
 
 
 def test_web_concurrency_starts_that_many_processes_which_all_drain_on_sigterm(spawn: Spawn) -> None:
-    web = spawn("web", {"WEB_CONCURRENCY": "2"})
-    wait_for(lambda: web.output().count('"web started"') == 2, what="two web processes to start", proc=web)
+    web = spawn("web", {"WEB_CONCURRENCY": "2"}, wait_ready=False)
+    # Each process imports and builds the app on its own: allow a busy machine the time for two.
+    wait_for(lambda: web.output().count('"web started"') == 2, what="two web processes to start", proc=web, timeout=90)
     auth = signup_and_login(web.url)
     assert httpx.post(f"{web.url}/v1/tasks", json={"title": "served"}, headers=auth).status_code == 201
     assert web.terminate() == 0
