@@ -13,10 +13,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
-
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "app" / "dev"))
+# sys.path[0] is bench/, where http.py would shadow the standard library's `http`: put app/dev there instead.
+sys.path[0] = str(ROOT / "app" / "dev")
+
+import httpx  # noqa: E402
 
 import backing  # noqa: E402
 

@@ -6,7 +6,6 @@ rerunning one finishes what the last run left.
 
 from __future__ import annotations
 
-import uuid
 from datetime import datetime
 from typing import Any
 
@@ -34,16 +33,6 @@ _OLD_TASKS = """
 """
 
 
-def task_cache_key(owner_id: uuid.UUID, task_id: uuid.UUID) -> str:
-    """The web's read-cache key of one task (alle.api.routes.tasks); test_admin proves the two agree."""
-    return f"task:{owner_id}:{task_id}"
-
-
-def session_cache_key(token_hash: str) -> str:
-    """The web's session-cache key (alle.api.deps.session_key); test_admin proves the two agree."""
-    return f"session:{token_hash}"
-
-
 def cleanup_old_tasks(settings: Settings, *, older_than_days: int, dry_run: bool = False) -> int:
     """Delete old completed tasks, their attachments' objects and their cache entries (see `_OLD_TASKS`).
 
@@ -67,7 +56,7 @@ def cleanup_old_tasks(settings: Settings, *, older_than_days: int, dry_run: bool
                 doomed = conn.execute(
                     f"{_OLD_TASKS} LIMIT %(batch)s FOR UPDATE OF t SKIP LOCKED", {"cutoff": cutoff, "batch": BATCH}
                 ).fetchall()
-                keys = [task_cache_key(r["owner_id"], r["id"]) for r in doomed]
+                keys = [cache.task_key(r["id"]) for r in doomed]
                 ids = [r["id"] for r in doomed]
                 if keys:
                     try:
@@ -153,7 +142,7 @@ def prune_sessions(settings: Settings) -> int:
                     ).fetchall()
                 ]
             if hashes:
-                _forget(client, [session_cache_key(h) for h in hashes])
+                _forget(client, [cache.session_key(h) for h in hashes])
             deleted_total += len(hashes)
             if len(hashes) < BATCH:
                 break

@@ -14,19 +14,28 @@ from alle.logs import configure
 
 def _web(settings: Settings, _: argparse.Namespace) -> int:
     import uvicorn
+    from uvicorn.supervisors import Multiprocess
 
     from alle.api.app import create_app
 
+    # With WEB_CONCURRENCY > 1 uvicorn supervises that many processes, each building the app from the env.
+    several = settings.WEB_CONCURRENCY > 1
     config = uvicorn.Config(
-        create_app(settings),
+        "alle.api.app:create_web_app" if several else create_app(settings),
+        factory=several,
+        workers=settings.WEB_CONCURRENCY,
         host="0.0.0.0",  # noqa: S104 - Cloud Run routes to the container's port
         port=settings.PORT,
         log_config=None,
+        access_log=False,  # the app writes its own access line (alle.api.access_log)
         proxy_headers=True,
         forwarded_allow_ips="*",
         # Shorter than Cloud Run's 10 s between SIGTERM and SIGKILL, so in-flight requests finish.
         timeout_graceful_shutdown=settings.SHUTDOWN_GRACE_SECONDS,
     )
+    if several:
+        Multiprocess(config, sockets=[config.bind_socket()]).run()
+        return 0
     # Uvicorn re-raises SIGTERM after its graceful shutdown; a clean drain should end with status 0.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     uvicorn.Server(config).run()

@@ -75,6 +75,11 @@ class Settings(BaseSettings):
     QUEUE_MAX_RETRIES: Annotated[int, Field(ge=0, le=50)] = 8
     QUEUE_MIN_BACKOFF_MS: Annotated[int, Field(ge=10)] = 5_000
     SHUTDOWN_GRACE_SECONDS: Annotated[int, Field(ge=1, le=9)] = 8
+    # Capacity, set together by the Pulumi program (app/README.md, "Concurrency and connections"):
+    # Cloud Run concurrency = WEB_CONCURRENCY × MAX_REQUESTS_IN_FLIGHT; connections = processes × pool.
+    DATABASE_POOL_SIZE: Annotated[int, Field(ge=1, le=100)] = 10
+    WEB_CONCURRENCY: Annotated[int, Field(ge=1, le=16)] = 1
+    MAX_REQUESTS_IN_FLIGHT: Annotated[int, Field(ge=1, le=1000)] = 80
 
     @field_validator("DATABASE_URL")
     @classmethod

@@ -1,14 +1,24 @@
-"""PostgreSQL access through a psycopg 3 connection pool: an attached resource named by DATABASE_URL."""
+"""PostgreSQL access through psycopg 3 connection pools: an attached resource named by DATABASE_URL.
+
+Two kinds of pool: the web process uses an async pool on its event loop, the worker and the one-off jobs a
+threaded one. Both are capped by DATABASE_POOL_SIZE, which the connection budget in the Pulumi program counts.
+"""
 
 from __future__ import annotations
 
-from psycopg import Connection
+from psycopg import AsyncConnection, Connection
 from psycopg.rows import DictRow, dict_row
-from psycopg_pool import ConnectionPool
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from alle.config import Settings
 
 Pool = ConnectionPool[Connection[DictRow]]
+AsyncPool = AsyncConnectionPool[AsyncConnection[DictRow]]
+
+#: How long a request waits for a free connection before it gets a 503. Short on purpose: requests in flight
+#: are bounded (MAX_REQUESTS_IN_FLIGHT) so a healthy pool hands out a connection in milliseconds; a long wait
+#: means the database is in trouble, and a quick answer lets the client or Cloud Run retry elsewhere.
+WEB_POOL_TIMEOUT_SECONDS = 2.0
 
 
 def create_pool(settings: Settings, *, max_size: int = 10, name: str = "alle") -> Pool:
@@ -21,5 +31,24 @@ def create_pool(settings: Settings, *, max_size: int = 10, name: str = "alle") -
         kwargs={"row_factory": dict_row, "application_name": f"alle-{name}"},
         open=False,
         timeout=10,
+        name=name,
+    )
+
+
+def create_async_pool(settings: Settings, *, name: str = "web") -> AsyncPool:
+    """The web process's pool: fixed size, autocommit, opened by the lifespan without waiting.
+
+    Fixed size because the connection budget counts the maximum anyway, and a burst should not wait for
+    connects. Autocommit because each statement is then durable when it returns, before any response is
+    sent; the few multi-statement changes open a transaction explicitly (`conn.transaction()`).
+    """
+    return AsyncConnectionPool(
+        settings.DATABASE_URL,
+        connection_class=AsyncConnection[DictRow],
+        min_size=settings.DATABASE_POOL_SIZE,
+        max_size=settings.DATABASE_POOL_SIZE,
+        kwargs={"row_factory": dict_row, "application_name": f"alle-{name}", "autocommit": True},
+        open=False,
+        timeout=WEB_POOL_TIMEOUT_SECONDS,
         name=name,
     )

@@ -188,7 +188,7 @@ def create_queue(settings: Settings) -> Queue:
 
 
 def build_runtime(settings: Settings) -> Runtime:
-    pool = create_pool(settings, max_size=settings.WORKER_THREADS + 1, name="worker")
+    pool = create_pool(settings, max_size=min(settings.WORKER_THREADS + 1, settings.DATABASE_POOL_SIZE), name="worker")
     pool.open()
     return Runtime(pool=pool, storage=Storage(settings), mailer=create_mailer(settings))
 

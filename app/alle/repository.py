@@ -1,16 +1,23 @@
-"""Data access: every query the app runs, as keyword-only functions over a psycopg connection."""
+"""Data access: every query the app runs, as keyword-only functions over a psycopg connection.
+
+Two sections. The request path (async, `AsyncConn`) runs on the web process's event loop over its
+autocommit pool: each statement is committed when it returns, and changes of more than one statement
+open `conn.transaction()`. The jobs section (blocking, `Conn`) runs in the worker's threads and the
+one-off admin processes.
+"""
 
 from __future__ import annotations
 
 import uuid
-from datetime import date, datetime
+from datetime import date
 from typing import Any
 
-from psycopg import Connection
+from psycopg import AsyncConnection, Connection
 from psycopg.errors import UniqueViolation
 
 Row = dict[str, Any]
 Conn = Connection[Row]
+AsyncConn = AsyncConnection[Row]
 
 TASK_COLUMNS = "id, title, notes, status, due_date, completed_at, created_at, updated_at"
 
@@ -19,49 +26,58 @@ class EmailTakenError(Exception):
     pass
 
 
-def create_user(conn: Conn, *, email: str, password_hash: str) -> Row:
+async def _one(conn: AsyncConn, query: str, params: Any = None) -> Row | None:
+    cursor = await conn.execute(query, params)
+    return await cursor.fetchone()
+
+
+async def _all(conn: AsyncConn, query: str, params: Any = None) -> list[Row]:
+    cursor = await conn.execute(query, params)
+    return await cursor.fetchall()
+
+
+# --- The request path -------------------------------------------------------------------------------------
+
+
+async def create_user(conn: AsyncConn, *, email: str, password_hash: str) -> Row:
     try:
-        with conn.transaction():
-            row = conn.execute(
-                "INSERT INTO users (email, password_hash) VALUES (%s, %s) RETURNING id, email, created_at",
-                (email, password_hash),
-            ).fetchone()
+        row = await _one(
+            conn,
+            "INSERT INTO users (email, password_hash) VALUES (%s, %s) RETURNING id, email, created_at",
+            (email, password_hash),
+        )
     except UniqueViolation as error:
         raise EmailTakenError(email) from error
     assert row is not None
     return row
 
 
-def get_user_by_email(conn: Conn, *, email: str) -> Row | None:
-    return conn.execute(
-        "SELECT id, email, password_hash FROM users WHERE lower(email) = lower(%s)", (email,)
-    ).fetchone()
+async def get_user_by_email(conn: AsyncConn, *, email: str) -> Row | None:
+    return await _one(conn, "SELECT id, email, password_hash FROM users WHERE lower(email) = lower(%s)", (email,))
 
 
-def get_user(conn: Conn, *, user_id: uuid.UUID) -> Row | None:
-    return conn.execute("SELECT id, email, created_at FROM users WHERE id = %s", (user_id,)).fetchone()
+async def get_user(conn: AsyncConn, *, user_id: uuid.UUID) -> Row | None:
+    return await _one(conn, "SELECT id, email, created_at FROM users WHERE id = %s", (user_id,))
 
 
-def create_session(conn: Conn, *, token_hash: str, user_id: uuid.UUID, ttl_seconds: int) -> None:
-    conn.execute(
+async def create_session(conn: AsyncConn, *, token_hash: str, user_id: uuid.UUID, ttl_seconds: int) -> None:
+    await conn.execute(
         "INSERT INTO sessions (token_hash, user_id, expires_at) VALUES (%s, %s, now() + make_interval(secs => %s))",
         (token_hash, user_id, ttl_seconds),
     )
 
 
-def get_session_user(conn: Conn, *, token_hash: str) -> uuid.UUID | None:
-    row = conn.execute(
-        "SELECT user_id FROM sessions WHERE token_hash = %s AND expires_at > now()", (token_hash,)
-    ).fetchone()
+async def get_session_user(conn: AsyncConn, *, token_hash: str) -> uuid.UUID | None:
+    row = await _one(conn, "SELECT user_id FROM sessions WHERE token_hash = %s AND expires_at > now()", (token_hash,))
     return None if row is None else row["user_id"]
 
 
-def delete_session(conn: Conn, *, token_hash: str) -> None:
-    conn.execute("DELETE FROM sessions WHERE token_hash = %s", (token_hash,))
+async def delete_session(conn: AsyncConn, *, token_hash: str) -> None:
+    await conn.execute("DELETE FROM sessions WHERE token_hash = %s", (token_hash,))
 
 
-def create_task(
-    conn: Conn,
+async def create_task(
+    conn: AsyncConn,
     *,
     owner_id: uuid.UUID,
     title: str,
@@ -74,7 +90,8 @@ def create_task(
 
     Returns the task and whether this call created it. A replay with a different body raises ValueError.
     """
-    row = conn.execute(
+    row = await _one(
+        conn,
         f"""
         INSERT INTO tasks (owner_id, title, notes, due_date, idempotency_key, request_fingerprint)
         VALUES (%s, %s, %s, %s, %s, %s)
@@ -82,45 +99,49 @@ def create_task(
         RETURNING {TASK_COLUMNS}
         """,
         (owner_id, title, notes, due_date, idempotency_key, fingerprint),
-    ).fetchone()
+    )
     if row is not None:
         return row, True
-    existing = conn.execute(
+    existing = await _one(
+        conn,
         f"SELECT {TASK_COLUMNS}, request_fingerprint FROM tasks WHERE owner_id = %s AND idempotency_key = %s",
         (owner_id, idempotency_key),
-    ).fetchone()
+    )
     assert existing is not None
     if existing.pop("request_fingerprint") != fingerprint:
         raise ValueError("Idempotency-Key was already used with a different request body")
     return existing, False
 
 
-def get_task(conn: Conn, *, owner_id: uuid.UUID, task_id: uuid.UUID) -> Row | None:
-    return conn.execute(
-        f"SELECT {TASK_COLUMNS} FROM tasks WHERE id = %s AND owner_id = %s", (task_id, owner_id)
-    ).fetchone()
+async def get_task(conn: AsyncConn, *, owner_id: uuid.UUID, task_id: uuid.UUID) -> Row | None:
+    return await _one(conn, f"SELECT {TASK_COLUMNS} FROM tasks WHERE id = %s AND owner_id = %s", (task_id, owner_id))
 
 
-def list_tasks(
-    conn: Conn, *, owner_id: uuid.UUID, status: str | None, limit: int, offset: int
+async def list_tasks(
+    conn: AsyncConn, *, owner_id: uuid.UUID, status: str | None, limit: int, offset: int
 ) -> tuple[list[Row], int]:
+    """The page and the total, sent together in one round trip (pipeline mode)."""
     where = "owner_id = %s" + (" AND status = %s" if status else "")
     params: tuple[Any, ...] = (owner_id, status) if status else (owner_id,)
-    rows = conn.execute(
-        f"SELECT {TASK_COLUMNS} FROM tasks WHERE {where} ORDER BY created_at DESC, id LIMIT %s OFFSET %s",
-        (*params, limit, offset),
-    ).fetchall()
-    total = conn.execute(f"SELECT count(*) AS n FROM tasks WHERE {where}", params).fetchone()
+    async with conn.pipeline():
+        page = await conn.execute(
+            f"SELECT {TASK_COLUMNS} FROM tasks WHERE {where} ORDER BY created_at DESC, id LIMIT %s OFFSET %s",
+            (*params, limit, offset),
+        )
+        count = await conn.execute(f"SELECT count(*) AS n FROM tasks WHERE {where}", params)
+    rows = await page.fetchall()
+    total = await count.fetchone()
     assert total is not None
     return rows, int(total["n"])
 
 
-def update_task(
-    conn: Conn, *, owner_id: uuid.UUID, task_id: uuid.UUID, changes: dict[str, Any]
+async def update_task(
+    conn: AsyncConn, *, owner_id: uuid.UUID, task_id: uuid.UUID, changes: dict[str, Any]
 ) -> tuple[Row | None, bool]:
     """Apply a partial update; moving to `done` stamps completed_at and records the notification to send.
 
-    Returns the task and whether this update recorded its (one and only) completion notification.
+    One statement, so the task and its outbox row commit together. Returns the task and whether this update
+    recorded its (one and only) completion notification.
     """
     allowed = {"title", "notes", "status", "due_date"}
     assignments = [f"{column} = %({column})s" for column in changes if column in allowed]
@@ -135,139 +156,99 @@ def update_task(
         "owner_id": owner_id,
         "task_id": task_id,
     }
-    row = conn.execute(
-        f"UPDATE tasks SET {', '.join(assignments)}, updated_at = now() "
-        f"WHERE id = %(task_id)s AND owner_id = %(owner_id)s RETURNING {TASK_COLUMNS}",
+    row = await _one(
+        conn,
+        f"""
+        WITH updated AS (
+            UPDATE tasks SET {", ".join(assignments)}, updated_at = now()
+            WHERE id = %(task_id)s AND owner_id = %(owner_id)s RETURNING {TASK_COLUMNS}
+        ), recorded AS (
+            INSERT INTO notifications (task_id, kind)
+            SELECT id, 'task_completed' FROM updated WHERE status = 'done'
+            ON CONFLICT DO NOTHING RETURNING id
+        )
+        SELECT updated.*, EXISTS (SELECT 1 FROM recorded) AS notify FROM updated
+        """,
         params,
-    ).fetchone()
-    if row is None or row["status"] != "done":
-        return row, False
-    recorded = conn.execute(
-        "INSERT INTO notifications (task_id, kind) VALUES (%s, 'task_completed') ON CONFLICT DO NOTHING RETURNING id",
-        (task_id,),
-    ).fetchone()
-    return row, recorded is not None
+    )
+    if row is None:
+        return None, False
+    notify = bool(row.pop("notify"))
+    return row, notify
 
 
-def delete_task(conn: Conn, *, owner_id: uuid.UUID, task_id: uuid.UUID) -> list[str] | None:
+async def delete_task(conn: AsyncConn, *, owner_id: uuid.UUID, task_id: uuid.UUID) -> list[str] | None:
     """Delete the task and return its attachments' object names, or None when there is no such task."""
-    objects = [
-        r["object_name"]
-        for r in conn.execute(
-            "SELECT a.object_name FROM attachments a JOIN tasks t ON t.id = a.task_id "
-            "WHERE t.id = %s AND t.owner_id = %s",
-            (task_id, owner_id),
-        ).fetchall()
-    ]
-    deleted = conn.execute("DELETE FROM tasks WHERE id = %s AND owner_id = %s", (task_id, owner_id)).rowcount
-    return objects if deleted else None
+    row = await _one(
+        conn,
+        """
+        WITH doomed AS (
+            DELETE FROM tasks WHERE id = %(task_id)s AND owner_id = %(owner_id)s RETURNING id
+        )
+        SELECT array(
+            SELECT a.object_name FROM attachments a JOIN doomed d ON d.id = a.task_id
+        ) AS objects FROM doomed
+        """,
+        {"task_id": task_id, "owner_id": owner_id},
+    )
+    return None if row is None else list(row["objects"])
 
 
-def add_attachment(
-    conn: Conn, *, task_id: uuid.UUID, filename: str, content_type: str, size_bytes: int, object_name: str
+async def add_attachment(
+    conn: AsyncConn, *, task_id: uuid.UUID, filename: str, content_type: str, size_bytes: int, object_name: str
 ) -> Row:
-    row = conn.execute(
+    row = await _one(
+        conn,
         "INSERT INTO attachments (task_id, filename, content_type, size_bytes, object_name) "
         "VALUES (%s, %s, %s, %s, %s) RETURNING id, filename, content_type, size_bytes, created_at",
         (task_id, filename, content_type, size_bytes, object_name),
-    ).fetchone()
+    )
     assert row is not None
     return row
 
 
-def list_attachments(conn: Conn, *, task_id: uuid.UUID) -> list[Row]:
-    return conn.execute(
-        "SELECT id, filename, content_type, size_bytes, created_at FROM attachments "
-        "WHERE task_id = %s ORDER BY created_at",
-        (task_id,),
-    ).fetchall()
+async def list_attachments(conn: AsyncConn, *, owner_id: uuid.UUID, task_id: uuid.UUID) -> list[Row] | None:
+    """The task's attachments, or None when the user has no such task."""
+    rows = await _all(
+        conn,
+        "SELECT a.id, a.filename, a.content_type, a.size_bytes, a.created_at FROM tasks t "
+        "LEFT JOIN attachments a ON a.task_id = t.id WHERE t.id = %s AND t.owner_id = %s ORDER BY a.created_at",
+        (task_id, owner_id),
+    )
+    if not rows:
+        return None
+    return [r for r in rows if r["id"] is not None]
 
 
-def get_attachment(conn: Conn, *, owner_id: uuid.UUID, task_id: uuid.UUID, attachment_id: uuid.UUID) -> Row | None:
-    return conn.execute(
+async def get_attachment(
+    conn: AsyncConn, *, owner_id: uuid.UUID, task_id: uuid.UUID, attachment_id: uuid.UUID
+) -> Row | None:
+    return await _one(
+        conn,
         "SELECT a.filename, a.content_type, a.size_bytes, a.object_name FROM attachments a "
         "JOIN tasks t ON t.id = a.task_id WHERE a.id = %s AND t.id = %s AND t.owner_id = %s",
         (attachment_id, task_id, owner_id),
-    ).fetchone()
+    )
 
 
-def claim_notification(conn: Conn, *, task_id: uuid.UUID) -> Row | None:
-    """Lock the unsent notification for this task with its recipient; None when sent already (a redelivery)."""
-    return conn.execute(
-        "SELECT n.id, t.title, u.email FROM notifications n "
-        "JOIN tasks t ON t.id = n.task_id JOIN users u ON u.id = t.owner_id "
-        "WHERE n.task_id = %s AND n.kind = 'task_completed' AND n.sent_at IS NULL FOR UPDATE OF n",
-        (task_id,),
-    ).fetchone()
-
-
-def mark_notification_enqueued(conn: Conn, *, task_id: uuid.UUID) -> None:
-    conn.execute(
+async def record_notification_enqueued(conn: AsyncConn, *, task_id: uuid.UUID) -> None:
+    """Stamp the completion notification as handed to the queue (the outbox sweep skips it until its deadline)."""
+    await conn.execute(
         "UPDATE notifications SET enqueued_at = now() WHERE task_id = %s AND kind = 'task_completed'", (task_id,)
     )
 
 
-def unenqueued_notifications(conn: Conn, *, older_than_seconds: int, limit: int) -> list[uuid.UUID]:
-    """The outbox: completions whose job never reached the queue (Redis was down at the time)."""
-    rows = conn.execute(
-        "SELECT task_id FROM notifications WHERE enqueued_at IS NULL AND sent_at IS NULL "
-        "AND created_at < now() - make_interval(secs => %s) ORDER BY created_at LIMIT %s",
-        (older_than_seconds, limit),
-    ).fetchall()
-    return [r["task_id"] for r in rows]
-
-
-def mark_notification_sent(conn: Conn, *, notification_id: int) -> None:
-    conn.execute("UPDATE notifications SET sent_at = now() WHERE id = %s", (notification_id,))
-
-
-def create_report(conn: Conn, *, owner_id: uuid.UUID | None) -> Row:
-    row = conn.execute(
-        "INSERT INTO reports (owner_id) VALUES (%s) RETURNING id, status, created_at", (owner_id,)
-    ).fetchone()
+async def request_report(conn: AsyncConn, *, owner_id: uuid.UUID) -> Row:
+    """A pending report row; the worker fills it in."""
+    row = await _one(conn, "INSERT INTO reports (owner_id) VALUES (%s) RETURNING id, status, created_at", (owner_id,))
     assert row is not None
     return row
 
 
-def get_report(conn: Conn, *, report_id: uuid.UUID, owner_id: uuid.UUID | None) -> Row | None:
-    return conn.execute(
+async def get_report(conn: AsyncConn, *, report_id: uuid.UUID, owner_id: uuid.UUID | None) -> Row | None:
+    return await _one(
+        conn,
         "SELECT id, owner_id, status, object_name, row_count, created_at, finished_at FROM reports "
         "WHERE id = %s AND owner_id IS NOT DISTINCT FROM %s",
         (report_id, owner_id),
-    ).fetchone()
-
-
-def report_rows(conn: Conn, *, owner_id: uuid.UUID | None) -> list[Row]:
-    return conn.execute(
-        "SELECT t.id, u.email AS owner, t.title, t.status, t.due_date, t.created_at, t.completed_at "
-        "FROM tasks t JOIN users u ON u.id = t.owner_id "
-        "WHERE %(owner)s::uuid IS NULL OR t.owner_id = %(owner)s ORDER BY t.created_at, t.id",
-        {"owner": owner_id},
-    ).fetchall()
-
-
-def finish_report(conn: Conn, *, report_id: uuid.UUID, object_name: str, row_count: int) -> None:
-    conn.execute(
-        "UPDATE reports SET status = 'done', object_name = %s, row_count = %s, finished_at = now() WHERE id = %s",
-        (object_name, row_count, report_id),
     )
-
-
-def delete_completed_before(conn: Conn, *, cutoff: datetime, batch: int) -> tuple[int, list[str]]:
-    """Delete one batch of old completed tasks; returns how many, and their attachments' object names."""
-    rows = conn.execute(
-        """
-        WITH doomed AS (
-            SELECT id FROM tasks WHERE status = 'done' AND completed_at < %s
-            ORDER BY completed_at LIMIT %s FOR UPDATE SKIP LOCKED
-        ), objects AS (
-            SELECT a.object_name FROM attachments a JOIN doomed d ON d.id = a.task_id
-        ), gone AS (
-            DELETE FROM tasks t USING doomed d WHERE t.id = d.id RETURNING t.id
-        )
-        SELECT (SELECT count(*) FROM gone) AS deleted, array(SELECT object_name FROM objects) AS objects
-        """,
-        (cutoff, batch),
-    ).fetchone()
-    assert rows is not None
-    return int(rows["deleted"]), list(rows["objects"])

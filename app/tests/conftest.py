@@ -165,11 +165,11 @@ def bucket(app_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Bucket:
     return storage.Client(project=app_env["GOOGLE_CLOUD_PROJECT"]).bucket(app_env["STORAGE_BUCKET"])
 
 
-def blocked_on_lock(database_url: str, application_name: str) -> bool:
+def blocked_on_lock(database_url: str, application_name: str, count: int = 1) -> bool:
     """Polled from its own connection: pg_stat_activity is a snapshot inside a transaction."""
     with psycopg.connect(database_url, autocommit=True) as conn:
         row = conn.execute(
             "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s AND wait_event_type = 'Lock'",
             (application_name,),
         ).fetchone()
-    return row == (1,)
+    return row == (count,)

@@ -47,6 +47,41 @@ def test_task_lifecycle_create_read_update_complete_delete(web: Proc) -> None:
     assert httpx.get(url, headers=auth).status_code == 404
 
 
+def test_a_created_task_is_visible_to_another_client_as_soon_as_the_201_arrives(spawn: Spawn) -> None:
+    """The commit happens before the response: a client told 201 can hand the id on, and it is there."""
+    creating, reading = spawn("web"), spawn("web")
+    auth = signup_and_login(creating.url)
+    with (
+        httpx.Client(base_url=creating.url, headers=auth) as creator,
+        httpx.Client(base_url=reading.url, headers=auth) as reader,
+    ):
+        missing = []
+        for i in range(300):
+            created = creator.post("/v1/tasks", json={"title": f"t{i}"})
+            assert created.status_code == 201
+            if reader.get(f"/v1/tasks/{created.json()['id']}").status_code != 200:
+                missing.append(i)
+    assert missing == []
+
+
+def test_a_commit_that_fails_answers_an_error_never_a_2xx(
+    web: Proc, db: psycopg.Connection[tuple[object, ...]]
+) -> None:
+    # A deferred constraint trigger fails the transaction at COMMIT, after the INSERT itself succeeded.
+    db.execute(
+        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'refused'; END $$"
+    )
+    db.execute(
+        "CREATE CONSTRAINT TRIGGER refuse_at_commit AFTER INSERT ON tasks DEFERRABLE INITIALLY DEFERRED "
+        "FOR EACH ROW WHEN (NEW.title = 'refused at commit') EXECUTE FUNCTION refuse()"
+    )
+    auth = signup_and_login(web.url)
+    refused = httpx.post(f"{web.url}/v1/tasks", json={"title": "refused at commit"}, headers=auth)
+    assert refused.status_code == 500
+    assert db.execute("SELECT count(*) FROM tasks").fetchone() == (0,)
+    assert httpx.post(f"{web.url}/v1/tasks", json={"title": "kept"}, headers=auth).status_code == 201
+
+
 def test_user_sees_and_changes_only_their_own_tasks(web: Proc) -> None:
     alice, bob = signup_and_login(web.url), signup_and_login(web.url)
     task = httpx.post(f"{web.url}/v1/tasks", json={"title": "alice's"}, headers=alice).json()

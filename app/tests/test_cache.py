@@ -10,16 +10,27 @@ import backing
 from conftest import Spawn, signup_and_login
 
 
+def _cached_task(services: backing.Backing, task_id: str) -> dict[str, object] | None:
+    """The cached value is `<owner id>\n<task JSON>` (alle.api.routes.tasks.cache_value)."""
+    raw = services.redis.get(f"task:{task_id}")
+    if raw is None:
+        return None
+    owner, _, body = raw.partition(b"\n")
+    cached: dict[str, object] = {"owner": owner.decode(), **json.loads(body)}
+    return cached
+
+
 def test_task_read_is_cached_in_redis_and_invalidated_on_write(spawn: Spawn, services: backing.Backing) -> None:
     web = spawn("web")
     auth = signup_and_login(web.url)
     task = httpx.post(f"{web.url}/v1/tasks", json={"title": "cached"}, headers=auth).json()
+    me = httpx.get(f"{web.url}/v1/users/me", headers=auth).json()
     httpx.get(f"{web.url}/v1/tasks/{task['id']}", headers=auth)
-    keys = [k.decode() for k in services.redis.keys(f"task:*:{task['id']}")]
-    assert len(keys) == 1
-    assert json.loads(services.redis.get(keys[0]))["title"] == "cached"
+    cached = _cached_task(services, task["id"])
+    assert cached is not None
+    assert (cached["owner"], cached["title"]) == (me["id"], "cached")
     httpx.patch(f"{web.url}/v1/tasks/{task['id']}", json={"title": "fresh"}, headers=auth)
-    assert services.redis.keys(f"task:*:{task['id']}") == []
+    assert _cached_task(services, task["id"]) is None
     assert httpx.get(f"{web.url}/v1/tasks/{task['id']}", headers=auth).json()["title"] == "fresh"
 
 
@@ -28,9 +39,19 @@ def test_cached_read_does_not_hit_the_database(spawn: Spawn, services: backing.B
     auth = signup_and_login(web.url)
     task = httpx.post(f"{web.url}/v1/tasks", json={"title": "original"}, headers=auth).json()
     httpx.get(f"{web.url}/v1/tasks/{task['id']}", headers=auth)
-    key = services.redis.keys(f"task:*:{task['id']}")[0]
-    services.redis.set(key, json.dumps({**task, "title": "from redis"}))
+    key = f"task:{task['id']}"
+    owner, _, _ = services.redis.get(key).partition(b"\n")
+    services.redis.set(key, owner + b"\n" + json.dumps({**task, "title": "from redis"}).encode())
     assert httpx.get(f"{web.url}/v1/tasks/{task['id']}", headers=auth).json()["title"] == "from redis"
+
+
+def test_a_cached_task_is_served_only_to_its_owner(spawn: Spawn, services: backing.Backing) -> None:
+    web = spawn("web")
+    alice, bob = signup_and_login(web.url), signup_and_login(web.url)
+    task = httpx.post(f"{web.url}/v1/tasks", json={"title": "alice's"}, headers=alice).json()
+    assert httpx.get(f"{web.url}/v1/tasks/{task['id']}", headers=alice).status_code == 200
+    assert _cached_task(services, task["id"]) is not None
+    assert httpx.get(f"{web.url}/v1/tasks/{task['id']}", headers=bob).status_code == 404
 
 
 def test_api_stays_up_from_postgres_when_redis_is_down(spawn: Spawn) -> None:
@@ -73,12 +94,23 @@ def test_tls_redis_url_trusts_exactly_the_instance_ca() -> None:
     )
     import ssl
 
+    from redis.asyncio.connection import SSLConnection as AsyncSSLConnection
     from redis.connection import SSLConnection
 
-    pool = create_client(settings).connection_pool
+    from alle.cache import create_async_client
+
+    pool = create_client(settings).connection_pool  # Dramatiq's broker
     assert pool.connection_class is SSLConnection
     connection = pool.make_connection()
     assert isinstance(connection, SSLConnection)
     assert connection.ca_data == pem
     assert connection.cert_reqs == ssl.CERT_REQUIRED
     assert pool.connection_kwargs["password"] == "auth"
+    async_pool = create_async_client(settings).connection_pool  # the web process
+    assert async_pool.connection_class is AsyncSSLConnection
+    async_connection = async_pool.make_connection()  # type: ignore[no-untyped-call]
+    assert isinstance(async_connection, AsyncSSLConnection)
+    assert async_connection.ca_data == pem
+    assert async_connection.cert_reqs == ssl.CERT_REQUIRED
+    assert async_connection.ssl_context.check_hostname is False
+    assert async_pool.connection_kwargs["password"] == "auth"

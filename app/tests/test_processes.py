@@ -31,8 +31,10 @@ def test_sigterm_during_a_request_lets_it_complete_then_exits_zero(
     task = httpx.post(f"{web.url}/v1/tasks", json={"title": "slow"}, headers=auth).json()
     result: dict[str, httpx.Response] = {}
     with db.transaction():
-        # Hold the row so the PATCH is in flight inside the web process when SIGTERM arrives.
-        db.execute("SELECT id FROM tasks WHERE id = %s FOR UPDATE", (task["id"],))
+        # Hold the row so the PATCH is in flight inside the web process when SIGTERM arrives. The create was
+        # committed before its 201, so the row is there to lock (committing after the response made this flaky).
+        locked = db.execute("SELECT id FROM tasks WHERE id = %s FOR UPDATE", (task["id"],)).fetchone()
+        assert locked is not None
         request = threading.Thread(
             target=lambda: result.setdefault(
                 "r",
@@ -114,3 +116,13 @@ def test_worker_exits_zero_on_sigterm(spawn: Spawn) -> None:
     wait_for(lambda: "worker started" in worker.output(), what="worker start")
     assert worker.terminate() == 0
     assert "worker stopped" in worker.output()
+
+
+def test_web_concurrency_starts_that_many_processes_which_all_drain_on_sigterm(spawn: Spawn) -> None:
+    web = spawn("web", {"WEB_CONCURRENCY": "2"}, wait_ready=False)
+    # Each process imports and builds the app on its own: allow a busy machine the time for two.
+    wait_for(lambda: web.output().count('"web started"') == 2, what="two web processes to start", proc=web, timeout=90)
+    auth = signup_and_login(web.url)
+    assert httpx.post(f"{web.url}/v1/tasks", json={"title": "served"}, headers=auth).status_code == 201
+    assert web.terminate() == 0
+    assert web.output().count("web stopped; pools closed") == 2

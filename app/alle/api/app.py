@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import anyio
 import psycopg
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -12,35 +13,50 @@ from fastapi.responses import JSONResponse
 from alle.api import client
 from alle.api.access_log import AccessLogMiddleware
 from alle.api.deps import Services
+from alle.api.limits import InFlightLimit
 from alle.api.routes import auth, health, reports, tasks
-from alle.cache import Cache, create_client
-from alle.config import Settings
-from alle.db import create_pool
+from alle.cache import Cache, create_async_client
+from alle.config import Settings, get_settings
+from alle.db import create_async_pool
 from alle.jobs import create_queue
-from alle.logs import get_logger
-from alle.storage import Storage
+from alle.logs import configure, get_logger
+from alle.security import TokenDigester
+from alle.storage import AsyncStorage, Storage
 
 log = get_logger(__name__)
+
+#: Threads for blocking calls: bucket transfers, and password hashing with Dramatiq sends. Argon2 is CPU-bound,
+#: so more threads than cores only queue; transfers mostly wait on the network.
+STORAGE_THREADS = 16
+BLOCKING_THREADS = 4
 
 
 def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        pool = create_pool(settings, name="web")
-        pool.open(wait=False)
-        redis_client = create_client(settings)
+        pool = create_async_pool(settings)
+        await pool.open(wait=False)
+        redis_client = create_async_client(settings)
         queue = create_queue(settings)
         app.state.services = Services(
             settings=settings,
             pool=pool,
             cache=Cache(redis_client, settings.CACHE_TTL_SECONDS),
-            storage=Storage(settings),
+            storage=AsyncStorage(Storage(settings), limit=STORAGE_THREADS),
             queue=queue,
+            digest=TokenDigester(settings.SECRET_KEY),
+            blocking=anyio.CapacityLimiter(BLOCKING_THREADS),
         )
-        log.info("web started", release=settings.RELEASE, app_env=settings.APP_ENV.value)
+        log.info(
+            "web started",
+            release=settings.RELEASE,
+            app_env=settings.APP_ENV.value,
+            pool_size=settings.DATABASE_POOL_SIZE,
+            max_requests_in_flight=settings.MAX_REQUESTS_IN_FLIGHT,
+        )
         yield
-        pool.close()
-        redis_client.close()
+        await pool.close()
+        await redis_client.aclose()
         queue.broker.close()
         log.info("web stopped; pools closed")
 
@@ -50,14 +66,26 @@ def create_app(settings: Settings) -> FastAPI:
         description="Tasks for people who finish them.",
         lifespan=lifespan,
     )
+    # The middleware added last runs first: an overload 503 costs no access-log line (the limiter counts them).
     app.add_middleware(AccessLogMiddleware, project=settings.GOOGLE_CLOUD_PROJECT)
+    app.add_middleware(InFlightLimit, limit=settings.MAX_REQUESTS_IN_FLIGHT)
     for module in (health, auth, tasks, reports):
         app.include_router(module.router)
     client.install(app, settings)
 
     @app.exception_handler(psycopg.OperationalError)
     async def database_unavailable(request: Request, error: psycopg.OperationalError) -> JSONResponse:
+        """Also the pool's PoolTimeout: no connection came free in time."""
         log.error("database unavailable", path=request.url.path, error=str(error))
-        return JSONResponse({"detail": "The database is unavailable; retry shortly."}, status_code=503)
+        return JSONResponse(
+            {"detail": "The database is unavailable; retry shortly."}, status_code=503, headers={"Retry-After": "1"}
+        )
 
     return app
+
+
+def create_web_app() -> FastAPI:
+    """Factory for uvicorn's worker processes (WEB_CONCURRENCY > 1): each configures its own logging."""
+    settings = get_settings()
+    configure(settings.LOG_LEVEL.value)
+    return create_app(settings)

@@ -13,16 +13,16 @@ log = get_logger(__name__)
 
 
 @router.get("/healthz")
-def healthz() -> dict[str, str]:
+async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
 @router.get("/readyz")
-def readyz(services: ServicesDep) -> JSONResponse:
-    checks = {"database": False, "redis": services.cache.ping()}
+async def readyz(services: ServicesDep) -> JSONResponse:
+    checks = {"database": False, "redis": await services.cache.ping()}
     try:
-        with services.pool.connection(timeout=2) as conn:
-            conn.execute("SELECT 1")
+        async with services.pool.connection(timeout=2) as conn:
+            await conn.execute("SELECT 1")
         checks["database"] = True
     except Exception as error:  # noqa: BLE001 - any failure means not ready
         log.warning("readiness: database unreachable", error=str(error))

@@ -1,0 +1,131 @@
+"""Capacity: a request holds a database connection only while it uses one, and overload gets a fast 503.
+
+The web process is started with a tiny pool or in-flight bound, and requests are parked inside it on a row
+lock the test holds, so every property is shown by ordering: what must answer does so while the lock is
+still held, and nothing here depends on timing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import httpx
+import psycopg
+from google.cloud.storage import Bucket
+
+from conftest import Proc, Spawn, blocked_on_lock, signup_and_login, wait_for
+
+
+@contextlib.contextmanager
+def parked(
+    db: psycopg.Connection[tuple[object, ...]], web: Proc, auth: dict[str, str], task_id: str, count: int
+) -> Iterator[list[Future[httpx.Response]]]:
+    """`count` PATCHes in flight inside `web`, each holding a pooled connection while it waits for a row lock.
+
+    On exit the lock is released and the PATCHes complete; their responses are the futures' results.
+    """
+    database_url = db.info.dsn
+    with ThreadPoolExecutor(max_workers=count) as pool, db.transaction():
+        locked = db.execute("SELECT id FROM tasks WHERE id = %s FOR UPDATE", (task_id,)).fetchone()
+        assert locked is not None, "the task must be committed before the test can lock it"
+        futures = [
+            pool.submit(
+                httpx.patch, f"{web.url}/v1/tasks/{task_id}", json={"notes": "parked"}, headers=auth, timeout=30
+            )
+            for _ in range(count)
+        ]
+        wait_for(lambda: blocked_on_lock(database_url, "alle-web", count), what=f"{count} requests to wait on the lock")
+        yield futures
+
+
+def _task(web: Proc, auth: dict[str, str], title: str = "t") -> dict[str, str]:
+    created = httpx.post(f"{web.url}/v1/tasks", json={"title": title}, headers=auth)
+    assert created.status_code == 201, created.text
+    task: dict[str, str] = created.json()
+    return task
+
+
+def test_requests_beyond_the_in_flight_bound_get_503_with_retry_after_and_probes_still_answer(
+    spawn: Spawn, db: psycopg.Connection[tuple[object, ...]]
+) -> None:
+    web = spawn("web", {"MAX_REQUESTS_IN_FLIGHT": "2"})
+    auth = signup_and_login(web.url)
+    task = _task(web, auth)
+    with parked(db, web, auth, task["id"], 2) as requests:
+        # Answered while both slots are still taken: the refusal did not wait for one to come free.
+        refused = httpx.get(f"{web.url}/v1/tasks", headers=auth)
+        assert refused.status_code == 503
+        assert refused.headers["Retry-After"] == "1"
+        assert "at capacity" in refused.json()["detail"]
+        assert httpx.get(f"{web.url}/healthz").status_code == 200
+        assert httpx.get(f"{web.url}/readyz").status_code == 200
+    assert [r.result().status_code for r in requests] == [200, 200]
+    assert httpx.get(f"{web.url}/v1/tasks", headers=auth).status_code == 200
+
+
+def test_cached_reads_and_sessions_found_in_redis_take_no_database_connection(
+    spawn: Spawn, db: psycopg.Connection[tuple[object, ...]]
+) -> None:
+    web = spawn("web", {"DATABASE_POOL_SIZE": "1"})
+    auth = signup_and_login(web.url)
+    task = _task(web, auth, "cached")
+    url = f"{web.url}/v1/tasks/{task['id']}"
+    assert httpx.get(url, headers=auth).status_code == 200  # now in Redis
+    with parked(db, web, auth, task["id"], 1) as requests:
+        cached = httpx.get(url, headers=auth)
+        assert cached.status_code == 200
+        assert cached.json()["title"] == "cached"
+        # The pool really is exhausted: a read that needs PostgreSQL gets the pool's 503.
+        exhausted = httpx.get(f"{web.url}/v1/tasks", headers=auth)
+        assert exhausted.status_code == 503
+        assert exhausted.headers["Retry-After"] == "1"
+    assert requests[0].result().status_code == 200
+
+
+def test_downloads_hold_no_database_connection_while_their_bytes_stream(spawn: Spawn) -> None:
+    uploader, web = spawn("web"), spawn("web", {"DATABASE_POOL_SIZE": "1"})
+    auth = signup_and_login(web.url)
+    task = _task(web, auth)
+    payload = b"0123456789abcdef" * (10 * 1024 * 1024 // 16)  # 10 MiB: far more than socket buffers hold
+    uploaded = httpx.post(
+        f"{uploader.url}/v1/tasks/{task['id']}/attachments",
+        params={"filename": "big.bin"},
+        content=payload,
+        headers=auth,
+        timeout=60,
+    )
+    assert uploaded.status_code == 201, uploaded.text
+    download = f"{web.url}/v1/tasks/{task['id']}/attachments/{uploaded.json()['id']}"
+    with contextlib.ExitStack() as stack:
+        # Clients that open a download and do not read it: their handlers have returned (the status line is
+        # here) while most of the body is still to be sent.
+        slow = [stack.enter_context(httpx.stream("GET", download, headers=auth, timeout=60)) for _ in range(3)]
+        assert [r.status_code for r in slow] == [200, 200, 200]
+        listed = httpx.get(f"{web.url}/v1/tasks", headers=auth)
+        assert listed.status_code == 200
+        assert listed.json()["total"] == 1
+        assert httpx.get(f"{web.url}/readyz").status_code == 200
+        assert slow[0].read() == payload
+
+
+def test_concurrent_uploads_each_need_only_one_connection_at_a_time(spawn: Spawn, bucket: Bucket) -> None:
+    web = spawn("web", {"DATABASE_POOL_SIZE": "1"})
+    auth = signup_and_login(web.url)
+    task = _task(web, auth)
+    payload = b"x" * (2 * 1024 * 1024)
+
+    def upload(i: int) -> httpx.Response:
+        return httpx.post(
+            f"{web.url}/v1/tasks/{task['id']}/attachments",
+            params={"filename": f"f{i}.bin"},
+            content=payload,
+            headers=auth,
+            timeout=60,
+        )
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        responses = list(pool.map(upload, range(4)))
+    assert [r.status_code for r in responses] == [201] * 4, [r.text for r in responses]
+    assert len(list(bucket.list_blobs(prefix=f"attachments/{task['id']}/"))) == 4

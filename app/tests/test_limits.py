@@ -1,0 +1,78 @@
+"""The in-flight bound on its own, driven with plain ASGI calls: which request gets a slot, and when."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from starlette.types import Message, Receive, Scope, Send
+
+from alle.api import limits
+from alle.api.limits import InFlightLimit
+
+
+class Parked:
+    """An ASGI app whose requests wait until the test lets them finish."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.entered = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self.entered += 1
+        await self.release.wait()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+
+async def _request(app: InFlightLimit, path: str = "/v1/tasks") -> int:
+    sent: list[Message] = []
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b""}
+
+    await app({"type": "http", "path": path}, receive, send)
+    status: int = sent[0]["status"]
+    return status
+
+
+def test_a_request_over_the_bound_gets_the_next_free_slot_while_it_waits(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(limits, "QUEUE_SECONDS", 60)
+
+    async def scenario() -> list[int]:
+        inner = Parked()
+        app = InFlightLimit(inner, limit=1)
+        first = asyncio.create_task(_request(app))
+        second = asyncio.create_task(_request(app))
+        while not (inner.entered == 1 and len(app._waiters) == 1):
+            await asyncio.sleep(0)
+        inner.release.set()
+        statuses = [await first, await second]
+        assert (app.in_flight, len(app._waiters)) == (0, 0)
+        return statuses
+
+    assert asyncio.run(scenario()) == [200, 200]
+
+
+def test_a_request_over_the_bound_gets_503_with_retry_after_and_probes_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(limits, "QUEUE_SECONDS", 0)
+
+    async def scenario() -> tuple[int, int, int]:
+        inner = Parked()
+        app = InFlightLimit(inner, limit=1)
+        first = asyncio.create_task(_request(app))
+        while inner.entered == 0:
+            await asyncio.sleep(0)
+        refused = await _request(app)
+        probe = asyncio.create_task(_request(app, "/healthz"))
+        while inner.entered < 2:
+            await asyncio.sleep(0)
+        inner.release.set()
+        return await first, refused, await probe
+
+    assert asyncio.run(scenario()) == (200, 503, 200)
+    headers: list[tuple[bytes, bytes]] = InFlightLimit(Parked(), limit=1)._start["headers"]
+    assert (b"retry-after", b"1") in headers
