@@ -114,6 +114,17 @@ class Child:
         console.say(f"{self.name} stopped ({self.status()})")
 
 
+def port_free(port: int) -> bool:
+    """Whether web could bind the port, asked the way uvicorn binds it (all addresses, SO_REUSEADDR)."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("0.0.0.0", port))  # noqa: S104 - the address web binds
+        except OSError:
+            return False
+    return True
+
+
 def listening(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.5):
@@ -160,6 +171,11 @@ class Supervisor:
         self.events.put(Signalled(signum))  # SimpleQueue.put is safe to call from a signal handler
 
     def run(self) -> int:
+        if not port_free(self.port):
+            self.console.say(
+                f"port {self.port} is in use; stop what holds it, or choose another: PORT=8081 bin/run-local"
+            )
+            return 1
         self.services = backing.start(self.args.data_dir, persistent=True)
         env = self.services.release_env(
             "development", os.environ.get("RELEASE", "local"), PORT=str(self.port), PYTHONUNBUFFERED="1"
