@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 import backing
+from procfs import alive, processes_with_cwd_under
 
 RUN = Path(__file__).resolve().parent.parent / "dev" / "run.py"
 #: Starting PostgreSQL, migrating and starting web can take a while on a loaded 2-core machine.
@@ -75,29 +76,6 @@ class RunLocal:
     def index(self, pattern: str) -> int:
         regex = re.compile(pattern)
         return next(i for i, line in enumerate(self.lines) if regex.search(line))
-
-
-def processes_with_cwd_under(path: Path) -> list[int]:
-    """PostgreSQL and Redis run with their data directory as working directory; this finds them."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                cwd = (proc / "cwd").readlink()
-            except OSError:
-                continue  # exited meanwhile, or a zombie
-            if cwd.is_relative_to(path):
-                found.append(int(proc.name))
-    return found
-
-
-def alive(pid: int) -> bool:
-    """Running, as opposed to gone or a zombie waiting for a parent to reap it."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 @pytest.fixture
