@@ -7,6 +7,7 @@ on PATH needed: `venv/bin/python bench/NAME.py`.
 
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 import subprocess
@@ -25,6 +26,15 @@ import backing  # noqa: E402
 
 class BenchError(Exception):
     """Something the benchmark needs went wrong; the message says what, in one sentence."""
+
+
+def arguments(doc: str | None, *, default_runs: int, runs_help: str) -> argparse.Namespace:
+    """Every benchmark takes the number of runs, and says what it measures under --help."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "runs", type=int, nargs="?", default=default_runs, help=f"{runs_help} (default: {default_runs})"
+    )
+    return parser.parse_args()
 
 
 def free_port() -> int:

@@ -1,6 +1,6 @@
 """How long `alle-ops plan` takes, per stack and for the diff. Prints figures; asserts nothing.
 
-Run: venv/bin/python bench/plan.py [runs]
+Run: venv/bin/python bench/plan.py [RUNS]
 """
 
 from __future__ import annotations
@@ -34,4 +34,5 @@ def main(runs: int) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(harness.run(lambda: main(int(sys.argv[1]) if len(sys.argv) > 1 else 3)))
+    runs = harness.arguments(__doc__, default_runs=3, runs_help="how many times to run each plan").runs
+    sys.exit(harness.run(lambda: main(runs)))

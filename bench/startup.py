@@ -1,6 +1,6 @@
 """How long `alle web` takes from exec to answering /healthz and /readyz, on embedded backing services.
 
-Prints figures; asserts nothing. Run: venv/bin/python bench/startup.py [runs]
+Prints figures; asserts nothing. Run: venv/bin/python bench/startup.py [RUNS]
 """
 
 from __future__ import annotations
@@ -52,4 +52,5 @@ def main(runs: int) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(harness.run(lambda: main(int(sys.argv[1]) if len(sys.argv) > 1 else 5)))
+    runs = harness.arguments(__doc__, default_runs=5, runs_help="how many times to start and stop alle web").runs
+    sys.exit(harness.run(lambda: main(runs)))
