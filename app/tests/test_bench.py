@@ -6,7 +6,11 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from conftest import wait_for
 from procfs import alive, children, command_line, processes_with_cwd_under
@@ -14,7 +18,15 @@ from procfs import alive, children, command_line, processes_with_cwd_under
 ROOT = Path(__file__).resolve().parent.parent.parent
 
 
-def test_startup_bench_interrupted_mid_run_stops_web_and_the_backing_services(tmp_path: Path) -> None:
+@pytest.fixture
+def short_tmp() -> Iterator[Path]:
+    """The benchmark's TMPDIR: PostgreSQL's socket path must stay under the 107 bytes AF_UNIX allows."""
+    with tempfile.TemporaryDirectory(prefix="alle-") as path:
+        yield Path(path)
+
+
+def test_startup_bench_interrupted_mid_run_stops_web_and_the_backing_services(short_tmp: Path) -> None:
+    tmp_path = short_tmp
     bench = subprocess.Popen(
         [sys.executable, "bench/startup.py", "50"],
         cwd=ROOT,
