@@ -97,7 +97,7 @@ def listening(port: int) -> bool:
         return False
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_stop_signal_to_its_pid_stops_web_worker_then_backing_services_and_exits_zero(
     run_local: RunLocal, signum: signal.Signals
 ) -> None:
