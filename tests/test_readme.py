@@ -27,6 +27,8 @@ NOT_RUN = {
     "gcloud": "needs Google Cloud credentials; ops/bootstrap.sh --dry-run prints the same commands and is run",
     "bin/run-local": "serves until stopped; app/tests/test_run_local.py runs the app/dev/run.py it execs",
     "rm": "deletes local data (.local/); nothing to check offline",
+    "bin/lock": "resolves the locks against PyPI; what it writes is the committed lock files",
+    "bin/setup": "installs from PyPI into venv/; bin/test's first phase runs it",
 }
 
 
