@@ -1,6 +1,6 @@
 """How long `alle-ops plan` takes, per stack and for the diff. Prints figures; asserts nothing.
 
-Run: venv/bin/python bench/plan.py [runs]
+Run: venv/bin/python bench/plan.py [RUNS]
 """
 
 from __future__ import annotations
@@ -9,14 +9,17 @@ import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+import harness
 
 
 def timed(args: list[str]) -> float:
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "ops", *args], cwd=ROOT, check=True, capture_output=True)
+    command = [sys.executable, "-m", "ops", *args]
+    with harness.process(command, cwd=harness.ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as proc:
+        _, err = proc.communicate()
+    if proc.returncode != 0:
+        raise harness.BenchError(f"alle-ops {' '.join(args)} failed with status {proc.returncode}: {err.decode()}")
     return time.perf_counter() - started
 
 
@@ -31,4 +34,5 @@ def main(runs: int) -> None:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 3)
+    runs = harness.arguments(__doc__, default_runs=3, runs_help="how many times to run each plan").runs
+    sys.exit(harness.run(lambda: main(runs)))

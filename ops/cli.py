@@ -54,7 +54,7 @@ def _job(args: argparse.Namespace, stacks: Stacks) -> int:
     if not args.command:
         raise OpsError("name the job to run, e.g. `alle-ops job run migrate --stack staging`")
     ref = jobs.resolve(outputs, args.command)
-    execution = jobs.run_and_wait(ref, args.extra or None)
+    execution = jobs.run_and_wait(ref, args.extra or None, timeout=args.timeout)
     ok, summary = jobs.outcome(execution)
     print(f"{summary}\nlogs: {jobs.logs_url(execution.name)}")
     return 0 if ok else 1
@@ -109,7 +109,7 @@ def _smoke(args: argparse.Namespace, stacks: Stacks) -> int:
     url = args.url or outputs.get(key)
     if not url:
         raise OpsError(f"give --url, or --stack whose outputs carry {key}")
-    for line in smoke(url, release=outputs.get("release")):
+    for line in smoke(url, release=outputs.get("release"), wait_seconds=args.timeout):
         print(f"ok: {line}")
     return 0
 
@@ -126,26 +126,44 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="alle-ops", description=__doc__)
     sub = p.add_subparsers(dest="verb", required=True)
     pr = sub.add_parser("promote", help="pin the digest and release id the source stack runs into the target stack")
-    pr.add_argument("--from", dest="source", default="staging")
-    pr.add_argument("--to", dest="target", default="production")
+    pr.add_argument(
+        "--from", dest="source", default="staging", metavar="STACK", help="stack to read (default: staging)"
+    )
+    pr.add_argument(
+        "--to", dest="target", default="production", metavar="STACK", help="stack to pin (default: production)"
+    )
     pr.set_defaults(run=_promote)
     pn = sub.add_parser("pin", help="pin a stack to an explicit digest (rollback)")
-    pn.add_argument("stack")
+    pn.add_argument("stack", help="stack to pin, e.g. production")
     pn.add_argument("image", help="REGISTRY/PATH@sha256:<64 hex>")
     pn.add_argument("--release", required=True, help="the release id that image was built from")
     pn.set_defaults(run=_pin)
     st = sub.add_parser("status", help="which release each stack runs")
-    st.add_argument("stacks", nargs="*", default=["staging", "production"])
+    st.add_argument("stacks", nargs="*", default=["staging", "production"], help="default: staging production")
     st.set_defaults(run=_status)
-    jb = sub.add_parser("job", help="list or run a stack's Cloud Run jobs")
-    jb.add_argument("action", choices=["list", "run"])
+    jb = sub.add_parser(
+        "job",
+        help="list or run a stack's Cloud Run jobs",
+        usage="%(prog)s {list,run} [COMMAND] --stack STACK [--timeout SECONDS] [-- ARG ...]",
+        epilog="Arguments after -- replace the job's container arguments for this one execution, e.g.\n"
+        "  alle-ops job run generate-report --stack production -- dead-jobs list",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    jb.add_argument("action", choices=["list", "run"], help="list the stack's jobs, or run one and wait for it")
     jb.add_argument("command", nargs="?", help="migrate, cleanup-old-tasks, generate-report or prune-sessions")
-    jb.add_argument("--stack", required=True)
+    jb.add_argument("--stack", required=True, help="stack whose outputs name the jobs, e.g. staging")
+    jb.add_argument(
+        "--timeout",
+        type=float,
+        default=3600,
+        metavar="SECONDS",
+        help="stop waiting after this long; the execution goes on (default: 3600)",
+    )
     jb.set_defaults(run=_job)
     pl = sub.add_parser("plan", help="what a stack declares, offline; or --diff A B")
-    pl.add_argument("--stack", default="staging")
-    pl.add_argument("--diff", nargs=2, metavar=("A", "B"))
-    pl.add_argument("--markdown", action="store_true")
+    pl.add_argument("--stack", default="staging", help="stack to show (default: staging)")
+    pl.add_argument("--diff", nargs=2, metavar=("A", "B"), help="show only what differs between stacks A and B")
+    pl.add_argument("--markdown", action="store_true", help="Markdown for a pull-request comment")
     pl.add_argument(
         "--set",
         action="append",
@@ -156,18 +174,27 @@ def parser() -> argparse.ArgumentParser:
     )
     pl.set_defaults(run=_plan)
     sm = sub.add_parser("smoke", help="check a deployed release: /readyz, its release id, a task round trip")
-    sm.add_argument("--stack")
-    sm.add_argument("--url")
+    sm.add_argument("--stack", help="stack whose outputs give web_url and the expected release")
+    sm.add_argument("--url", help="base URL to check instead of the stack's web_url")
     sm.add_argument("--candidate", action="store_true", help="at this release's own URL (its traffic tag)")
+    sm.add_argument(
+        "--timeout",
+        type=float,
+        default=120,
+        metavar="SECONDS",
+        help="how long to wait for /readyz to answer 200 (default: 120)",
+    )
     sm.set_defaults(run=_smoke)
     rl = sub.add_parser("release", help="begin a release: 0%% of web traffic, the serving release keeps the rest")
-    rl.add_argument("action", choices=["begin"])
-    rl.add_argument("--stack", required=True)
+    rl.add_argument(
+        "action", choices=["begin"], help="begin: set this release at 0%% of web traffic; pulumi up then deploys it"
+    )
+    rl.add_argument("--stack", required=True, help="stack to release to, e.g. staging")
     rl.add_argument("--release", required=True, help="the release id (the commit SHA in CI)")
     rl.set_defaults(run=_release)
     tr = sub.add_parser("traffic", help="move web traffic to this release, or roll it back to the previous one")
-    tr.add_argument("action", choices=["shift", "rollback"])
-    tr.add_argument("--stack", required=True)
+    tr.add_argument("action", choices=["shift", "rollback"], help="shift to --to percent, or roll back to the previous")
+    tr.add_argument("--stack", required=True, help="stack whose web traffic moves, e.g. production")
     tr.add_argument("--to", type=int, help="percent of traffic this release takes (shift)")
     tr.set_defaults(run=_traffic)
     return p

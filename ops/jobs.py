@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import sys
+import time
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -79,16 +83,48 @@ def run_request(ref: JobRef, args: list[str] | None = None) -> Any:
     return run_v2.RunJobRequest(name=ref.resource, overrides=overrides)
 
 
+class OperationLike(Protocol):
+    def done(self) -> bool: ...
+
+
+def _progress(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def wait_done(
+    operation: OperationLike,
+    execution: str,
+    timeout: float,
+    poll_seconds: float = 10,
+    say: Callable[[str], None] = _progress,
+) -> None:
+    """Poll until the execution finishes, saying how long it has been; past `timeout`, stop waiting (not the job)."""
+    name = execution.rsplit("/", 1)[-1]
+    started = time.monotonic()
+    while not operation.done():
+        elapsed = time.monotonic() - started
+        if elapsed >= timeout:
+            raise OpsError(
+                f"{name} is still running after {elapsed:.0f} s and goes on in Cloud Run "
+                f"(logs: {logs_url(execution)}); allow longer with --timeout."
+            )
+        say(f"  waiting for {name} to finish: {elapsed:.0f} s of {timeout:.0f} s")
+        time.sleep(min(poll_seconds, timeout - elapsed))
+
+
 def run_and_wait(ref: JobRef, args: list[str] | None = None, timeout: float = 3600) -> ExecutionLike:
     """Start an execution and wait for it. The only function here that talks to Google Cloud."""
+    # google-api-core announces on import when Google stops supporting this Python; not for an operator.
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"google\.api_core\._python_version_support")
     from google.api_core.exceptions import GoogleAPICallError
     from google.cloud import run_v2
 
     client = run_v2.JobsClient()
     operation = client.run_job(request=run_request(ref, args))
     print(f"started {operation.metadata.name}\nlogs: {logs_url(operation.metadata.name)}", flush=True)
+    wait_done(operation, operation.metadata.name, timeout)
     try:
-        execution: ExecutionLike = operation.result(timeout=timeout)  # type: ignore[no-untyped-call]
+        execution: ExecutionLike = operation.result()  # type: ignore[no-untyped-call]
     except GoogleAPICallError:
         execution = run_v2.ExecutionsClient().get_execution(name=operation.metadata.name)
     return execution

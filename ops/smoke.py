@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from ops.errors import OpsError
@@ -17,17 +19,56 @@ class SmokeError(OpsError):
     pass
 
 
-def _call(url: str, method: str = "GET", body: Any = None, token: str | None = None) -> tuple[int, Any]:
+def _call(
+    url: str, method: str = "GET", body: Any = None, token: str | None = None, timeout: float = 15
+) -> tuple[int, Any]:
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(url, data=data, method=method)  # noqa: S310 - https URL from stack outputs
     request.add_header("Content-Type", "application/json")
     if token:
         request.add_header("Authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(request, timeout=15) as response:  # noqa: S310
-            return response.status, json.loads(response.read() or b"null")
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+            return response.status, _body(response.read())
     except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read() or b"null")
+        return error.code, _body(error.read())
+
+
+def _body(raw: bytes) -> Any:
+    """JSON as the app answers; a proxy's error page comes back as its first line of text."""
+    try:
+        return json.loads(raw or b"null")
+    except ValueError:
+        return raw.decode(errors="replace").strip().split("\n", 1)[0][:200]
+
+
+def _progress(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def wait_ready(
+    base: str, wait_seconds: float, poll_seconds: float = 3, say: Callable[[str], None] = _progress
+) -> dict[str, Any]:
+    """Poll /readyz until it answers 200, saying after each miss what was seen and how long it has been."""
+    url = f"{base}/readyz"
+    say(f"waiting up to {wait_seconds:.0f} s for {url} to answer 200")
+    started = time.monotonic()
+    while True:
+        remaining = wait_seconds - (time.monotonic() - started)
+        try:
+            status, ready = _call(url, timeout=max(1.0, min(15.0, remaining)))
+        except (urllib.error.URLError, TimeoutError, OSError) as error:
+            status, ready = 0, str(getattr(error, "reason", error))
+        if status == 200:
+            return dict(ready)
+        elapsed = time.monotonic() - started
+        if elapsed >= wait_seconds:
+            seen = f"answered {status}: {ready}" if status else f"did not answer ({ready})"
+            raise SmokeError(
+                f"{url} {seen} after {elapsed:.0f} s of waiting; check the service's logs, or allow longer: --timeout"
+            )
+        say(f"  {url}: {status or 'no answer'} ({ready}); {elapsed:.0f} s of {wait_seconds:.0f} s")
+        time.sleep(min(poll_seconds, max(0.0, wait_seconds - elapsed)))
 
 
 def _check_client(base: str) -> str:
@@ -54,17 +95,7 @@ def _check_client(base: str) -> str:
 def smoke(base_url: str, release: str | None = None, wait_seconds: float = 120) -> list[str]:
     """Raise SmokeError with what failed; return what was checked."""
     base = base_url.rstrip("/")
-    deadline = time.monotonic() + wait_seconds
-    while True:
-        try:
-            status, ready = _call(f"{base}/readyz")
-        except (urllib.error.URLError, TimeoutError) as error:
-            status, ready = 0, str(error)
-        if status == 200 or time.monotonic() > deadline:
-            break
-        time.sleep(3)
-    if status != 200:
-        raise SmokeError(f"{base}/readyz answered {status}: {ready}")
+    ready = wait_ready(base, wait_seconds)
     checked = [f"/readyz 200 (release {ready.get('release')})"]
     if release and ready.get("release") != release:
         raise SmokeError(f"{base} runs release {ready.get('release')!r}, expected {release!r}")

@@ -246,7 +246,7 @@ def test_traffic_shift_refuses_a_share_outside_0_to_100(percent: str) -> None:
 def test_smoke_candidate_calls_the_releases_own_url(monkeypatch: pytest.MonkeyPatch) -> None:
     called: list[tuple[str, str | None]] = []
 
-    def fake_smoke(url: str, release: str | None = None) -> list[str]:
+    def fake_smoke(url: str, release: str | None = None, wait_seconds: float = 120) -> list[str]:
         called.append((url, release))
         return ["checked"]
 

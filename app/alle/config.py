@@ -10,7 +10,7 @@ from enum import StrEnum
 from functools import lru_cache
 from typing import Annotated
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 #: The env names every process receives, in every stack. The Pulumi program sets exactly these.
@@ -48,12 +48,17 @@ class LogLevel(StrEnum):
     ERROR = "ERROR"
 
 
+def _level_in_any_case(value: object) -> object:
+    """`info` and `INFO` alike, as .env files and other tools write them."""
+    return value.upper() if isinstance(value, str) else value
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(case_sensitive=True, extra="ignore")
 
     APP_ENV: AppEnv
     RELEASE: Annotated[str, Field(min_length=1, max_length=63)]
-    LOG_LEVEL: LogLevel = LogLevel.INFO
+    LOG_LEVEL: Annotated[LogLevel, BeforeValidator(_level_in_any_case)] = LogLevel.INFO
     PORT: Annotated[int, Field(ge=1, le=65535)] = 8080
     DATABASE_URL: str
     REDIS_URL: str

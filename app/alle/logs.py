@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import warnings
 from contextvars import ContextVar
 from typing import Any
 
@@ -88,6 +89,7 @@ def configure(level: str) -> None:
         logging.getLogger(name).propagate = True
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     logging.captureWarnings(True)  # library warnings become JSON lines too, not stray stderr text
+    quiet_known_warnings()
     # Access logs are written by our middleware with httpRequest; uvicorn's own would duplicate them.
     logging.getLogger("uvicorn.access").disabled = True
     structlog.configure(
@@ -96,6 +98,15 @@ def configure(level: str) -> None:
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,
     )
+
+
+def quiet_known_warnings() -> None:
+    """Silence notices nothing here can act on, each by its exact module and category, so every other stays loud.
+
+    google-api-core announces on import, in every process, the date Google stops supporting this Python
+    version; moving to a newer Python is the image's decision, not something each log line should repeat.
+    """
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"google\.api_core\._python_version_support")
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:

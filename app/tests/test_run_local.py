@@ -1,0 +1,148 @@
+"""`bin/run-local` supervises what it starts: a stop signal to its PID alone, or a crashed child, stops it all."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import backing
+from procfs import alive, processes_with_cwd_under
+
+RUN = Path(__file__).resolve().parent.parent / "dev" / "run.py"
+#: Starting PostgreSQL, migrating and starting web can take a while on a loaded 2-core machine.
+START_TIMEOUT = 180
+
+
+class RunLocal:
+    """`app/dev/run.py` (what bin/run-local execs) in its own session, its output collected line by line."""
+
+    def __init__(self, data_dir: Path, port: int) -> None:
+        self.data_dir = data_dir
+        self.port = port
+        self.lines: list[str] = []
+        self._changed = threading.Condition()
+        self.popen = subprocess.Popen(
+            [sys.executable, str(RUN), "--data-dir", str(data_dir)],
+            env={**os.environ, "PORT": str(port), "SHUTDOWN_GRACE_SECONDS": "3"},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,  # no terminal, no process group: signals reach only what the test sends them to
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.popen.stdout is not None
+        for line in self.popen.stdout:
+            with self._changed:
+                self.lines.append(line.rstrip("\n"))
+                self._changed.notify_all()
+        with self._changed:
+            self.lines.append("<EOF>")
+            self._changed.notify_all()
+
+    def wait_line(self, pattern: str) -> re.Match[str]:
+        """The first line matching `pattern`; fails if the output ends or stalls without one."""
+        regex = re.compile(pattern)
+        with self._changed:
+            for _ in range(10_000):
+                for line in self.lines:
+                    if match := regex.search(line):
+                        return match
+                if self.lines and self.lines[-1] == "<EOF>":
+                    break
+                if not self._changed.wait(START_TIMEOUT):
+                    break
+        raise AssertionError(f"no line matching {pattern!r} in:\n" + "\n".join(self.lines))
+
+    def pid(self, name: str) -> int:
+        return int(self.wait_line(rf"^run-local \| {name} started: .* \(pid (\d+)\)$").group(1))
+
+    def finish(self) -> int:
+        code = self.popen.wait(120)
+        self._reader.join()
+        return code
+
+    def index(self, pattern: str) -> int:
+        regex = re.compile(pattern)
+        return next(i for i, line in enumerate(self.lines) if regex.search(line))
+
+
+@pytest.fixture
+def run_local(tmp_path: Path) -> Iterator[RunLocal]:
+    started = RunLocal(tmp_path / "local", backing.free_port())
+    yield started
+    if started.popen.poll() is None:
+        started.popen.kill()
+        started.popen.wait()
+    for pid in processes_with_cwd_under(started.data_dir):
+        os.kill(pid, signal.SIGKILL)
+
+
+def listening(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_stop_signal_to_its_pid_stops_web_worker_then_backing_services_and_exits_zero(
+    run_local: RunLocal, signum: signal.Signals
+) -> None:
+    web, worker = run_local.pid("web"), run_local.pid("worker")
+    run_local.wait_line(r"Alle is running: http://127\.0\.0\.1:\d+$")
+    assert listening(run_local.port), "the banner came before web listened"
+    backing_pids = processes_with_cwd_under(run_local.data_dir)
+    assert len(backing_pids) >= 2, "PostgreSQL and Redis should be running from the data directory"
+
+    os.kill(run_local.popen.pid, signum)
+
+    assert run_local.finish() == 0, "\n".join(run_local.lines)
+    order = [
+        run_local.index(r"^web +\| .*web stopped; pools closed"),
+        run_local.index(r"^worker +\| .*\"worker stopped\""),
+        run_local.index(r"^run-local \| Redis stopped$"),
+        run_local.index(r"^run-local \| PostgreSQL stopped$"),
+    ]
+    assert order == sorted(order), "\n".join(run_local.lines)
+    assert not alive(web) and not alive(worker)
+    assert [pid for pid in backing_pids if alive(pid)] == []
+    assert not (run_local.data_dir / "postgres" / "postmaster.pid").exists()
+
+
+def test_a_crashed_child_stops_the_rest_and_exits_nonzero(run_local: RunLocal) -> None:
+    web, worker = run_local.pid("web"), run_local.pid("worker")
+    run_local.wait_line(r"Alle is running: ")
+    backing_pids = processes_with_cwd_under(run_local.data_dir)
+
+    os.kill(worker, signal.SIGKILL)
+
+    assert run_local.finish() == 1
+    run_local.wait_line(r"^run-local \| worker exited on its own \(signal SIGKILL\) while running; stopping the rest$")
+    run_local.wait_line(r"^web +\| .*web stopped; pools closed")
+    assert not alive(web)
+    assert [pid for pid in backing_pids if alive(pid)] == []
+
+
+def test_a_port_in_use_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))  # noqa: S104 - the address web binds
+        taken.listen()
+        run_local = RunLocal(tmp_path / "local", taken.getsockname()[1])
+        code = run_local.finish()
+    assert code == 1
+    run_local.wait_line(rf"^run-local \| port {run_local.port} is in use; .* PORT=8081 bin/run-local$")
+    assert not any("Alle is running" in line for line in run_local.lines)
+    assert not (tmp_path / "local").exists(), "backing services started although web could not"

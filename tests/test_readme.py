@@ -1,0 +1,118 @@
+"""Every command the README shows works as written from a fresh clone, so the README cannot drift.
+
+Commands are the lines of its ```bash blocks and the inline `bin/…`, `ops/…` and `venv/bin/…` spans. Each one
+runs offline when it can (`plan`, `bootstrap.sh --dry-run`), or its arguments are checked by the very parser
+that will read them, or at least its `--help` runs; with nothing on PATH but the system's. Only the few in
+NOT_RUN are left out, each with the reason. A new command in the README either passes one of these checks or
+goes into NOT_RUN with its reason.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+
+import pytest
+
+from ops import cli
+from ops.graph import ROOT
+
+README = (ROOT / "README.md").read_text()
+#: The system's PATH, without venv/bin or anything a developer's shell adds.
+BARE_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
+
+NOT_RUN = {
+    "pulumi": "needs the Pulumi CLI, credentials and a state backend; the program itself is tested under mocks",
+    "gcloud": "needs Google Cloud credentials; ops/bootstrap.sh --dry-run prints the same commands and is run",
+    "bin/run-local": "serves until stopped; app/tests/test_run_local.py runs the app/dev/run.py it execs",
+    "rm": "deletes local data (.local/); nothing to check offline",
+    "bin/lock": "resolves the locks against PyPI; what it writes is the committed lock files",
+    "bin/setup": "installs from PyPI into venv/; bin/test's first phase runs it",
+}
+
+
+def readme_commands() -> list[str]:
+    commands: list[str] = []
+    for block in re.findall(r"^```bash\n(.*?)^```", README, flags=re.DOTALL | re.MULTILINE):
+        commands += [shlex.join(shlex.split(line, comments=True)) for line in block.splitlines()]
+    for span in re.findall(r"`((?:bin|ops|venv/bin)/[^`]+)`", README):
+        argv = shlex.split(re.sub(r"\s*\[[^]]*\]", "", span))  # [--markdown]: an optional part
+        if len(argv) > 1:  # a lone `bin/alle-ops` in prose names the file; the next test checks it exists
+            commands.append(shlex.join(argv))
+    return list(dict.fromkeys(c for c in commands if c))
+
+
+def test_every_script_the_readme_names_exists() -> None:
+    named = set(re.findall(r"`((?:bin|ops|bench|app|tools|venv/bin)/[\w./-]+)`", README)) - {"venv/bin/python"}
+    missing = [n for n in sorted(named) if not n.startswith("venv/") and not (ROOT / n).exists()]
+    assert missing == []
+
+
+def run(argv: list[str], timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, cwd=ROOT, env=BARE_ENV, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def test_the_readme_shows_the_commands_a_newcomer_starts_with() -> None:
+    commands = readme_commands()
+    for expected in ("bin/run-local", "bin/test", "venv/bin/python bench/startup.py", "rm -rf .local"):
+        assert expected in commands
+
+
+@pytest.mark.parametrize("command", readme_commands())
+def test_readme_command_works_as_written(command: str) -> None:
+    argv = shlex.split(command)
+    program = argv[0]
+    if program in NOT_RUN:
+        assert program in ("pulumi", "gcloud", "rm") or (ROOT / program).is_file(), f"{program} does not exist"
+        return
+    assert (ROOT / program).is_file(), f"the README shows {program}, which is not in the repository"
+    if program == "bin/alle-ops":
+        _alle_ops(argv[1:])
+    elif program == "bin/test":
+        # bin/test passes its arguments to pytest: they must be ones pytest accepts and that select tests.
+        result = run(
+            ["venv/bin/pytest", "--collect-only", "-q", "-p", "no:cacheprovider", *argv[1:], "tests/test_ops.py"]
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+    elif program == "venv/bin/pytest":
+        result = run([*argv, "--collect-only", "-q", "-p", "no:cacheprovider"])
+        assert result.returncode == 0, result.stdout + result.stderr
+    elif program == "ops/bootstrap.sh":
+        result = run([program, "--dry-run", *argv[1:]])
+        assert result.returncode == 0, result.stderr
+        assert "Set these variables on the GitHub environment" in result.stdout
+    else:
+        result = run([*argv, "--help"])
+        assert result.returncode == 0, f"`{command} --help` failed:\n{result.stdout}{result.stderr}"
+
+
+def _alle_ops(args: list[str]) -> None:
+    """`plan` runs offline; the other verbs need the cloud, so their arguments go through alle-ops' own parser."""
+    if args and args[0] == "plan":
+        result = run(["bin/alle-ops", *args])
+        assert result.returncode == 0, result.stderr
+        assert "alle-<stack>-" in result.stdout or "alle-staging-" in result.stdout, result.stdout[:200]
+        return
+    own = args[: args.index("--")] if "--" in args else args
+    try:
+        cli.parser().parse_args(own)
+    except SystemExit as exit_:
+        pytest.fail(f"alle-ops refuses the README's arguments {own} (exit {exit_.code})")
+
+
+def test_the_readmes_state_backend_is_the_one_bootstrap_creates() -> None:
+    [backend] = [shlex.split(c)[2] for c in readme_commands() if c.startswith("pulumi login ")]
+    provider = re.search(r'--secrets-provider="?([^"\s]+)', README)
+    assert provider
+    result = run(["ops/bootstrap.sh", "--dry-run", "alle-staging", "europe-west1", "OWNER/REPO", "staging"])
+    assert f"PULUMI_BACKEND_URL={backend}" in result.stdout
+    assert f"PULUMI_SECRETS_PROVIDER={provider.group(1)}" in result.stdout
+
+
+def test_local_urls_in_the_readme_use_run_locals_default_port() -> None:
+    run_py = (ROOT / "app" / "dev" / "run.py").read_text()
+    default = re.search(r'os\.environ\.get\("PORT", "(\d+)"\)', run_py)
+    assert default, "app/dev/run.py no longer reads PORT the way this test expects"
+    ports = set(re.findall(r"http://127\.0\.0\.1:(\d+)", README))
+    assert ports == {default.group(1)}
