@@ -33,6 +33,7 @@ network = Network(
         region=cfg.region,
         subnet_cidr=cfg.subnet_cidr,
         services_range_prefix=cfg.services_range_prefix,
+        production=cfg.production,
         depends_on=apis.needs("compute", "servicenetworking", "resourcemanager"),
     ),
 )

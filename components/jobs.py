@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import pulumi
 import pulumi_gcp as gcp
+import pulumi_random as random
 
 from components import release as releases
 from components.config import Sizing
@@ -18,6 +19,11 @@ TASK_TIMEOUT_SECONDS = 1800
 #: https://registry.terraform.io/providers/hashicorp/google/latest/docs/resources/cloud_run_v2_job#timeouts);
 #: the release job's task may run 30, plus the time to start the execution and pull the image.
 RELEASE_JOB_TIMEOUT = "40m"
+
+
+def migrate_token_name(prefix: str) -> str:
+    """The RandomId behind the migrate job's execution token; `alle-ops migrate retry` replaces it."""
+    return f"{prefix}-migrate-token"
 
 
 @dataclass
@@ -43,6 +49,18 @@ class Jobs(pulumi.ComponentResource):
             "generate-report": ["generate-report"],
             "prune-sessions": ["prune-sessions"],
         }
+        # The random part of the migrate job's execution token. Its keepers are what makes a release: while the
+        # image and the release stay the same, it keeps its bytes, so a scale-only or no-op `pulumi up` sends the
+        # same token and starts no execution; a new release or a rollback replaces it with fresh bytes, so the
+        # token was never used before (pulumi-random RandomId: "keepers … will trigger a new id to be generated").
+        self.token = random.RandomId(
+            migrate_token_name(name),
+            random.RandomIdArgs(
+                byte_length=releases.NONCE_HEX // 2,
+                keepers={"image": args.workload.image, "release": args.release},
+            ),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
         self.jobs = {command: self._job(name, args, command, argv) for command, argv in commands.items()}
         self.migrate = self.jobs["migrate"]
         self.names: dict[str, pulumi.Output[str]] = {command: job.name for command, job in self.jobs.items()}
@@ -60,11 +78,16 @@ class Jobs(pulumi.ComponentResource):
                 name=job_name,
                 labels=w.release_labels,
                 deletion_protection=args.production,
-                # Release phase: every `pulumi up` starts an execution of `alle migrate` under a token never used
-                # before, and waits for it to succeed ("The Job will become ready when the execution is
-                # successfully completed", pulumi-gcp 10.2 cloudrunv2.Job.run_execution_token). Web and worker
-                # depend on this job, so a failed migration stops the rollout; `pulumi up` again retries it.
-                run_execution_token=releases.execution_token(job_name, args.release) if release_phase else None,
+                # Release phase: a new image or release sets a token never used before, which starts an execution
+                # of `alle migrate`, and `pulumi up` waits for it to succeed ("The Job will become ready when the
+                # execution is successfully completed", pulumi-gcp 10.2 cloudrunv2.Job.run_execution_token). Web
+                # and worker depend on this job, so a failed migration stops the rollout; `alle-ops migrate retry`
+                # replaces the token's RandomId to run it again (README, "Operating releases").
+                run_execution_token=self.token.hex.apply(
+                    lambda nonce: releases.execution_token(job_name, args.release, nonce)
+                )
+                if release_phase
+                else None,
                 template=run.JobTemplateArgs(
                     labels=w.release_labels,
                     task_count=1,

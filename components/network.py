@@ -14,6 +14,8 @@ class NetworkArgs:
     region: str
     subnet_cidr: str
     services_range_prefix: int
+    #: Production's network, services range and connection are protected, and its peering is never removed.
+    production: bool
     depends_on: list[pulumi.Resource]
 
 
@@ -21,10 +23,12 @@ class Network(pulumi.ComponentResource):
     def __init__(self, name: str, args: NetworkArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("alle:network:Network", name, None, opts)
         child = pulumi.ResourceOptions(parent=self, depends_on=args.depends_on)
+        # Cloud SQL and Memorystore reach the app through these three; in production nothing deletes them.
+        kept = pulumi.ResourceOptions(parent=self, depends_on=args.depends_on, protect=args.production)
         self.network = gcp.compute.Network(
             f"{name}-vpc",
             gcp.compute.NetworkArgs(project=args.project, name=name, auto_create_subnetworks=False),
-            opts=child,
+            opts=kept,
         )
         self.subnet = gcp.compute.Subnetwork(
             f"{name}-run",
@@ -48,7 +52,7 @@ class Network(pulumi.ComponentResource):
                 prefix_length=args.services_range_prefix,
                 network=self.network.id,
             ),
-            opts=child,
+            opts=kept,
         )
         # The service networking agent must exist and hold its role before the first connection: right after the
         # API is enabled it may not, and the connection then fails intermittently. Fabric's project module creates
@@ -73,12 +77,16 @@ class Network(pulumi.ComponentResource):
                 network=self.network.id,
                 service="servicenetworking.googleapis.com",
                 reserved_peering_ranges=[self.services_range.name],
-                # ABANDON would leave the VPC peering in place, "which will block deletion of the network";
-                # REMOVE_PEERING deletes the connection, or removes the peering if the API refuses, "so that the
-                # network can be deleted" (pulumi-gcp 10.2, servicenetworking.Connection.deletion_policy).
-                deletion_policy="REMOVE_PEERING",
+                # Outside production, REMOVE_PEERING deletes the connection, or removes the peering if the API
+                # refuses, "so that the network can be deleted"; ABANDON would leave the peering, "which will block
+                # deletion of the network". It is an escape hatch for ephemeral networks: removing the peering
+                # while instances still use it breaks them (pulumi-gcp 10.2, servicenetworking.Connection
+                # .deletion_policy), so production keeps ABANDON and, above all, protect.
+                deletion_policy="ABANDON" if args.production else "REMOVE_PEERING",
             ),
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[*args.depends_on, self.agent_role]),
+            opts=pulumi.ResourceOptions(
+                parent=self, depends_on=[*args.depends_on, self.agent_role], protect=args.production
+            ),
         )
         self.network_id = self.network.id
         self.subnet_id = self.subnet.id

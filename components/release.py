@@ -8,7 +8,6 @@ original as RELEASE, and each GCP field gets a value derived to fit that field's
 from __future__ import annotations
 
 import re
-import secrets
 
 #: What a release id may be: wide enough for the three forms above (and `dev`), narrow enough to be safe in a
 #: shell, a URL and a log line.
@@ -28,7 +27,8 @@ TAG_MAX = 128
 #: cloudrunv2.Job.run_execution_token); the execution is named `<job>-<token>`, an RFC 1035 label
 #: (lowercase letters, digits, '-'), https://cloud.google.com/run/docs/reference/rest/v2/projects.locations.jobs
 EXECUTION_NAME_LIMIT = 63
-#: Random hex characters that make every token unique, whatever release it belongs to.
+#: Random hex characters that make every token unique, whatever release it belongs to: a RandomId of this many
+#: hex digits, new whenever the image or the release changes (components/jobs.py).
 NONCE_HEX = 8
 
 
@@ -58,15 +58,16 @@ def token_budget(job_name: str) -> int:
     return EXECUTION_NAME_LIMIT - 1 - len(job_name)
 
 
-def execution_token(job_name: str, release: str, nonce: str | None = None) -> str:
-    """A token never used before: as much of the release as fits, then a fresh random nonce.
+def execution_token(job_name: str, release: str, nonce: str) -> str:
+    """`<release slug>-<nonce>`: as much of the release as fits next to the job name, then the random nonce.
 
-    GCP keeps a job's executions (the last 1,000, or 7 days) and refuses a token that named one of them
-    ("already exists"), https://cloud.google.com/run/docs/execute/jobs. So the token is new on every
-    `pulumi up`: a first deploy, the next release, a rollback to an earlier release, a retried migration and
-    an `up` after a manual run and `pulumi refresh` each start a fresh execution of `alle migrate`.
+    GCP keeps a job's executions and refuses a token that named one of them ("already exists"), and the API
+    reports the token cleared after an out-of-band run, so `pulumi refresh` makes the next `up` resend a used
+    one (hashicorp/terraform-provider-google#24451, GoogleCloudPlatform/magic-modules#19060). The nonce is a
+    RandomId kept for as long as the image and the release stay the same: a scale-only `pulumi up` sends the
+    same token and starts nothing, a new release or a rollback gets fresh bytes and so a new execution, and a
+    retry (`alle-ops migrate retry`) replaces the RandomId on purpose.
     """
-    nonce = nonce or secrets.token_hex(NONCE_HEX // 2)
     room = token_budget(job_name) - len(nonce) - 1
     if room < 0:
         raise ValueError(f"job name {job_name!r} leaves no room for an execution token")

@@ -70,7 +70,7 @@ class Web(pulumi.ComponentResource):
                 default_uri_disabled=args.behind_load_balancer,
                 # Public without an allUsers binding: domain-restricted sharing (iam.allowedPolicyMemberDomains)
                 # refuses allUsers in many organizations. Disabling the invoker check is the documented way
-                # (https://cloud.google.com/run/docs/securing/managing-access#invoker_check; pulumi-gcp 10.2,
+                # (https://cloud.google.com/run/docs/authenticating/public#invoker_check; pulumi-gcp 10.2,
                 # cloudrunv2.Service.invoker_iam_disabled; fabric modules/cloud-run-v2 README).
                 invoker_iam_disabled=args.public,
                 deletion_protection=args.production,

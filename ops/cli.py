@@ -60,6 +60,14 @@ def _job(args: argparse.Namespace, stacks: Stacks) -> int:
     return 0 if ok else 1
 
 
+def _migrate(args: argparse.Namespace, stacks: Stacks) -> int:
+    from ops import migrate
+
+    urn = migrate.retry(stacks, args.stack)
+    print(f"{args.stack}: replaced {urn}; `alle migrate` ran under a new token, web and worker rolled out.")
+    return 0
+
+
 def _plan(args: argparse.Namespace, _: Stacks) -> int:
     from ops import plan
 
@@ -160,6 +168,12 @@ def parser() -> argparse.ArgumentParser:
         help="stop waiting after this long; the execution goes on (default: 3600)",
     )
     jb.set_defaults(run=_job)
+    mg = sub.add_parser(
+        "migrate", help="retry the release's migration (after a failure, or after a manual run and refresh)"
+    )
+    mg.add_argument("action", choices=["retry"])
+    mg.add_argument("--stack", required=True)
+    mg.set_defaults(run=_migrate)
     pl = sub.add_parser("plan", help="what a stack declares, offline; or --diff A B")
     pl.add_argument("--stack", default="staging", help="stack to show (default: staging)")
     pl.add_argument("--diff", nargs=2, metavar=("A", "B"), help="show only what differs between stacks A and B")

@@ -80,6 +80,10 @@ class Mocks(pulumi.runtime.Mocks):
             repository = inputs["imageName"].rsplit(":", 1)[0]
             digest = hashlib.sha256(inputs["imageName"].encode()).hexdigest()
             outputs |= {"repoDigest": f"{repository}@sha256:{digest}"}
+        elif typ == "random:index/randomId:RandomId":
+            # The same bytes on every run: the engine keeps a RandomId's bytes until its keepers change or it is
+            # replaced, which tests/gcp_model.py plays across a sequence of runs.
+            outputs |= {"hex": hashlib.sha256(args.name.encode()).hexdigest()[: 2 * int(inputs["byteLength"])]}
         elif typ == "random:index/randomPassword:RandomPassword":
             outputs |= {"result": "r" * int(inputs["length"])}
         return f"{args.name}-id", outputs

@@ -107,9 +107,9 @@ def _pool(r: Resource) -> Settings:
 
 
 def _job(r: Resource) -> Settings:
-    # The token's random suffix differs on every run; a reviewer needs to know only that the job runs on deploy.
+    # The token's random suffix is not a setting; a reviewer needs to know only that the job runs on deploy.
     token = r.inputs.get("runExecutionToken")
-    runs = {"runs on every pulumi up": f"yes, waits up to {r.timeouts.get('update', '20m')}"} if token else {}
+    runs = {"runs when image or release changes": f"yes, waits up to {r.timeouts.get('update', '20m')}"} if token else {}
     return {**_workload(r), **runs}
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 from ops.errors import OpsError
@@ -14,7 +15,7 @@ class Stacks(Protocol):
 
     def set_config(self, stack: str, key: str, value: str) -> None: ...
 
-    def up(self, stack: str, targets: list[str]) -> None: ...
+    def up(self, stack: str, targets: list[str], replace: Sequence[str] = ()) -> None: ...
 
 
 class PulumiCli:
@@ -36,6 +37,15 @@ class PulumiCli:
     def set_config(self, stack: str, key: str, value: str) -> None:
         self._run("config", "set", "--stack", stack, key, value)
 
-    def up(self, stack: str, targets: list[str]) -> None:
-        """`pulumi up` limited to `targets`: the rest of the stack is neither updated nor replaced."""
-        self._run("up", "--stack", stack, "--yes", "--skip-preview", *(f"--target={t}" for t in targets))
+    def up(self, stack: str, targets: list[str], replace: Sequence[str] = ()) -> None:
+        """`pulumi up`, limited to `targets` when given (the rest is neither updated nor replaced), replacing
+        the resources in `replace` whether or not their inputs changed."""
+        self._run(
+            "up",
+            "--stack",
+            stack,
+            "--yes",
+            "--skip-preview",
+            *(f"--target={t}" for t in targets),
+            *(f"--replace={urn}" for urn in replace),
+        )

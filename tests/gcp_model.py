@@ -9,11 +9,15 @@ which would be replaced, which executions the migrate job starts, which secret v
 
 from __future__ import annotations
 
+import hashlib
 import re
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from copy import deepcopy
 from dataclasses import dataclass, field
 from typing import Any
+
+from alle.migrate import UnknownRevisionError, newer_revision
 
 from ops.graph import Graph, Resource
 
@@ -27,9 +31,11 @@ SECRET_VERSION = "gcp:secretmanager/secretVersion:SecretVersion"
 REPOSITORY = "gcp:artifactregistry/repository:Repository"
 NETWORK = "gcp:compute/network:Network"
 PSA = "gcp:servicenetworking/connection:Connection"
+SUBNET = "gcp:compute/subnetwork:Subnetwork"
+RANDOM_ID = "random:index/randomId:RandomId"
 
 #: What each release is meant to replace: Cloud Run revisions (service and pool templates), jobs, the build,
-#: and the serverless NEG that routes `candidate.<domain>` to the release's traffic tag (components/edge.py).
+#: the migrate job's token bytes, and the serverless NEG that routes `candidate.<domain>` to the release's traffic tag (components/edge.py).
 RELEASE_SCOPED = frozenset(
     {
         SERVICE,
@@ -37,6 +43,7 @@ RELEASE_SCOPED = frozenset(
         JOB,
         "docker:index/image:Image",
         "gcp:compute/regionNetworkEndpointGroup:RegionNetworkEndpointGroup",
+        RANDOM_ID,
     }
 )
 #: What holds data or addresses that outlive a release.
@@ -51,7 +58,7 @@ STATEFUL = frozenset(
         SECRET_VERSION,
         REPOSITORY,
         NETWORK,
-        "gcp:compute/subnetwork:Subnetwork",
+        SUBNET,
         "gcp:compute/globalAddress:GlobalAddress",
         PSA,
     }
@@ -71,6 +78,8 @@ REPLACED_BY = {
     NETWORK: ("name", "project"),
     "gcp:compute/globalAddress:GlobalAddress": ("name", "prefixLength", "purpose", "network"),
     PSA: ("network", "service"),
+    # "keepers: Arbitrary map of values that, when changed, will trigger a new id to be generated" (pulumi-random).
+    RANDOM_ID: ("keepers", "byteLength", "prefix"),
 }
 #: An execution is named `<job>-<token>`: "The sum of job name and token length must be fewer than 63
 #: characters" (pulumi-gcp 10.2, cloudrunv2.Job.run_execution_token), and the name is an RFC 1035 label.
@@ -79,6 +88,11 @@ EXECUTION_NAME = re.compile(r"^[a-z]([a-z0-9-]*[a-z0-9])?$")
 
 class RefusedError(Exception):
     """GCP (or the Pulumi engine) refuses the operation; the message says why, as the real error would."""
+
+
+def mock_hex(random_id: Resource) -> str:
+    """The bytes ops/mocks.py hands every run for this RandomId; the model swaps in the ones the engine keeps."""
+    return hashlib.sha256(random_id.name.encode()).hexdigest()[: 2 * int(random_id.inputs["byteLength"])]
 
 
 @dataclass
@@ -111,8 +125,8 @@ class Project:
 
     stack: str
     state: dict[str, Resource] = field(default_factory=dict)
-    #: Job name → execution ids that exist (GCP keeps the last 1,000, or 7 days:
-    #: https://cloud.google.com/run/docs/execute/jobs).
+    #: Job name → execution ids that exist; a token that named one is refused, and after `pulumi refresh` the API
+    #: reports the token cleared (hashicorp/terraform-provider-google#24451, GoogleCloudPlatform/magic-modules#19060).
     executions: dict[str, set[str]] = field(default_factory=dict)
     #: Secret id → version numbers that exist.
     versions: dict[str, set[int]] = field(default_factory=dict)
@@ -124,10 +138,21 @@ class Project:
     retained: list[Resource] = field(default_factory=list)
     #: VPC peerings a deleted connection left behind.
     peerings: list[str] = field(default_factory=list)
+    #: Image → the Alembic revisions it has, oldest first; the database's revisions, as alembic_version holds them.
+    migrations: dict[str, list[str]] = field(default_factory=dict)
+    schema: list[str] = field(default_factory=list)
+    #: RandomId URN → the bytes the engine keeps in state.
+    random: dict[str, str] = field(default_factory=dict)
+    #: Subnets whose IP addresses Cloud Run still holds after its resources using Direct VPC egress were deleted:
+    #: "wait 1-2 hours for Cloud Run to release the IP addresses before you delete the subnet"
+    #: (https://cloud.google.com/run/docs/configuring/vpc-direct-vpc#delete-subnet; fabric PR #2867).
+    held_subnets: set[str] = field(default_factory=set)
 
-    def up(self, graph: Graph, migration_fails: bool = False) -> Change:
-        """Apply one run of the program. Raises RefusedError where GCP would; a failed migration stops the rollout of
-        web and worker (they depend on the migrate job) but its execution, like any, now exists."""
+    def up(self, graph: Graph, migration_fails: bool = False, replace: Sequence[str] = ()) -> Change:
+        """Apply one run of the program (`pulumi up --replace URN` for each of `replace`). Raises RefusedError where
+        GCP would; a failed migration stops the rollout of web and worker (they depend on the migrate job) but its
+        execution, like any, now exists."""
+        graph = self._resolve_random(graph, replace)
         change = self._diff(graph)
         for urn, paths in change.updated.items():
             resource = graph.by_urn[urn]
@@ -138,6 +163,7 @@ class Project:
                     raise RefusedError(
                         f"{resource.name}: {', '.join(forced)} changed, which replaces a stateful resource"
                     )
+        change.replaced.extend(urn for urn in replace if urn in self.state and urn not in change.replaced)
         self._run_release_job(graph, change, migration_fails)
         self._rotate_secrets(graph, change)
         if migration_fails:
@@ -149,6 +175,26 @@ class Project:
         self.state = {r.urn: r for r in graph.resources}
         self.revisions.append(dict(self.current))
         return change
+
+    def _resolve_random(self, graph: Graph, replace: Sequence[str]) -> Graph:
+        """The engine's part: a RandomId keeps its bytes until its keepers change or it is replaced, and what reads
+        its `hex` (the migrate job's token) sees those bytes, not the mock's."""
+        resolved = deepcopy(graph)
+        for random_id in resolved.of_type(RANDOM_ID):
+            before = self.state.get(random_id.urn)
+            kept = (
+                before is not None
+                and random_id.urn not in replace
+                and before.inputs.get("keepers") == random_id.inputs.get("keepers")
+            )
+            actual = self.random[random_id.urn] if kept else secrets.token_hex(int(random_id.inputs["byteLength"]))
+            self.random[random_id.urn] = actual
+            mock = mock_hex(random_id)
+            for job in resolved.of_type(JOB):
+                token = job.inputs.get("runExecutionToken")
+                if token and random_id.urn in job.dependencies and token.endswith(mock):
+                    job.inputs["runExecutionToken"] = token.removesuffix(mock) + actual
+        return resolved
 
     def _diff(self, graph: Graph) -> Change:
         change = Change()
@@ -180,6 +226,22 @@ class Project:
             if execution in self.executions.setdefault(name, set()):
                 raise RefusedError(f"execution {execution} already exists")
             self.executions[name].add(execution)
+            if not fails:
+                self._migrate(job)
+
+    def _migrate(self, job: Resource) -> None:
+        """`alle migrate` from the job's image against the database, decided by the app's own rule
+        (alle.migrate.newer_revision): upgrade to the image's head, or leave a newer schema as it is."""
+        image = job.inputs["template"]["template"]["containers"][0]["image"]
+        known = self.migrations.get(image)
+        if known is None:
+            return
+        try:
+            newer = newer_revision(known, self.schema)
+        except UnknownRevisionError as error:
+            raise RefusedError(f"alle migrate failed: the database is at {error}, which {image} does not know") from None
+        if newer is None:
+            self.schema = [known[-1]]
 
     def _rotate_secrets(self, graph: Graph, change: Change) -> None:
         """A SecretVersion whose data changed is replaced: a new version is added, and the old one is deleted
@@ -219,23 +281,38 @@ class Project:
 
     def destroy(self) -> None:
         """`pulumi destroy`: dependents first, as the engine orders deletes; each delete checked as GCP would.
-        A protected resource stops the whole destroy before anything is deleted."""
+        A protected resource stops the whole destroy before anything is deleted. A delete GCP refuses for now (a
+        subnet Cloud Run still holds) keeps that resource and what depends on it in the state; the rest goes."""
         protected = sorted(r.name for r in self.state.values() if r.protect)
         if protected:
             raise RefusedError(f"{protected[0]} is protected; Pulumi refuses to delete it")
         remaining = dict(self.state)
+        failed: dict[str, str] = {}
         while remaining:
             leaves = [
                 r
                 for r in remaining.values()
-                if not any(r.urn in o.dependencies or o.parent == r.urn for o in remaining.values() if o is not r)
+                if r.urn not in failed
+                and not any(r.urn in o.dependencies or o.parent == r.urn for o in remaining.values() if o is not r)
             ]
             if not leaves:
+                if failed:
+                    break
                 raise RefusedError("dependency cycle")
             for resource in sorted(leaves, key=lambda r: r.urn):
-                self._delete(resource, remaining)
+                try:
+                    self._delete(resource, remaining)
+                except HeldError as held:
+                    failed[resource.urn] = str(held)
+                    continue
                 del remaining[resource.urn]
-        self.state = {}
+        self.state = remaining
+        if failed:
+            raise RefusedError(next(iter(failed.values())))
+
+    def addresses_released(self) -> None:
+        """1–2 hours later: Cloud Run has released the subnet's addresses."""
+        self.held_subnets.clear()
 
     def _delete(self, r: Resource, remaining: dict[str, Resource]) -> None:
         if not r.custom:
@@ -248,6 +325,14 @@ class Project:
         settings = r.inputs.get("settings") or {}
         if r.inputs.get("deletionProtection") is True or settings.get("deletionProtectionEnabled") is True:
             raise RefusedError(f"{r.name} has deletion protection")
+        if r.type in (SERVICE, WORKER_POOL, JOB):
+            # Direct VPC egress: the subnet's addresses stay reserved for 1–2 hours after the resource is gone.
+            self.held_subnets.update(urn for urn in r.dependencies if urn in remaining and remaining[urn].type == SUBNET)
+        if r.type == SUBNET and r.urn in self.held_subnets:
+            raise HeldError(
+                f"{r.name}: resourceInUseByAnotherResource, Cloud Run still holds its addresses; "
+                "run `pulumi destroy` again in 1–2 hours"
+            )
         if r.type == BUCKET and r.inputs.get("forceDestroy") is not True:
             # The uploads bucket holds objects: "buckets with objects/caches will fail" (storage.Bucket).
             raise RefusedError(f"{r.name} still holds objects and forceDestroy is off")
@@ -267,3 +352,7 @@ class Project:
                 raise RefusedError(f"{r.name}: the service producer still holds resources in the peered range")
         if r.type == NETWORK and self.peerings:
             raise RefusedError(f"{r.name} cannot be deleted: a VPC peering ({self.peerings[0]}) still references it")
+
+
+class HeldError(RefusedError):
+    """GCP refuses the delete for now; the same delete succeeds later."""

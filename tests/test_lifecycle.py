@@ -1,9 +1,11 @@
 """The release lifecycle as operators and CI run it, through a model of GCP (tests/gcp_model.py).
 
-Staging: first deploy, the next release, a release whose migration fails and its retry, a secret rotation, a
-manual migrate run followed by `pulumi refresh` and a deploy, then `pulumi destroy`. Production: first deploy
-of a promoted release, promotion of the next one, a rollback to the first, then `pulumi destroy`. Release ids
-come in the three forms the team uses: a full commit SHA, a version and a timestamp.
+Staging: first deploy, the same deploy again (a no-op), a scale-only deploy, the next release (which adds a
+migration), a release whose migration fails and its retry, a secret rotation, a manual migrate run followed by
+`pulumi refresh` and the documented retry, then `pulumi destroy` (twice: Cloud Run holds the subnet for 1–2
+hours). Production: first deploy of a promoted release, promotion of the next one (with its migration), a
+rollback across that migration to the first, then `pulumi destroy`. Release ids come in the three forms the team
+uses: a full commit SHA, a version and a timestamp.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import pytest
 from gcp_model import (
     BUCKET,
     JOB,
+    NETWORK,
     PSA,
     REDIS,
     RELEASE_SCOPED,
@@ -24,15 +27,17 @@ from gcp_model import (
     SECRET_VERSION,
     SERVICE,
     STATEFUL,
+    SUBNET,
     Change,
     Project,
     RefusedError,
 )
 
 from ops.graph import Graph, Resource
+from ops.migrate import token_urn
 from stacks import deployed
 
-#: The sequence runs the program nine times (about 20 s of CPU in all); on a machine
+#: The sequence runs the program eleven times (about 25 s of CPU in all); on a machine
 #: shared with other jobs its first test waits for all of them, so it gets more than the default 120 s.
 pytestmark = pytest.mark.timeout(600)
 
@@ -41,6 +46,8 @@ VERSION = "v1.2.3"
 STAMP = "2024-01-15T10:30:00Z"
 REGISTRY = "europe-west1-docker.pkg.dev/alle-staging/alle/alle@sha256:"
 DIGESTS = {SHA: REGISTRY + "ab" * 32, VERSION: REGISTRY + "cd" * 32}
+#: The Alembic revisions each release's image has: the next release (VERSION) adds one.
+MIGRATIONS = {SHA: ["0001"], VERSION: ["0001", "0002"], STAMP: ["0001", "0002"]}
 
 
 def _staging(release: str, **more: str) -> Callable[[], Graph]:
@@ -51,17 +58,19 @@ def _production(release: str) -> Callable[[], Graph]:
     return lambda: deployed("production", {"alle:release": release, "alle:image": DIGESTS[release]})
 
 
-#: Every run of the program the sequence needs; each is its own `pulumi up`, so each has its own tokens.
-RUNS: dict[str, Callable[[], Graph]] = {
-    "staging first deploy": _staging(SHA),
-    "staging next release": _staging(VERSION),
-    "staging failing migration": _staging(STAMP),
-    "staging retried migration": _staging(STAMP),
-    "staging rotated secret": _staging(STAMP, **{"alle:mailApiKey": "SG.rotated-key"}),
-    "staging deploy after refresh": _staging(STAMP, **{"alle:mailApiKey": "SG.rotated-key"}),
-    "production first deploy": _production(SHA),
-    "production promotion": _production(VERSION),
-    "production rollback": _production(SHA),
+#: Every run of the program the sequence needs, with its release; each is its own `pulumi up`.
+RUNS: dict[str, tuple[str, Callable[[], Graph]]] = {
+    "staging first deploy": (SHA, _staging(SHA)),
+    "staging no-op": (SHA, _staging(SHA)),
+    "staging scale-only": (SHA, _staging(SHA, **{"alle:webMinInstances": "1"})),
+    "staging next release": (VERSION, _staging(VERSION)),
+    "staging failing migration": (STAMP, _staging(STAMP)),
+    "staging retried migration": (STAMP, _staging(STAMP)),
+    "staging rotated secret": (STAMP, _staging(STAMP, **{"alle:mailApiKey": "SG.rotated-key"})),
+    "staging deploy after refresh": (STAMP, _staging(STAMP, **{"alle:mailApiKey": "SG.rotated-key"})),
+    "production first deploy": (SHA, _production(SHA)),
+    "production promotion": (VERSION, _production(VERSION)),
+    "production rollback": (SHA, _production(SHA)),
 }
 
 
@@ -88,34 +97,53 @@ class Sequence:
     graphs: dict[str, Graph]
     outcomes: dict[str, Outcome]
     projects: dict[str, Project]
+    #: The migrate job's token as GCP got it after each step.
+    tokens: dict[str, str]
     #: The image web served right after the failed migration.
     serving_after_failure: str
+    #: What the first `pulumi destroy --stack staging` left.
+    left_by_first_destroy: list[str]
+
+
+def _migrations(graphs: dict[str, Graph]) -> dict[str, list[str]]:
+    return {_migrate(graphs[step]).inputs["template"]["template"]["containers"][0]["image"]: MIGRATIONS[release]
+            for step, (release, _) in RUNS.items()}
 
 
 @pytest.fixture(scope="module")
 def sequence() -> Sequence:
     with ThreadPoolExecutor(max_workers=3) as pool:
-        graphs = dict(zip(RUNS, pool.map(lambda run: run(), RUNS.values()), strict=True))
-    staging, production = Project("staging"), Project("production")
+        graphs = dict(zip(RUNS, pool.map(lambda run: run[1](), RUNS.values()), strict=True))
+    migrations = _migrations(graphs)
+    staging, production = Project("staging", migrations=migrations), Project("production", migrations=migrations)
     outcomes: dict[str, Outcome] = {}
+    tokens: dict[str, str] = {}
 
-    def up(project: Project, step: str, migration_fails: bool = False) -> None:
-        outcomes[step] = _attempt(lambda: project.up(graphs[step], migration_fails=migration_fails))
+    def up(project: Project, step: str, migration_fails: bool = False, replace: tuple[str, ...] = ()) -> None:
+        outcomes[step] = _attempt(lambda: project.up(graphs[step], migration_fails=migration_fails, replace=replace))
+        [job] = [r for r in project.state.values() if r.type == JOB and r.inputs["name"].endswith("-migrate")]
+        tokens[step] = job.inputs["runExecutionToken"]
 
+    retry = (token_urn("staging"),)  # `alle-ops migrate retry --stack staging`
     up(staging, "staging first deploy")
+    up(staging, "staging no-op")
+    up(staging, "staging scale-only")
     up(staging, "staging next release")
     up(staging, "staging failing migration", migration_fails=True)
     serving = _image(staging.state, SERVICE)
-    up(staging, "staging retried migration")
+    up(staging, "staging retried migration", replace=retry)
     up(staging, "staging rotated secret")
     staging.manual_run("alle-staging-migrate")
     staging.refresh()
-    up(staging, "staging deploy after refresh")
+    up(staging, "staging deploy after refresh", replace=retry)
     for step in ("production first deploy", "production promotion", "production rollback"):
         up(production, step)
     outcomes["staging destroy"] = _attempt(staging.destroy)
+    left = sorted(r.type for r in staging.state.values() if r.custom)
+    staging.addresses_released()
+    outcomes["staging destroy again"] = _attempt(staging.destroy)
     outcomes["production destroy"] = _attempt(production.destroy)
-    return Sequence(graphs, outcomes, {"staging": staging, "production": production}, serving)
+    return Sequence(graphs, outcomes, {"staging": staging, "production": production}, tokens, serving, left)
 
 
 def _image(state: dict[str, Resource], typ: str) -> str:
@@ -129,10 +157,29 @@ def _migrate(graph: Graph) -> Resource:
 
 def test_first_deploy_of_production_with_a_full_commit_sha_starts_its_migration(sequence: Sequence) -> None:
     sequence.outcomes["production first deploy"].ok()
-    token = _migrate(sequence.graphs["production first deploy"]).inputs["runExecutionToken"]
+    token = sequence.tokens["production first deploy"]
     assert len("alle-production-migrate") + len(token) < 63
     assert token.startswith(SHA[:20])
     assert f"alle-production-migrate-{token}" in sequence.projects["production"].executions["alle-production-migrate"]
+
+
+@pytest.mark.parametrize("step", ["staging no-op", "staging scale-only"])
+def test_a_deploy_of_the_same_release_starts_no_migration_and_leaves_the_job_alone(
+    sequence: Sequence, step: str
+) -> None:
+    change = sequence.outcomes[step].ok()
+    graph = sequence.graphs[step]
+    migrate = _migrate(graph).urn
+    assert migrate not in change.updated and migrate not in change.replaced
+    assert sequence.tokens[step] == sequence.tokens["staging first deploy"]
+    changed = {graph.by_urn[urn].type for urn in change.updated}
+    assert changed == (set() if step == "staging no-op" else {SERVICE}), changed
+
+
+def test_only_releases_start_migrations_in_staging(sequence: Sequence) -> None:
+    """First deploy, next release, the failed one, its retry, the retry after refresh: no-op, scale-only and the
+    secret rotation start none (a manual run is the sixth)."""
+    assert len(sequence.projects["staging"].executions["alle-staging-migrate"]) == 6
 
 
 @pytest.mark.parametrize(
@@ -147,13 +194,16 @@ def test_a_new_release_changes_only_release_scoped_resources(sequence: Sequence,
     assert not changed & STATEFUL
 
 
-def test_a_rollback_to_an_earlier_release_starts_a_new_execution(sequence: Sequence) -> None:
+def test_a_rollback_across_a_migration_starts_a_new_execution_and_keeps_the_newer_schema(sequence: Sequence) -> None:
     change = sequence.outcomes["production rollback"].ok()
     graph = sequence.graphs["production rollback"]
     assert {graph.by_urn[urn].type for urn in change.updated} <= RELEASE_SCOPED
-    executions = sequence.projects["production"].executions["alle-production-migrate"]
+    production = sequence.projects["production"]
+    executions = production.executions["alle-production-migrate"]
     assert len(executions) == 3  # first deploy, promotion, rollback: three tokens, none reused
-    assert _image(sequence.projects["production"].state, SERVICE) == DIGESTS[SHA]
+    assert sequence.tokens["production rollback"] != sequence.tokens["production first deploy"]
+    assert _image(production.state, SERVICE) == DIGESTS[SHA]
+    assert production.schema == ["0002"], "the older image left the promotion's schema as it was"
 
 
 def test_a_failed_migration_keeps_the_previous_revision_serving(sequence: Sequence) -> None:
@@ -165,12 +215,12 @@ def test_a_failed_migration_keeps_the_previous_revision_serving(sequence: Sequen
     )
 
 
-def test_retrying_a_failed_migration_is_another_pulumi_up_under_a_new_token(sequence: Sequence) -> None:
+def test_retrying_a_failed_migration_is_one_command_that_starts_a_new_execution(sequence: Sequence) -> None:
     sequence.outcomes["staging retried migration"].ok()
-    steps = ("staging failing migration", "staging retried migration")
-    first, retry = (_migrate(sequence.graphs[step]).inputs["runExecutionToken"] for step in steps)
-    assert first != retry
-    assert len(sequence.projects["staging"].executions["alle-staging-migrate"]) >= 4
+    first, retry = sequence.tokens["staging failing migration"], sequence.tokens["staging retried migration"]
+    assert first != retry and first.rsplit("-", 1)[0] == retry.rsplit("-", 1)[0]
+    retried = {r.urn: r for r in sequence.graphs["staging retried migration"].resources}
+    assert _image(sequence.projects["staging"].state, SERVICE) == _image(retried, SERVICE)
 
 
 def test_a_deploy_after_a_manual_run_and_refresh_is_accepted(sequence: Sequence) -> None:
@@ -188,8 +238,11 @@ def test_a_secret_rotation_keeps_every_version_a_serving_or_rollback_revision_re
     assert not {graph.by_urn[urn].type for urn in change.updated} & (STATEFUL - {SECRET_VERSION})
 
 
-def test_destroy_of_staging_finishes_and_leaves_the_registry_production_pulls_from(sequence: Sequence) -> None:
-    assert sequence.outcomes["staging destroy"].refused is None
+def test_destroy_of_staging_takes_two_runs_because_cloud_run_holds_the_subnet(sequence: Sequence) -> None:
+    refused = sequence.outcomes["staging destroy"].refused
+    assert refused is not None and "run `pulumi destroy` again in 1–2 hours" in refused
+    assert sequence.left_by_first_destroy == sorted([NETWORK, SUBNET])
+    assert sequence.outcomes["staging destroy again"].refused is None
     staging = sequence.projects["staging"]
     assert staging.state == {}
     assert [r.type for r in staging.retained] == [REPOSITORY]
@@ -210,13 +263,30 @@ def _edited(graph: Graph, typ: str, **inputs: object) -> Graph:
     return copy
 
 
-def test_the_model_refuses_a_token_used_before(sequence: Sequence) -> None:
+def test_the_model_refuses_a_token_used_before_so_a_plain_up_after_refresh_would_fail(sequence: Sequence) -> None:
     graph = sequence.graphs["staging first deploy"]
     project = Project("staging")
     project.up(graph)
     project.refresh()
     with pytest.raises(RefusedError, match=r"execution alle-staging-migrate-.* already exists"):
         project.up(graph)
+
+
+def test_the_model_keeps_a_random_ids_bytes_until_its_keepers_change_or_it_is_replaced(sequence: Sequence) -> None:
+    project = Project("staging")
+    project.up(sequence.graphs["staging first deploy"])
+    first = dict(project.random)
+    project.up(sequence.graphs["staging no-op"])
+    assert project.random == first
+    project.up(sequence.graphs["staging no-op"], replace=(token_urn("staging"),))
+    assert project.random[token_urn("staging")] != first[token_urn("staging")]
+
+
+def test_the_model_refuses_an_image_that_does_not_know_the_databases_revision(sequence: Sequence) -> None:
+    migrations = _migrations(sequence.graphs)
+    project = Project("production", migrations=migrations, schema=["abcd"])
+    with pytest.raises(RefusedError, match="alle migrate failed: the database is at abcd"):
+        project.up(sequence.graphs["production first deploy"])
 
 
 def test_the_model_refuses_a_job_name_and_token_of_63_characters(sequence: Sequence) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +30,7 @@ class FakeStacks:
     def __init__(self, outputs: dict[str, dict[str, Any]]) -> None:
         self.stack_outputs = outputs
         self.config: dict[tuple[str, str], str] = {}
+        self.ups: list[tuple[str, list[str], list[str]]] = []
 
     def outputs(self, stack: str) -> dict[str, Any]:
         return self.stack_outputs[stack]
@@ -37,8 +38,8 @@ class FakeStacks:
     def set_config(self, stack: str, key: str, value: str) -> None:
         self.config[(stack, key)] = value
 
-    def up(self, stack: str, targets: list[str]) -> None:
-        raise AssertionError(f"no command here deploys ({stack}, {targets})")
+    def up(self, stack: str, targets: list[str], replace: Sequence[str] = ()) -> None:
+        self.ups.append((stack, targets, list(replace)))
 
 
 def test_promote_pins_stagings_digest_and_release_into_production() -> None:
@@ -148,6 +149,16 @@ def test_successful_execution_is_reported_as_such() -> None:
     assert line == "alle-staging-migrate-x7k2p succeeded: 1/1 tasks succeeded, 0 failed, 0 cancelled"
 
 
+def test_migrate_retry_is_one_pulumi_up_that_replaces_the_tokens_random_id(
+    staging: Graph, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stacks = FakeStacks({})
+    assert cli.main(["migrate", "retry", "--stack", "staging"], stacks) == 0
+    [random_id] = [r for r in staging.resources if r.type == "random:index/randomId:RandomId"]
+    assert stacks.ups == [("staging", [], [random_id.urn])], "the whole stack, with the token's RandomId replaced"
+    assert random_id.urn in capsys.readouterr().out
+
+
 def test_plan_shows_the_settings_a_reviewer_cares_about(production: Graph) -> None:
     text = plan.render(production)
     assert text.startswith("Stack production: 124 resources (109 cloud)")
@@ -163,7 +174,7 @@ def test_plan_shows_the_settings_a_reviewer_cares_about(production: Graph) -> No
         "invoker check: off (public)",
         "concurrency: 80",
         "env WEB_CONCURRENCY: 2",
-        "runs on every pulumi up: yes, waits up to 40m",
+        "runs when image or release changes: yes, waits up to 40m",
         "secretData: (secret)",
         "deletion protection: provider true, api true, pulumi true",
     ):

@@ -134,7 +134,6 @@ def test_network_has_run_subnet_and_private_services_access_that_destroy_can_rem
     connection = stack.one(PSA)
     assert connection.inputs["service"] == "servicenetworking.googleapis.com"
     assert connection.inputs["reservedPeeringRanges"] == [address.inputs["name"]]
-    assert connection.inputs["deletionPolicy"] == "REMOVE_PEERING"
     for workload in workloads(stack):
         template = workload.inputs["template"]
         vpc = (template["template"] if workload.type == JOB else template)["vpcAccess"]
@@ -142,6 +141,23 @@ def test_network_has_run_subnet_and_private_services_access_that_destroy_can_rem
             {"network": "alle-" + stack.stack + "-vpc-id", "subnetwork": f"alle-{stack.stack}-run-id"}
         ]
         assert vpc["egress"] == "PRIVATE_RANGES_ONLY"
+
+
+def test_staging_removes_its_peering_on_destroy_and_nothing_in_its_network_is_protected(staging: Graph) -> None:
+    connection = staging.one(PSA)
+    assert connection.inputs["deletionPolicy"] == "REMOVE_PEERING"
+    for typ in (PSA, "gcp:compute/network:Network", "gcp:compute/globalAddress:GlobalAddress"):
+        assert not any(r.protect for r in staging.of_type(typ))
+
+
+def test_production_never_removes_its_peering_and_protects_network_range_and_connection(production: Graph) -> None:
+    """REMOVE_PEERING while instances still use the peering breaks them (pulumi-gcp 10.2
+    servicenetworking.Connection.deletion_policy): an escape hatch for ephemeral networks, not production's."""
+    connection = production.one(PSA)
+    assert connection.inputs["deletionPolicy"] == "ABANDON"
+    [address] = [a for a in production.of_type("gcp:compute/globalAddress:GlobalAddress") if a.inputs.get("purpose")]
+    for resource in (connection, address, production.one("gcp:compute/network:Network")):
+        assert resource.protect is True, resource.name
 
 
 def test_cloud_sql_is_postgres_16_private_ssl_only_with_backups_pitr_maintenance_insights(stack: Graph) -> None:
@@ -340,11 +356,14 @@ def test_worker_pool_runs_alle_worker_with_instances_per_stack_and_no_ingress(
 COMMANDS = ("migrate", "cleanup-old-tasks", "generate-report", "prune-sessions")
 
 
-def test_migrate_job_runs_on_deploy_under_a_fresh_token_and_admin_jobs_do_not(stack: Graph) -> None:
+def test_migrate_job_runs_under_a_token_kept_per_image_and_release_and_admin_jobs_do_not(stack: Graph) -> None:
     jobs = {j.inputs["name"]: j for j in stack.of_type(JOB)}
     prefix = f"alle-{stack.stack}"
     assert set(jobs) == {f"{prefix}-{command}" for command in COMMANDS}
     migrate = jobs[f"{prefix}-migrate"]
+    [random_id] = [r for r in stack.resources if r.type == "random:index/randomId:RandomId"]
+    assert random_id.name == f"{prefix}-migrate-token" and random_id.inputs["byteLength"] == 4
+    assert random_id.inputs["keepers"] == {"image": container(migrate)["image"], "release": "dev"}
     assert re.fullmatch(r"dev-[0-9a-f]{8}", migrate.inputs["runExecutionToken"])
     assert container(migrate)["args"] == ["migrate"]
     assert container(jobs[f"{prefix}-cleanup-old-tasks"])["args"] == ["cleanup-old-tasks", "--older-than-days", "90"]

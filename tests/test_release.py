@@ -39,14 +39,9 @@ def test_what_is_not_a_release_id(value: str) -> None:
 @pytest.mark.parametrize("value", RELEASES)
 @pytest.mark.parametrize("job", JOBS)
 def test_execution_tokens_fit_gcps_limits_for_every_release_and_job(value: str, job: str) -> None:
-    token = release.execution_token(job, value)
+    token = release.execution_token(job, value, "f" * release.NONCE_HEX)
     assert len(job) + len(token) < 63
     assert EXECUTION_ID.match(f"{job}-{token}"), token
-
-
-def test_tokens_for_the_same_release_are_never_the_same() -> None:
-    tokens = {release.execution_token("alle-production-migrate", "v1.2.3") for _ in range(200)}
-    assert len(tokens) == 200
 
 
 def test_a_token_keeps_as_much_of_the_release_as_fits() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -124,9 +125,8 @@ def test_a_config_change_under_the_same_release_names_a_new_revision(full: Graph
 
 
 def _inputs(graph: Graph) -> dict[str, dict[str, Any]]:
-    """Inputs by URN, without the migrate job's execution token: it is fresh on every `pulumi up` by design
-    (components/release.py), and `alle-ops traffic` updates the web service alone (`--target`), so no job runs."""
-    return {r.urn: {k: v for k, v in r.inputs.items() if k != "runExecutionToken"} for r in graph.resources}
+    """Inputs by URN, the migrate job's execution token included: it changes only with the image or release."""
+    return {r.urn: r.inputs for r in graph.resources}
 
 
 def test_rolling_traffic_back_changes_only_the_web_services_traffic(full: Graph, begun: Graph) -> None:
@@ -164,7 +164,8 @@ class FakeStacks:
     def set_config(self, stack: str, key: str, value: str) -> None:
         self.config[key] = value
 
-    def up(self, stack: str, targets: list[str]) -> None:
+    def up(self, stack: str, targets: list[str], replace: Sequence[str] = ()) -> None:
+        assert not replace, "traffic moves replace nothing"
         self.ups.append((stack, targets))
 
 

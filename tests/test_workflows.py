@@ -132,6 +132,28 @@ def test_ci_creates_each_stack_with_its_kms_secrets_provider(stack: str) -> None
 
 
 @pytest.mark.parametrize("stack", ["staging", "production"])
+def test_ci_uses_the_stacks_kms_secrets_manager_on_every_deploy_not_only_the_first(stack: str) -> None:
+    """`stack select --create --secrets-provider` applies the flag only when it creates the stack. From the second
+    deploy on, Pulumi takes the secrets manager from the stack file; ours carry none, so without the fallback to the
+    one recorded in state it would ask for a passphrase (https://www.pulumi.com/docs/iac/cli/environment-variables/).
+    """
+    settings = yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())
+    job = _workflow("deploy.yml")["jobs"][stack]
+    if not {"secretsprovider", "encryptedkey"} <= set(settings):
+        assert job["env"].get("PULUMI_FALLBACK_TO_STATE_SECRETS_MANAGER") == "true"
+
+
+@pytest.mark.parametrize("stack", ["staging", "production"])
+def test_deploy_jobs_outlast_a_first_deploy_and_the_release_job_wait(stack: str) -> None:
+    """A first deploy creates Cloud SQL and Memorystore (up to ~40 min together) and then waits up to
+    RELEASE_JOB_TIMEOUT for `alle migrate`; GitHub cancels the job at timeout-minutes, mid-`pulumi up`."""
+    from components.jobs import RELEASE_JOB_TIMEOUT
+
+    release_wait = int(RELEASE_JOB_TIMEOUT.removesuffix("m"))
+    assert _workflow("deploy.yml")["jobs"][stack]["timeout-minutes"] >= release_wait + 60
+
+
+@pytest.mark.parametrize("stack", ["staging", "production"])
 def test_ci_installs_the_policy_packs_own_dependencies_before_pulumi_up(stack: str) -> None:
     runs = _runs(_workflow("deploy.yml")["jobs"][stack])
     pack = yaml.safe_load((ROOT / "policy" / "PulumiPolicy.yaml").read_text())

@@ -1,12 +1,22 @@
-"""`alle migrate`: forward-only Alembic upgrade, serialised by a PostgreSQL advisory lock."""
+"""`alle migrate`: forward-only Alembic upgrade, serialised by a PostgreSQL advisory lock.
+
+Migrations are expand/contract: a release only adds what the next one needs and drops what the previous one no
+longer uses a release later, so the previous release's code runs on the newer schema. A rollback therefore
+runs an older image's `alle migrate` against a database at a revision that image has never seen; that is not
+an error to it, and it leaves the schema as it is. A revision that is neither known nor later (a database from
+another app, or a hand-edited alembic_version) still stops the release.
+"""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import psycopg
 from alembic import command
 from alembic.config import Config
+from alembic.script import ScriptDirectory
 
 from alle.config import Settings
 from alle.logs import get_logger
@@ -15,6 +25,13 @@ log = get_logger(__name__)
 
 #: Any constant shared by every `alle migrate`; two concurrent runs queue on it instead of racing.
 _LOCK_ID = 0x616C6C65
+#: Revision ids are a sequence, `0001`, `0002`, …; a later one sorts after this release's head (test_migrate.py
+#: checks every migration follows it).
+REVISION_ID = re.compile(r"^\d{4}$")
+
+
+class UnknownRevisionError(Exception):
+    """The database is at a revision that this release neither has nor precedes."""
 
 
 def alembic_config(settings: Settings) -> Config:
@@ -24,12 +41,57 @@ def alembic_config(settings: Settings) -> Config:
     return config
 
 
+def history(config: Config) -> list[str]:
+    """This release's revisions, oldest first."""
+    return [r.revision for r in reversed(list(ScriptDirectory.from_config(config).walk_revisions()))]
+
+
+def newer_revision(known: Sequence[str], current: Sequence[str]) -> str | None:
+    """The database's revision when a later release wrote it; None when this release knows every current one.
+
+    Raises UnknownRevisionError for a revision this release does not know and that does not follow its head.
+    """
+    unknown = [revision for revision in current if revision not in known]
+    head = known[-1] if known else ""
+    for revision in unknown:
+        if not (REVISION_ID.match(revision) and REVISION_ID.match(head) and revision > head):
+            raise UnknownRevisionError(revision)
+    return max(unknown, default=None)
+
+
+def _current(database_url: str) -> list[str]:
+    with psycopg.connect(database_url, autocommit=True, application_name="alle-migrate") as conn:
+        if conn.execute("SELECT to_regclass('alembic_version')").fetchone() == (None,):
+            return []
+        return [str(row[0]) for row in conn.execute("SELECT version_num FROM alembic_version").fetchall()]
+
+
 def run(settings: Settings) -> int:
     """Upgrade to head; a failure rolls back the failing migration's transaction and says what to do."""
     config = alembic_config(settings)
     with psycopg.connect(settings.DATABASE_URL, application_name="alle-migrate") as lock_conn:
         lock_conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_ID,))
         try:
+            known = history(config)
+            try:
+                newer = newer_revision(known, _current(settings.DATABASE_URL))
+            except UnknownRevisionError as error:
+                log.error(
+                    "migration refused: the database is at a revision this release neither has nor precedes. "
+                    "Check DATABASE_URL points at this app's database, or restore it from a backup.",
+                    database_revision=str(error),
+                    release_head=known[-1] if known else None,
+                )
+                return 1
+            if newer:
+                log.warning(
+                    "database schema is newer than this release; left as it is. Migrations are expand/contract, "
+                    "so this release runs on it (a rollback).",
+                    database_revision=newer,
+                    release_head=known[-1] if known else None,
+                    release=settings.RELEASE,
+                )
+                return 0
             log.info("migration started", release=settings.RELEASE)
             command.upgrade(config, "head")
         except Exception as error:  # noqa: BLE001 - any failure is reported in one line, then exit 1

@@ -5,11 +5,15 @@ from __future__ import annotations
 import json
 import subprocess
 import uuid
+from pathlib import Path
 
 import psycopg
+import pytest
 from alembic import command
+from alembic.config import Config
 
 import backing
+from alle import migrate
 from alle.config import Settings
 from alle.migrate import alembic_config
 
@@ -78,3 +82,55 @@ def test_durable_jobs_migration_downgrades_and_upgrades_again_keeping_existing_r
     assert _tables(url) == EXPECTED
     with psycopg.connect(url) as conn:
         assert conn.execute("SELECT status, enqueued_at FROM reports").fetchall() == [("pending", None)]
+
+
+def _schema(url: str) -> list[tuple[str, str]]:
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = 'public' "
+            "ORDER BY 1, 2"
+        ).fetchall()
+    return [(str(t), str(c)) for t, c in rows]
+
+
+def _at_revision(url: str, revision: str) -> None:
+    """The database as a later release's `alle migrate` would leave it: an expand step, and its revision."""
+    with psycopg.connect(url) as conn:
+        conn.execute("ALTER TABLE tasks ADD COLUMN added_later text")
+        conn.execute("UPDATE alembic_version SET version_num = %s", (revision,))
+
+
+def test_a_rollback_to_an_older_image_leaves_the_newer_schema_as_it_is(app_env: dict[str, str]) -> None:
+    url = app_env["DATABASE_URL"]
+    later = f"{int(HEAD) + 1:04d}"  # what the next release's first migration will be called
+    _at_revision(url, later)
+    before = _schema(url)
+    rollback = _migrate(app_env)
+    output, _ = rollback.communicate(timeout=60)
+    assert rollback.returncode == 0, output
+    [warning] = [json.loads(line) for line in output.splitlines() if "newer than this release" in line]
+    assert warning["database_revision"] == later and warning["release_head"] == HEAD
+    assert "Running upgrade" not in output
+    assert _schema(url) == before
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [(later,)]
+
+
+@pytest.mark.parametrize("revision", ["abc123", "0000"])
+def test_a_revision_that_is_neither_known_nor_later_stops_the_release(app_env: dict[str, str], revision: str) -> None:
+    url = app_env["DATABASE_URL"]
+    _at_revision(url, revision)
+    run = _migrate(app_env)
+    output, _ = run.communicate(timeout=60)
+    assert run.returncode == 1, output
+    [refused] = [json.loads(line) for line in output.splitlines() if "migration refused" in line]
+    assert refused["database_revision"] == revision
+    assert "restore it from a backup" in refused["message"]
+
+
+def test_revision_ids_are_a_sequence_so_a_later_one_is_recognised() -> None:
+    config = Config()
+    config.set_main_option("script_location", str(Path(migrate.__file__).parent / "migrations"))
+    revisions = migrate.history(config)
+    assert revisions == [f"{n:04d}" for n in range(1, len(revisions) + 1)]
+    assert all(migrate.REVISION_ID.match(r) for r in revisions)
