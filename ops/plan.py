@@ -109,7 +109,8 @@ def _pool(r: Resource) -> Settings:
 def _job(r: Resource) -> Settings:
     # The token's random suffix is not a setting; a reviewer needs to know only that the job runs on deploy.
     token = r.inputs.get("runExecutionToken")
-    runs = {"runs when image or release changes": f"yes, waits up to {r.timeouts.get('update', '20m')}"} if token else {}
+    wait = f"yes, waits up to {r.timeouts.get('update', '20m')}"
+    runs = {"runs when image or release changes": wait} if token else {}
     return {**_workload(r), **runs}
 
 

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from alle.migrate import UnknownRevisionError, newer_revision
-
 from ops.graph import Graph, Resource
 
 RUN = "gcp:cloudrunv2"
@@ -34,8 +33,9 @@ PSA = "gcp:servicenetworking/connection:Connection"
 SUBNET = "gcp:compute/subnetwork:Subnetwork"
 RANDOM_ID = "random:index/randomId:RandomId"
 
-#: What each release is meant to replace: Cloud Run revisions (service and pool templates), jobs, the build,
-#: the migrate job's token bytes, and the serverless NEG that routes `candidate.<domain>` to the release's traffic tag (components/edge.py).
+#: What each release is meant to replace: Cloud Run revisions (service and pool templates), jobs, the build, the
+#: migrate job's token bytes, and the serverless NEG that routes `candidate.<domain>` to the release's traffic tag
+#: (components/edge.py).
 RELEASE_SCOPED = frozenset(
     {
         SERVICE,
@@ -239,7 +239,7 @@ class Project:
         try:
             newer = newer_revision(known, self.schema)
         except UnknownRevisionError as error:
-            raise RefusedError(f"alle migrate failed: the database is at {error}, which {image} does not know") from None
+            raise RefusedError(f"alle migrate failed: the database is at {error}, unknown to {image}") from None
         if newer is None:
             self.schema = [known[-1]]
 
@@ -308,7 +308,7 @@ class Project:
                 del remaining[resource.urn]
         self.state = remaining
         if failed:
-            raise RefusedError(next(iter(failed.values())))
+            raise HeldError(next(iter(failed.values())))
 
     def addresses_released(self) -> None:
         """1–2 hours later: Cloud Run has released the subnet's addresses."""
@@ -327,7 +327,8 @@ class Project:
             raise RefusedError(f"{r.name} has deletion protection")
         if r.type in (SERVICE, WORKER_POOL, JOB):
             # Direct VPC egress: the subnet's addresses stay reserved for 1–2 hours after the resource is gone.
-            self.held_subnets.update(urn for urn in r.dependencies if urn in remaining and remaining[urn].type == SUBNET)
+            subnets = [urn for urn in r.dependencies if urn in remaining and remaining[urn].type == SUBNET]
+            self.held_subnets.update(subnets)
         if r.type == SUBNET and r.urn in self.held_subnets:
             raise HeldError(
                 f"{r.name}: resourceInUseByAnotherResource, Cloud Run still holds its addresses; "

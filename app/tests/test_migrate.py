@@ -87,8 +87,7 @@ def test_durable_jobs_migration_downgrades_and_upgrades_again_keeping_existing_r
 def _schema(url: str) -> list[tuple[str, str]]:
     with psycopg.connect(url) as conn:
         rows = conn.execute(
-            "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = 'public' "
-            "ORDER BY 1, 2"
+            "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = 'public' ORDER BY 1, 2"
         ).fetchall()
     return [(str(t), str(c)) for t, c in rows]
 
