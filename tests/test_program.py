@@ -62,15 +62,15 @@ def sa(graph: Graph, role: str) -> str:
 def test_staging_registers_its_full_resource_set(staging: Graph) -> None:
     # Edge (+14: address, certificate, Armor policy, 2 NEGs, 2 backends, 2 URL maps, 2 proxies, 2 forwarding
     # rules, component), monitoring (+12: a channel, uptime check, log metric, 7 alerts, dashboard, component),
-    # APIs (+4: monitoring, logging, dns, billingbudgets).
-    assert len(staging.resources) == 91 + 14 + 12 + 4
+    # APIs (+4: monitoring, logging, dns, billingbudgets), the migrate token's RandomId (+1).
+    assert len(staging.resources) == 91 + 14 + 12 + 4 + 1
     assert len([r for r in staging.resources if not r.custom]) == 15
 
 
 def test_production_registers_its_full_resource_set(production: Graph) -> None:
     # No registry and no build (−2); Cloud Run's service agent (+1) and read access on staging's registry for
-    # 3 identities and that agent (+4); the same edge, monitoring and APIs as staging (+30).
-    assert len(production.resources) == 94 + 14 + 12 + 4
+    # 3 identities and that agent (+4); the same edge, monitoring, APIs and RandomId as staging (+31).
+    assert len(production.resources) == 94 + 14 + 12 + 4 + 1
     assert len([r for r in production.resources if not r.custom]) == 15
 
 
