@@ -116,7 +116,6 @@ image = Image(
         registry_project=cfg.registry_project,
         registry_location=cfg.registry_location,
         repository=cfg.registry_repository,
-        readers=identity.runtime_members,
         labels=cfg.labels,
         depends_on=apis.needs("artifactregistry"),
         run_api=apis.needs("run"),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pulumi
@@ -20,7 +19,6 @@ class ImageArgs:
     registry_project: str
     registry_location: str
     repository: str
-    readers: Sequence[pulumi.Input[str]]
     labels: dict[str, str]
     depends_on: list[pulumi.Resource]
     #: The Run API: Cloud Run's service agent exists only once it is enabled.
@@ -78,20 +76,22 @@ class Image(pulumi.ComponentResource):
                 gcp.projects.ServiceIdentityArgs(project=args.project, service="run.googleapis.com"),
                 opts=pulumi.ResourceOptions(parent=self, depends_on=args.run_api),
             )
-            members = [*args.readers, self.run_agent.member]
+            # Only the agent: Cloud Run imports the image when a revision is deployed and never pulls it as the
+            # workload's identity ("If your repositories are in a different project, you must grant Artifact
+            # Registry Reader permissions to the Cloud Run Service Agent",
+            # https://cloud.google.com/artifact-registry/docs/integrate-cloud-run; run/docs/deploying).
             self.grants = [
                 gcp.artifactregistry.RepositoryIamMember(
-                    f"{name}-pull-{index}",
+                    f"{name}-pull-run-agent",
                     gcp.artifactregistry.RepositoryIamMemberArgs(
                         project=args.registry_project,
                         location=args.registry_location,
                         repository=args.repository,
                         role="roles/artifactregistry.reader",
-                        member=member,
+                        member=self.run_agent.member,
                     ),
                     opts=child,
                 )
-                for index, member in enumerate(members)
             ]
         if args.pinned:
             self.ref: pulumi.Output[str] = pulumi.Output.from_input(args.pinned)

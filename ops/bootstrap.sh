@@ -61,7 +61,7 @@ gc storage buckets add-iam-policy-binding "gs://${state_bucket}" --member "$memb
 gc kms keys add-iam-policy-binding "$key" --project "$project" --keyring "$keyring" --location "$region" \
   --member "$member" --role roles/cloudkms.cryptoKeyEncrypterDecrypter
 if [ -n "$registry_project" ]; then
-  # The stack grants its runtime identities read access on the other project's repository.
+  # The stack grants Cloud Run's service agent read access on the other project's repository.
   gc artifacts repositories add-iam-policy-binding alle --project "$registry_project" --location "$region" \
     --member "$member" --role roles/artifactregistry.admin
 fi

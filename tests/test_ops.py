@@ -161,7 +161,7 @@ def test_migrate_retry_is_one_pulumi_up_that_replaces_the_tokens_random_id(
 
 def test_plan_shows_the_settings_a_reviewer_cares_about(production: Graph) -> None:
     text = plan.render(production)
-    assert text.startswith("Stack production: 125 resources (110 cloud)")
+    assert text.startswith("Stack production: 122 resources (107 cloud)")
     for expected in (
         "tier: db-custom-2-7680 (ENTERPRISE)",
         "availability: REGIONAL",

@@ -68,9 +68,9 @@ def test_staging_registers_its_full_resource_set(staging: Graph) -> None:
 
 
 def test_production_registers_its_full_resource_set(production: Graph) -> None:
-    # No registry and no build (−2); Cloud Run's service agent (+1) and read access on staging's registry for
-    # 3 identities and that agent (+4); the same edge, monitoring, APIs and RandomId as staging (+31).
-    assert len(production.resources) == 94 + 14 + 12 + 4 + 1
+    # No registry and no build (−2); Cloud Run's service agent (+1) and its read access on staging's registry
+    # (+1); the same edge, monitoring, APIs and RandomId as staging (+31).
+    assert len(production.resources) == 91 + 14 + 12 + 4 + 1
     assert len([r for r in production.resources if not r.custom]) == 15
 
 
@@ -305,10 +305,10 @@ def test_production_never_builds_and_runs_the_pinned_digest_from_stagings_regist
     grants = production.of_type("gcp:artifactregistry/repositoryIamMember:RepositoryIamMember")
     assert {g.inputs["project"] for g in grants} == {"alle-staging"}
     assert {g.inputs["role"] for g in grants} == {"roles/artifactregistry.reader"}
-    assert {g.inputs["member"] for g in grants} == {
-        *(sa(production, r) for r in ("web", "worker", "jobs")),
-        "serviceAccount:service-123456789012@serverless-robot-prod.iam.gserviceaccount.com",
-    }
+    # Cloud Run's service agent imports the image; the workloads' own identities never pull it.
+    assert [g.inputs["member"] for g in grants] == [
+        "serviceAccount:service-123456789012@serverless-robot-prod.iam.gserviceaccount.com"
+    ]
 
 
 def test_web_runs_alle_web_with_probes_scaling_and_sizing_per_stack(staging: Graph, production: Graph) -> None:
