@@ -171,8 +171,8 @@ def parser() -> argparse.ArgumentParser:
     mg = sub.add_parser(
         "migrate", help="retry the release's migration (after a failure, or after a manual run and refresh)"
     )
-    mg.add_argument("action", choices=["retry"])
-    mg.add_argument("--stack", required=True)
+    mg.add_argument("action", choices=["retry"], help="retry: pulumi up, replacing the token's RandomId")
+    mg.add_argument("--stack", required=True, help="the stack whose migration runs again")
     mg.set_defaults(run=_migrate)
     pl = sub.add_parser("plan", help="what a stack declares, offline; or --diff A B")
     pl.add_argument("--stack", default="staging", help="stack to show (default: staging)")
