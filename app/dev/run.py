@@ -137,7 +137,8 @@ def banner(port: int, data_dir: Path) -> list[str]:
     """What the newcomer needs once web answers: where to point a browser, and how to stop or reset."""
     url = f"http://127.0.0.1:{port}"
     return [
-        f"Alle is running: {url}/  (the web client; the API is under {url}/v1)",
+        f"Alle is running: {url}",
+        f"Web client:      {url}/  (the API is under {url}/v1)",
         f"API docs:        {url}/docs",
         'Mail is not sent locally: the worker logs each message (lines with "message": "mail").',
         f"Ctrl-C stops everything. Data stays in {data_dir}; delete that directory to start afresh.",
