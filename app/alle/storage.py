@@ -9,18 +9,29 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import IO, TypeVar, TypeVarTuple
+from typing import IO, Any, TypeVar, TypeVarTuple
 
 import anyio
 import anyio.to_thread
 from google.api_core.exceptions import NotFound
 from google.cloud import storage
+from google.cloud.storage.retry import DEFAULT_RETRY
 
 from alle.config import Settings
+from alle.logs import get_logger
+
+log = get_logger(__name__)
 
 _CHUNK = 256 * 1024
 #: Bytes buffered per upload before they go to Cloud Storage (resumable chunks are multiples of 256 KiB).
 UPLOAD_CHUNK = 4 * _CHUNK
+
+#: Seconds one HTTP request to the bucket may take (connect, then between bytes), and seconds of retrying
+#: before a call gives up. The library's defaults (60 s, 120 s) held a dead bucket's requests for minutes; with
+#: these a failed transfer, and the cleanup after it, are answered within 15 s.
+REQUEST_TIMEOUT = 4.0
+RETRY_SECONDS = 5.0
+RETRY = DEFAULT_RETRY.with_timeout(RETRY_SECONDS)
 
 T = TypeVar("T")
 Args = TypeVarTuple("Args")
@@ -35,15 +46,22 @@ class Storage:
     def writer(self, name: str, *, content_type: str) -> IO[bytes]:
         """A resumable upload fed chunk by chunk; the object appears when the writer is closed (or collected)."""
         blob = self.bucket.blob(name)
-        writer: IO[bytes] = blob.open("wb", chunk_size=UPLOAD_CHUNK, content_type=content_type, if_generation_match=0)
+        writer: IO[bytes] = blob.open(
+            "wb",
+            chunk_size=UPLOAD_CHUNK,
+            content_type=content_type,
+            if_generation_match=0,
+            timeout=REQUEST_TIMEOUT,
+            retry=RETRY,
+        )
         return writer
 
     def reader(self, name: str) -> IO[bytes]:
-        reader: IO[bytes] = self.bucket.blob(name).open("rb", chunk_size=_CHUNK)
+        reader: IO[bytes] = self.bucket.blob(name).open("rb", chunk_size=_CHUNK, timeout=REQUEST_TIMEOUT, retry=RETRY)
         return reader
 
     def upload_text(self, name: str, text: str, *, content_type: str) -> None:
-        self.bucket.blob(name).upload_from_string(text, content_type=content_type)
+        self.bucket.blob(name).upload_from_string(text, content_type=content_type, timeout=REQUEST_TIMEOUT, retry=RETRY)
 
     def stream(self, name: str) -> Iterator[bytes]:
         with self.reader(name) as reader:
@@ -53,7 +71,7 @@ class Storage:
     def delete(self, name: str) -> None:
         """Deleting an object that is already gone is success: callers may retry."""
         with contextlib.suppress(NotFound):
-            self.bucket.blob(name).delete()
+            self.bucket.blob(name).delete(timeout=REQUEST_TIMEOUT, retry=RETRY)
 
 
 class _Upload:
@@ -75,13 +93,59 @@ class _Upload:
             self.writer.close()
 
     def abort(self) -> bool:
-        """Close after a failure; True when an object may exist. A BlobWriter finalises its upload when it is
-        closed or garbage collected, so it is closed here and the caller deletes what it wrote."""
-        if self.writer is None:
+        """Cancel after a failure; True when an object may exist, for the caller to delete (the final chunk
+        may have landed before the error). Closing instead would finalise the partial upload as an object, or,
+        after a failed close, raise "Stream is already exhausted" in place of the real error.
+
+        BlobWriter.terminate() does this with the transport's 120 s default timeout, so its two steps are
+        taken here with REQUEST_TIMEOUT.
+        """
+        writer: Any = self.writer
+        if writer is None:
             return False
-        with contextlib.suppress(Exception):
-            self.writer.close()
+        try:
+            if writer._upload_and_transport:
+                upload, transport = writer._upload_and_transport
+                transport.delete(upload.upload_url, timeout=REQUEST_TIMEOUT)
+        except Exception as error:  # noqa: BLE001 - the error being handled is the one to report
+            log.warning("could not cancel an upload", object_name=self.name, error=repr(error))
+        finally:
+            writer._buffer.close()  # nothing is finalised when it is collected
         return True
+
+
+#: Types served back as stored; anything else is stored and served as application/octet-stream, so an upload
+#: cannot become a page (text/html, image/svg+xml) on this origin. Parameters (charset) are dropped.
+ATTACHMENT_TYPES = frozenset(
+    {
+        "application/json",
+        "application/msword",
+        "application/pdf",
+        "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+        "application/zip",
+        "audio/mpeg",
+        "image/gif",
+        "image/jpeg",
+        "image/png",
+        "image/webp",
+        "text/csv",
+        "text/plain",
+        "video/mp4",
+    }
+)
+OCTET_STREAM = "application/octet-stream"
+
+
+def attachment_type(declared: str | None) -> str:
+    """The declared media type if it is on the allow-list, else application/octet-stream."""
+    media_type = (declared or "").split(";", 1)[0].strip().lower()
+    return media_type if media_type in ATTACHMENT_TYPES else OCTET_STREAM
+
+
+class StorageUnavailableError(Exception):
+    """The bucket could not be reached, or failed, within the bounded timeouts; the cause is chained."""
 
 
 class AsyncStorage:
@@ -92,7 +156,10 @@ class AsyncStorage:
         self.limiter = anyio.CapacityLimiter(limit)
 
     async def _run(self, call: Callable[[*Args], T], *args: *Args) -> T:
-        return await anyio.to_thread.run_sync(call, *args, limiter=self.limiter)
+        try:
+            return await anyio.to_thread.run_sync(call, *args, limiter=self.limiter)
+        except Exception as error:
+            raise StorageUnavailableError(f"{type(error).__name__}: {error}") from error
 
     async def upload(self, name: str, chunks: AsyncIterator[bytes], *, content_type: str) -> int:
         """Stream `chunks` to a new object with at most UPLOAD_CHUNK bytes in memory; returns the size.
@@ -117,19 +184,39 @@ class AsyncStorage:
             # Shielded: the partial object is removed even when the request is being cancelled.
             with anyio.CancelScope(shield=True):
                 if await self._run(upload.abort):
-                    await self.delete(name)
+                    await self._delete_orphan(name)
             raise
         return size
 
     async def stream(self, name: str) -> AsyncIterator[bytes]:
-        """Chunks of an object; the thread is held only while a chunk is read, never while the client reads."""
+        """Chunks of an object, the first already read: a bucket that fails before any byte fails here, while
+        the caller can still answer 503. The thread is held only while a chunk is read, never while the
+        client reads; a failure after the first chunk raises mid-body, so the connection is aborted."""
         reader = await self._run(self.storage.reader, name)
         try:
-            while chunk := await self._run(reader.read, _CHUNK):
+            first = await self._run(reader.read, _CHUNK)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self._run(reader.close)
+            raise
+        return self._rest(reader, first)
+
+    async def _rest(self, reader: IO[bytes], first: bytes) -> AsyncIterator[bytes]:
+        try:
+            chunk = first
+            while chunk:
                 yield chunk
+                chunk = await self._run(reader.read, _CHUNK)
         finally:
             with anyio.CancelScope(shield=True):
                 await self._run(reader.close)
 
     async def delete(self, name: str) -> None:
         await self._run(self.storage.delete, name)
+
+    async def _delete_orphan(self, name: str) -> None:
+        """After a failed upload: a bucket that is down cannot be cleaned now, so the orphan is logged by name."""
+        try:
+            await self.delete(name)
+        except StorageUnavailableError as error:
+            log.error("could not delete a partial upload; delete it by hand", object_name=name, error=str(error))

@@ -10,9 +10,10 @@ import psycopg
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from alle.api import client
+from alle.api import client, errors
 from alle.api.access_log import AccessLogMiddleware
 from alle.api.deps import Services
+from alle.api.errors import BodyLimit
 from alle.api.limits import InFlightLimit
 from alle.api.routes import auth, health, reports, tasks
 from alle.cache import Cache, create_async_client
@@ -66,12 +67,15 @@ def create_app(settings: Settings) -> FastAPI:
         description="Tasks for people who finish them.",
         lifespan=lifespan,
     )
-    # The middleware added last runs first: an overload 503 costs no access-log line (the limiter counts them).
+    # The middleware added last runs first: an overload 503 costs no access-log line (the limiter counts them);
+    # an oversize body is refused inside both, so it is logged and holds a slot only while it is read.
+    app.add_middleware(BodyLimit)
     app.add_middleware(AccessLogMiddleware, project=settings.GOOGLE_CLOUD_PROJECT)
     app.add_middleware(InFlightLimit, limit=settings.MAX_REQUESTS_IN_FLIGHT)
     for module in (health, auth, tasks, reports):
         app.include_router(module.router)
     client.install(app, settings)
+    errors.install(app)
 
     @app.exception_handler(psycopg.OperationalError)
     async def database_unavailable(request: Request, error: psycopg.OperationalError) -> JSONResponse:

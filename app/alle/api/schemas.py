@@ -2,19 +2,48 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import date, datetime
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints
+from pydantic import BaseModel, BeforeValidator, ConfigDict, EmailStr, Field, StringConstraints, field_validator
 
 Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 Notes = Annotated[str, Field(max_length=10_000)]
 
 
+ISO_DAY = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
+
+
+def _date_text(value: object) -> object:
+    """Only `YYYY-MM-DD` text: pydantic would otherwise read a number as seconds since 1970 (0 is 1970-01-01)."""
+    if isinstance(value, date) or (isinstance(value, str) and ISO_DAY.fullmatch(value)):
+        return value
+    raise ValueError("must be a date written as YYYY-MM-DD")
+
+
+Day = Annotated[date, BeforeValidator(_date_text)]
+
+
 class Strict(BaseModel):
+    """Request bodies: unknown fields refused, and no text PostgreSQL or UTF-8 cannot hold."""
+
     model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _storable_text(cls, value: object) -> object:
+        """NUL is not allowed in PostgreSQL text, and an unpaired surrogate has no UTF-8 form: both would be 500s."""
+        if isinstance(value, str):
+            if "\x00" in value:
+                raise ValueError("must not contain the NUL character")
+            try:
+                value.encode()
+            except UnicodeEncodeError:
+                raise ValueError("must not contain unpaired surrogates") from None
+        return value
 
 
 class Credentials(Strict):
@@ -43,14 +72,14 @@ class TaskStatus(StrEnum):
 class TaskCreate(Strict):
     title: Title
     notes: Notes = ""
-    due_date: date | None = None
+    due_date: Day | None = None
 
 
 class TaskUpdate(Strict):
     title: Title | None = None
     notes: Notes | None = None
     status: TaskStatus | None = None
-    due_date: date | None = None
+    due_date: Day | None = None
 
 
 class TaskOut(BaseModel):

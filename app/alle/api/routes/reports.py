@@ -10,6 +10,7 @@ from fastapi.responses import StreamingResponse
 
 from alle import repository
 from alle.api.deps import Services, ServicesDep, UserDep
+from alle.api.errors import NOSNIFF
 from alle.api.schemas import ReportOut
 
 router = APIRouter(prefix="/v1/reports", tags=["reports"])
@@ -48,4 +49,8 @@ async def download_report(report_id: uuid.UUID, user_id: UserDep, services: Serv
     row = await _own_report(services, user_id, report_id)
     if row["status"] != "done":
         raise HTTPException(status.HTTP_409_CONFLICT, "The report is still being generated; try again shortly.")
-    return StreamingResponse(services.storage.stream(str(row["object_name"])), media_type="text/csv")
+    return StreamingResponse(
+        await services.storage.stream(str(row["object_name"])),
+        media_type="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="report-{report_id}.csv"', **NOSNIFF},
+    )

@@ -20,14 +20,18 @@ from psycopg.errors import ForeignKeyViolation
 
 from alle import repository
 from alle.api.deps import CredentialsDep, Services, ServicesDep, UserDep, authenticate
+from alle.api.errors import NOSNIFF
 from alle.api.schemas import AttachmentOut, TaskCreate, TaskOut, TaskPage, TaskStatus, TaskUpdate
 from alle.cache import task_key
 from alle.logs import get_logger
+from alle.storage import attachment_type
 
 router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
 log = get_logger(__name__)
 
 MAX_ATTACHMENT_BYTES = 10 * 1024 * 1024
+#: RFC 6838 caps type and subtype at 127 characters each; anything longer is not a media type.
+MAX_CONTENT_TYPE_CHARS = 255
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", min_length=1, max_length=200)]
 
 
@@ -161,7 +165,7 @@ async def delete_task(task_id: uuid.UUID, user_id: UserDep, services: ServicesDe
 async def upload_attachment(
     task_id: uuid.UUID,
     request: Request,
-    filename: Annotated[str, Query(min_length=1, max_length=255, pattern=r"^[^/\\\x00]+$")],
+    filename: Annotated[str, Query(min_length=1, max_length=255, pattern=r"^[^/\\\x00-\x1f\x7f]+$")],
     user_id: UserDep,
     services: ServicesDep,
 ) -> AttachmentOut:
@@ -176,7 +180,13 @@ async def upload_attachment(
         owned = await repository.get_task(conn, owner_id=user_id, task_id=task_id) is not None
     if not owned:
         raise _not_found()
-    content_type = request.headers.get("content-type") or "application/octet-stream"
+    declared_type = request.headers.get("content-type") or ""
+    if len(declared_type) > MAX_CONTENT_TYPE_CHARS:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            f"The Content-Type header is limited to {MAX_CONTENT_TYPE_CHARS} characters.",
+        )
+    content_type = attachment_type(declared_type)
     object_name = f"attachments/{task_id}/{uuid.uuid4()}"
     size = await services.storage.upload(object_name, _capped(request.stream()), content_type=content_type)
     if size == 0:
@@ -236,10 +246,11 @@ async def download_attachment(
     if row is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "No such attachment on this task.")
     return StreamingResponse(
-        services.storage.stream(row["object_name"]),
-        media_type=row["content_type"],
+        await services.storage.stream(row["object_name"]),
+        media_type=attachment_type(row["content_type"]),  # rows stored before the allow-list too
         headers={
             "Content-Length": str(row["size_bytes"]),
             "Content-Disposition": f"attachment; filename*=UTF-8''{quote(row['filename'], safe='')}",
+            **NOSNIFF,
         },
     )
