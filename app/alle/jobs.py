@@ -162,10 +162,15 @@ class Queue:
     generate_report: dramatiq.Actor[[str], None]
 
 
-def create_queue(settings: Settings) -> Queue:
+#: Socket timeout of the web process's enqueues: a Redis that hangs delays a request by about this (times the
+#: client's retries), and the outbox sweep enqueues what did not get through. The worker keeps 10 s.
+ENQUEUE_TIMEOUT_SECONDS = 0.5
+
+
+def create_queue(settings: Settings, *, timeout: float = 10) -> Queue:
     """Declare the actors on a broker built from the settings (never Dramatiq's global default)."""
     broker = RedisBroker(  # type: ignore[no-untyped-call]
-        client=cache.create_client(settings, timeout=10),
+        client=cache.create_client(settings, timeout=timeout),
         namespace=NAMESPACE,
         heartbeat_timeout=settings.QUEUE_HEARTBEAT_TIMEOUT_SECONDS * 1000,
         maintenance_chance=_MAINTENANCE_CHANCE,

@@ -19,7 +19,7 @@ from alle.api.routes import auth, health, reports, tasks
 from alle.cache import Cache, create_async_client
 from alle.config import Settings, get_settings
 from alle.db import create_async_pool
-from alle.jobs import create_queue
+from alle.jobs import ENQUEUE_TIMEOUT_SECONDS, create_queue
 from alle.logs import configure, get_logger
 from alle.security import TokenDigester
 from alle.storage import AsyncStorage, Storage
@@ -38,7 +38,7 @@ def create_app(settings: Settings) -> FastAPI:
         pool = create_async_pool(settings)
         await pool.open(wait=False)
         redis_client = create_async_client(settings)
-        queue = create_queue(settings)
+        queue = create_queue(settings, timeout=ENQUEUE_TIMEOUT_SECONDS)
         app.state.services = Services(
             settings=settings,
             pool=pool,
