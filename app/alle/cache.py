@@ -1,5 +1,12 @@
 """Redis: the shared session store and read cache. A Redis outage degrades to PostgreSQL, never to a 5xx.
 
+Revocation and writes hold across an outage through a cache epoch kept in PostgreSQL (table `cache_epoch`,
+see app/README.md "Sessions and caches"). Every cached value is stamped with the epoch it was written under,
+and a value from another epoch is a miss. When an invalidation cannot reach Redis, the epoch is bumped in
+PostgreSQL before the client is answered, so whatever Redis still holds is dead when it comes back. A process
+re-reads the epoch from PostgreSQL whenever it opens a new Redis connection or a Redis call fails, so a process
+that was idle during the outage does not trust the old epoch either.
+
 The web process talks to Redis with `redis.asyncio` on its event loop (`create_async_client`, `Cache`);
 Dramatiq's broker needs the blocking client (`create_client`). Both get the same timeouts and TLS settings.
 """
@@ -13,7 +20,9 @@ from typing import Any
 import redis
 import redis.asyncio
 
+from alle import repository
 from alle.config import Settings
+from alle.db import AsyncPool
 from alle.logs import get_logger
 
 log = get_logger(__name__)
@@ -29,7 +38,7 @@ def session_key(digest: str) -> str:
     return f"session:{digest}"
 
 
-def _options(settings: Settings, timeout: float) -> dict[str, Any]:
+def redis_options(settings: Settings, timeout: float) -> dict[str, Any]:
     """Short timeouts: a cache that hangs is worse than a cache miss."""
     options: dict[str, Any] = {
         "socket_timeout": timeout,
@@ -45,48 +54,92 @@ def _options(settings: Settings, timeout: float) -> dict[str, Any]:
 
 
 def create_client(settings: Settings, *, timeout: float = 0.5) -> redis.Redis:
-    return redis.Redis.from_url(settings.REDIS_URL, **_options(settings, timeout))
+    return redis.Redis.from_url(settings.REDIS_URL, **redis_options(settings, timeout))
 
 
 def create_async_client(settings: Settings, *, timeout: float = 0.5) -> redis.asyncio.Redis:
-    return redis.asyncio.Redis.from_url(settings.REDIS_URL, **_options(settings, timeout))
+    return redis.asyncio.Redis.from_url(settings.REDIS_URL, **redis_options(settings, timeout))
+
+
+_STAMP = b"\x1f"  # between the epoch and the value
 
 
 class Cache:
-    """Values with a TTL; every failure is logged and treated as a miss, so callers fall back to PostgreSQL."""
+    """Values with a TTL, stamped with the cache epoch; every failure is logged and treated as a miss.
 
-    def __init__(self, client: redis.asyncio.Redis, ttl_seconds: int) -> None:
+    `epoch` is None while it is unknown (at start, after a Redis failure, after a new Redis connection): then
+    reads go to PostgreSQL until the epoch is read again, and nothing is cached.
+    """
+
+    def __init__(self, client: redis.asyncio.Redis, ttl_seconds: int, pool: AsyncPool) -> None:
         self.client = client
         self.ttl = ttl_seconds
+        self.pool = pool
+        self.epoch: int | None = None
+        # Every new connection (first use, or after Redis came back) makes the epoch unknown again.
+        client.connection_pool.connection_kwargs["redis_connect_func"] = self._on_connect
+
+    async def _on_connect(self, connection: redis.asyncio.connection.AbstractConnection) -> None:
+        await connection.on_connect()
+        self.epoch = None
+
+    async def _known_epoch(self) -> int | None:
+        if self.epoch is None:
+            try:
+                async with self.pool.connection() as conn:
+                    self.epoch = await repository.get_cache_epoch(conn)
+            except Exception as error:  # noqa: BLE001 - without the epoch the cache is bypassed, not trusted
+                log.warning("could not read the cache epoch; bypassing the cache", error=str(error))
+        return self.epoch
 
     async def get_many(self, *keys: str) -> list[bytes | None]:
-        """Raw values of several keys in one round trip (MGET); all misses when Redis fails."""
+        """Raw values of several keys in one round trip (MGET); misses when Redis fails or the epoch is not theirs."""
+        misses: list[bytes | None] = [None] * len(keys)
+        epoch = await self._known_epoch()
+        if epoch is None:
+            return misses
         try:
             values: list[bytes | None] = await self.client.mget(keys)  # type: ignore[assignment] # bytes: no decoding
         except redis.RedisError as error:
+            self.epoch = None
             log.warning("cache read failed; serving from the database", keys=keys, error=str(error))
-            return [None] * len(keys)
-        return values
+            return misses
+        if self.epoch != epoch:  # reconnected during the call: the values may predate an outage
+            return misses
+        stamp = str(epoch).encode() + _STAMP
+        return [v[len(stamp) :] if v is not None and v.startswith(stamp) else None for v in values]
 
     async def get(self, key: str) -> Any | None:
         (raw,) = await self.get_many(key)
         return None if raw is None else json.loads(raw)
 
     async def set_raw(self, key: str, value: bytes | str, ttl_seconds: int | None = None) -> None:
+        """Cache a value that PostgreSQL just confirmed; not at all while the epoch is unknown."""
+        if self.epoch is None:
+            return
+        raw = value.encode() if isinstance(value, str) else value
         try:
-            await self.client.set(key, value, ex=ttl_seconds or self.ttl)
+            await self.client.set(key, str(self.epoch).encode() + _STAMP + raw, ex=ttl_seconds or self.ttl)
         except redis.RedisError as error:
+            self.epoch = None
             log.warning("cache write failed", key=key, error=str(error))
 
     async def set(self, key: str, value: Any, ttl_seconds: int | None = None) -> None:
         await self.set_raw(key, json.dumps(value, default=str), ttl_seconds)
 
     async def delete(self, *keys: str) -> None:
-        """A failed invalidation is bounded by the TTL; it is logged so it can be seen."""
+        """Invalidate after a committed write. If Redis cannot be reached, bump the epoch in PostgreSQL instead.
+
+        The bump is awaited before the client is answered; if PostgreSQL fails too, the error propagates, so the
+        client is never told of a write that the cache might still hide.
+        """
         try:
             await self.client.delete(*keys)
+            return
         except redis.RedisError as error:
-            log.warning("cache invalidation failed; entry expires with its TTL", keys=keys, error=str(error))
+            log.warning("cache invalidation failed; bumping the cache epoch", keys=keys, error=str(error))
+        async with self.pool.connection() as conn:
+            self.epoch = await repository.bump_cache_epoch(conn)
 
     async def ping(self) -> bool:
         try:

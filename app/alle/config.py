@@ -31,6 +31,8 @@ CONTRACT_ENV = (
     "MAX_REQUESTS_IN_FLIGHT",
 )
 
+#: A rate such as `10/minute`: a count per second, minute, hour or day.
+_RATE = r"^[1-9][0-9]{0,5}/(second|minute|hour|day)$"
 _PLACEHOLDERS = {"changeme", "change-me", "secret", "development-secret-key-not-for-production"}
 
 
@@ -75,6 +77,9 @@ class Settings(BaseSettings):
     # Tuning knobs with production defaults; tests shorten them.
     SESSION_TTL_SECONDS: Annotated[int, Field(ge=60)] = 7 * 24 * 3600
     CACHE_TTL_SECONDS: Annotated[int, Field(ge=1)] = 300
+    #: Log-in attempts allowed per account and per client address, in `limits` notation (alle/api/throttle.py).
+    LOGIN_ATTEMPTS_PER_ACCOUNT: Annotated[str, Field(pattern=_RATE)] = "10/minute"
+    LOGIN_ATTEMPTS_PER_ADDRESS: Annotated[str, Field(pattern=_RATE)] = "60/minute"
     WORKER_THREADS: Annotated[int, Field(ge=1, le=64)] = 4
     QUEUE_HEARTBEAT_TIMEOUT_SECONDS: Annotated[int, Field(ge=1)] = 60
     QUEUE_MAX_RETRIES: Annotated[int, Field(ge=0, le=50)] = 8

@@ -9,7 +9,7 @@ one-off admin processes.
 from __future__ import annotations
 
 import uuid
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 from psycopg import AsyncConnection, Connection
@@ -60,16 +60,37 @@ async def get_user(conn: AsyncConn, *, user_id: uuid.UUID) -> Row | None:
     return await _one(conn, "SELECT id, email, created_at FROM users WHERE id = %s", (user_id,))
 
 
-async def create_session(conn: AsyncConn, *, token_hash: str, user_id: uuid.UUID, ttl_seconds: int) -> None:
-    await conn.execute(
-        "INSERT INTO sessions (token_hash, user_id, expires_at) VALUES (%s, %s, now() + make_interval(secs => %s))",
+async def create_session(conn: AsyncConn, *, token_hash: str, user_id: uuid.UUID, ttl_seconds: int) -> datetime:
+    """Returns the session's expiry, which its cache entry carries."""
+    row = await _one(
+        conn,
+        "INSERT INTO sessions (token_hash, user_id, expires_at) VALUES (%s, %s, now() + make_interval(secs => %s))"
+        " RETURNING expires_at",
         (token_hash, user_id, ttl_seconds),
+    )
+    assert row is not None
+    expires_at: datetime = row["expires_at"]
+    return expires_at
+
+
+async def get_session(conn: AsyncConn, *, token_hash: str) -> Row | None:
+    """The live session's `user_id` and `expires_at`; None once it has expired or been deleted."""
+    return await _one(
+        conn, "SELECT user_id, expires_at FROM sessions WHERE token_hash = %s AND expires_at > now()", (token_hash,)
     )
 
 
-async def get_session_user(conn: AsyncConn, *, token_hash: str) -> uuid.UUID | None:
-    row = await _one(conn, "SELECT user_id FROM sessions WHERE token_hash = %s AND expires_at > now()", (token_hash,))
-    return None if row is None else row["user_id"]
+async def get_cache_epoch(conn: AsyncConn) -> int:
+    row = await _one(conn, "SELECT epoch FROM cache_epoch")
+    assert row is not None
+    return int(row["epoch"])
+
+
+async def bump_cache_epoch(conn: AsyncConn) -> int:
+    """Retire every cached value at once: called when an invalidation could not reach Redis."""
+    row = await _one(conn, "UPDATE cache_epoch SET epoch = epoch + 1 RETURNING epoch")
+    assert row is not None
+    return int(row["epoch"])
 
 
 async def delete_session(conn: AsyncConn, *, token_hash: str) -> None:

@@ -50,6 +50,8 @@ def app_env(services: backing.Backing, tmp_path: Path) -> dict[str, str]:
         "QUEUE_HEARTBEAT_TIMEOUT_SECONDS": "2",
         "QUEUE_MIN_BACKOFF_MS": "100",
         "QUEUE_MAX_RETRIES": "2",
+        # Every test logs in from 127.0.0.1; test_auth.py spawns its own web with the real limits.
+        "LOGIN_ATTEMPTS_PER_ADDRESS": "100000/minute",
     }
     migrate = subprocess.run(["alle", "migrate"], env=env, capture_output=True, text=True, cwd=tmp_path)
     assert migrate.returncode == 0, migrate.stdout + migrate.stderr

@@ -11,11 +11,11 @@ from conftest import Spawn, signup_and_login
 
 
 def _cached_task(services: backing.Backing, task_id: str) -> dict[str, object] | None:
-    """The cached value is `<owner id>\n<task JSON>` (alle.api.routes.tasks.cache_value)."""
+    """The cached value is `<epoch>\x1f<owner id>\n<task JSON>` (alle.cache, alle.api.routes.tasks.cache_value)."""
     raw = services.redis.get(f"task:{task_id}")
     if raw is None:
         return None
-    owner, _, body = raw.partition(b"\n")
+    owner, _, body = raw.partition(b"\x1f")[2].partition(b"\n")
     cached: dict[str, object] = {"owner": owner.decode(), **json.loads(body)}
     return cached
 

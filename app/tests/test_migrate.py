@@ -28,8 +28,18 @@ def _tables(url: str) -> set[str]:
     return {r[0] for r in rows}
 
 
-EXPECTED = {"alembic_version", "users", "sessions", "tasks", "attachments", "notifications", "reports", "dead_jobs"}
-HEAD = "0002"
+EXPECTED = {
+    "alembic_version",
+    "users",
+    "sessions",
+    "tasks",
+    "attachments",
+    "notifications",
+    "reports",
+    "dead_jobs",
+    "cache_epoch",
+}
+HEAD = "0003"
 
 
 def test_migrate_twice_is_a_no_op_the_second_time(app_env: dict[str, str]) -> None:

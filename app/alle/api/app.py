@@ -16,6 +16,7 @@ from alle.api.deps import Services
 from alle.api.errors import BodyLimit
 from alle.api.limits import InFlightLimit
 from alle.api.routes import auth, health, reports, tasks
+from alle.api.throttle import LoginThrottle
 from alle.cache import Cache, create_async_client
 from alle.config import Settings, get_settings
 from alle.db import create_async_pool
@@ -42,10 +43,11 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.services = Services(
             settings=settings,
             pool=pool,
-            cache=Cache(redis_client, settings.CACHE_TTL_SECONDS),
+            cache=Cache(redis_client, settings.CACHE_TTL_SECONDS, pool),
             storage=AsyncStorage(Storage(settings), limit=STORAGE_THREADS),
             queue=queue,
             digest=TokenDigester(settings.SECRET_KEY),
+            throttle=LoginThrottle(settings),
             blocking=anyio.CapacityLimiter(BLOCKING_THREADS),
         )
         log.info(

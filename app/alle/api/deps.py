@@ -9,9 +9,11 @@ response is sent and a failed commit becomes an error response.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Annotated, TypeVar, TypeVarTuple
 
 import anyio
@@ -20,6 +22,7 @@ from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from alle import repository
+from alle.api.throttle import LoginThrottle
 from alle.cache import Cache, session_key
 from alle.config import Settings
 from alle.db import AsyncPool
@@ -41,6 +44,7 @@ class Services:
     storage: AsyncStorage
     queue: Queue
     digest: TokenDigester
+    throttle: LoginThrottle
     #: Bounds the threads taken by blocking calls other than storage: password hashing, Dramatiq sends.
     blocking: anyio.CapacityLimiter
 
@@ -76,7 +80,8 @@ async def authenticate(
     """The session behind the bearer token, and the raw cached values of `prefetch` keys, in one Redis round trip.
 
     Sessions are shared through Redis; PostgreSQL holds the durable record, so a Redis outage logs nobody
-    out. Only a Redis miss takes a database connection, for one statement.
+    out. Only a Redis miss takes a database connection, for one statement. A cached session carries its
+    expiry and is never honoured past it, whatever the Redis TTL says.
     """
     if credentials is None:
         raise _unauthorized("Log in first: send `Authorization: Bearer <token>` from POST /v1/auth/login.")
@@ -84,13 +89,24 @@ async def authenticate(
     key = session_key(digest)
     cached, *prefetched = await services.cache.get_many(key, *prefetch)
     if cached is not None:
-        return Session(uuid.UUID(cached.decode()), digest), prefetched
-    async with services.pool.connection() as conn:
-        user_id = await repository.get_session_user(conn, token_hash=digest)
-    if user_id is None:
+        user_id, _, expires = cached.decode().partition("\n")
+        if float(expires) > time.time():
+            return Session(uuid.UUID(user_id), digest), prefetched
         raise _unauthorized("The session is unknown or expired; log in again.")
-    await services.cache.set_raw(key, str(user_id))
-    return Session(user_id, digest), prefetched
+    async with services.pool.connection() as conn:
+        row = await repository.get_session(conn, token_hash=digest)
+    if row is None:
+        raise _unauthorized("The session is unknown or expired; log in again.")
+    await cache_session(services, digest, row["user_id"], row["expires_at"])
+    return Session(row["user_id"], digest), prefetched
+
+
+async def cache_session(services: Services, digest: str, user_id: uuid.UUID, expires_at: datetime) -> None:
+    """`<user id>\n<expiry, epoch seconds>`, kept in Redis no longer than the session lives."""
+    remaining = int(expires_at.timestamp() - time.time())
+    if remaining > 0:
+        value = f"{user_id}\n{expires_at.timestamp()}"
+        await services.cache.set_raw(session_key(digest), value, min(remaining, services.cache.ttl))
 
 
 async def current_session(services: ServicesDep, credentials: CredentialsDep) -> Session:

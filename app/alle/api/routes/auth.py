@@ -1,41 +1,68 @@
-"""Sign-up, log-in and log-out. Tokens are opaque; only their keyed digest is stored."""
+"""Sign-up, log-in and log-out. Tokens are opaque; only their keyed digest is stored.
+
+Neither sign-up nor log-in tells a stranger which emails have accounts: sign-up gives the same answer whether
+the email was free or taken (a taken account keeps its password, so the caller learns nothing it could not by
+trying to log in, which is throttled), and log-in verifies a password hash for unknown emails too.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException, status
+from fastapi import APIRouter, HTTPException, Request, status
+from pydantic import BaseModel
 
 from alle import repository
-from alle.api.deps import ServicesDep, SessionDep, UserDep
+from alle.api.deps import ServicesDep, SessionDep, UserDep, cache_session
 from alle.api.schemas import Credentials, TokenOut, UserOut
 from alle.cache import session_key
-from alle.security import hash_password, new_session_token, verify_password
+from alle.security import hash_password, new_session_token, password_problem, verify_password
 
 router = APIRouter(prefix="/v1", tags=["auth"])
 
+SIGNED_UP = "Signed up: log in with this email and password. An email that already had an account keeps its password."
+
+
+class SignupOut(BaseModel):
+    """The same for a new account and a taken email, so sign-up cannot be used to find out who has an account."""
+
+    email: str
+    detail: str
+
+
+def _invalid_password(reason: str) -> HTTPException:
+    """A 422 in FastAPI's validation shape, naming the field and never echoing the value."""
+    return HTTPException(
+        status.HTTP_422_UNPROCESSABLE_CONTENT, [{"loc": ["body", "password"], "msg": reason, "type": "value_error"}]
+    )
+
 
 @router.post("/auth/signup", status_code=status.HTTP_201_CREATED)
-async def signup(body: Credentials, services: ServicesDep) -> UserOut:
+async def signup(body: Credentials, services: ServicesDep) -> SignupOut:
+    if (problem := password_problem(body.password, email=body.email)) is not None:
+        raise _invalid_password(problem)
     password_hash = await services.offload(hash_password, body.password)
     try:
         async with services.pool.connection() as conn:
-            user = await repository.create_user(conn, email=body.email, password_hash=password_hash)
-    except repository.EmailTakenError as error:
-        raise HTTPException(status.HTTP_409_CONFLICT, "An account with this email exists; log in instead.") from error
-    return UserOut(**user)
+            await repository.create_user(conn, email=body.email, password_hash=password_hash)
+    except repository.EmailTakenError:
+        pass  # Same answer, same work (the hash above): see the module docstring.
+    return SignupOut(email=body.email, detail=SIGNED_UP)
 
 
 @router.post("/auth/login")
-async def login(body: Credentials, services: ServicesDep) -> TokenOut:
+async def login(body: Credentials, request: Request, services: ServicesDep) -> TokenOut:
+    address = request.client.host if request.client else "unknown"
+    await services.throttle.hit(email=body.email, address=address)
     async with services.pool.connection() as conn:
         user = await repository.get_user_by_email(conn, email=body.email)
-    if user is None or not await services.offload(verify_password, body.password, user["password_hash"]):
+    known_hash = None if user is None else user["password_hash"]
+    if not await services.offload(verify_password, body.password, known_hash) or user is None:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "Email or password is wrong.")
     token = new_session_token()
     digest = services.digest(token)
     ttl = services.settings.SESSION_TTL_SECONDS
     async with services.pool.connection() as conn:
-        await repository.create_session(conn, token_hash=digest, user_id=user["id"], ttl_seconds=ttl)
-    await services.cache.set_raw(session_key(digest), str(user["id"]))
+        expires_at = await repository.create_session(conn, token_hash=digest, user_id=user["id"], ttl_seconds=ttl)
+    await cache_session(services, digest, user["id"], expires_at)
     return TokenOut(access_token=token, expires_in=ttl)
 
 

@@ -1,0 +1,72 @@
+"""Log-in throttling per account and per client address, counted in Redis with `limits`.
+
+Every attempt counts, right or wrong, before the password is checked: a guesser learns nothing from the
+timing of a refusal. While Redis is away the counts move to this process's memory with half the allowance
+(at least one), so an outage makes the limit stricter, never absent: each process then counts alone.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+from fastapi import HTTPException, status
+from limits import RateLimitItem, parse
+from limits.aio.storage import MemoryStorage, RedisStorage
+from limits.aio.strategies import MovingWindowRateLimiter
+from limits.errors import StorageError
+
+from alle.cache import redis_options
+from alle.config import Settings
+from alle.logs import get_logger
+
+log = get_logger(__name__)
+
+
+def _stricter(limit: RateLimitItem) -> RateLimitItem:
+    return type(limit)(max(1, limit.amount // 2), limit.multiples, limit.namespace)
+
+
+class LoginThrottle:
+    """One moving-window limiter in Redis, and a stricter in-process one for when Redis cannot be reached."""
+
+    def __init__(self, settings: Settings) -> None:
+        # limits names the schemes `async+redis://`, `async+rediss://` and `async+redis+unix://`.
+        url = settings.REDIS_URL.replace("unix://", "redis+unix://", 1)
+        storage = RedisStorage(
+            f"async+{url}",
+            wrap_exceptions=True,
+            implementation="redispy",
+            key_prefix="login",
+            **redis_options(settings, 0.5),
+        )
+        self._shared = MovingWindowRateLimiter(storage)
+        self._local = MovingWindowRateLimiter(MemoryStorage())
+        self._limits = {
+            "account": parse(settings.LOGIN_ATTEMPTS_PER_ACCOUNT),
+            "address": parse(settings.LOGIN_ATTEMPTS_PER_ADDRESS),
+        }
+
+    async def hit(self, *, email: str, address: str) -> None:
+        """Count one attempt for the account and the address; 429 with `Retry-After` when either is over its limit."""
+        for kind, identifier in (("account", email.casefold()), ("address", address)):
+            limit = self._limits[kind]
+            try:
+                allowed = await self._shared.hit(limit, kind, identifier)
+                limiter = self._shared
+            except StorageError as error:
+                log.warning("login throttle falls back to this process; Redis unreachable", error=str(error))
+                limit = _stricter(limit)
+                allowed = await self._local.hit(limit, kind, identifier)
+                limiter = self._local
+            if not allowed:
+                try:
+                    reset = (await limiter.get_window_stats(limit, kind, identifier)).reset_time
+                except StorageError:
+                    reset = time.time() + limit.get_expiry()
+                retry_after = max(1, math.ceil(reset - time.time()))
+                raise HTTPException(
+                    status.HTTP_429_TOO_MANY_REQUESTS,
+                    f"Too many log-in attempts for this {kind}; try again in {retry_after} seconds.",
+                    headers={"Retry-After": str(retry_after)},
+                )

