@@ -116,14 +116,11 @@ image = Image(
         registry_project=cfg.registry_project,
         registry_location=cfg.registry_location,
         repository=cfg.registry_repository,
-        labels=cfg.labels,
-        depends_on=apis.needs("artifactregistry"),
-        run_api=apis.needs("run"),
     ),
 )
 
 # New grants take minutes to apply everywhere; no revision starts before they have.
-propagation = Propagation(name, PropagationArgs(grants=[*secrets.grants, *storage.grants, *image.grants]))
+propagation = Propagation(name, PropagationArgs(grants=[*secrets.grants, *storage.grants]))
 
 workload = Workload(
     image=image.ref,
@@ -141,7 +138,7 @@ workload = Workload(
     subnet_id=network.subnet_id,
     labels=cfg.labels,
     release_labels=cfg.release_labels,
-    ready=[*secrets.ready, *storage.grants, *image.grants, propagation.sleep],
+    ready=[*secrets.ready, *storage.grants, propagation.sleep],
 )
 run_apis = apis.needs("run")
 

@@ -8,7 +8,6 @@ import pulumi
 import pulumi_gcp as gcp
 
 SERVICES = {
-    "artifactregistry": "artifactregistry.googleapis.com",
     "billingbudgets": "billingbudgets.googleapis.com",
     "compute": "compute.googleapis.com",
     "dns": "dns.googleapis.com",

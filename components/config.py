@@ -193,10 +193,6 @@ class StackConfig:
             "MAX_REQUESTS_IN_FLIGHT": str(self.web_requests_per_process),
         }
 
-    @property
-    def pulls_from_other_project(self) -> bool:
-        return self.registry_project != self.project
-
 
 class _Reader:
     """Reads raw strings and records one sentence per bad value instead of stopping at the first."""
@@ -577,13 +573,6 @@ def parse(stack: str, raw: Mapping[str, str], mail_api_key: pulumi.Output[str]) 
     registry_project = raw.get("alle:registryProject") or project
     if registry_project and not PROJECT_ID.match(registry_project):
         reader.fail("alle:registryProject", registry_project, "allowed: a GCP project id")
-    if project and registry_project != project and image is None and not production:
-        reader.fail(
-            "alle:image",
-            "",
-            f"a stack that pulls from {registry_project}'s registry does not build: "
-            "pin a digest, or leave alle:registryProject empty to own a registry",
-        )
     registry_location = raw.get("alle:registryLocation") or region
     if registry_location and registry_location not in REGIONS:
         reader.fail("alle:registryLocation", registry_location, "allowed: " + ", ".join(sorted(REGIONS)))

@@ -8,7 +8,8 @@ import pulumi
 import pulumi_gcp as gcp
 
 ROLES = ("web", "worker", "jobs", "scheduler")
-#: Telemetry only. Data access (secrets, bucket, registry) is granted on each resource, never project-wide.
+#: Telemetry only. Data access (secrets, bucket) is granted on each resource, never project-wide; the registry's
+#: read access goes to Cloud Run's service agent, from ops/bootstrap.sh.
 RUNTIME_PROJECT_ROLES = ("roles/logging.logWriter", "roles/monitoring.metricWriter", "roles/cloudtrace.agent")
 
 

@@ -21,7 +21,7 @@ def _fingerprint(urns: list[str]) -> str:
 
 @dataclass
 class PropagationArgs:
-    #: The grants to wait for (secret, bucket and registry access).
+    #: The grants to wait for (secret and bucket access).
     grants: Sequence[pulumi.Resource]
 
 

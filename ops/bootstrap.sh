@@ -3,12 +3,15 @@
 # keys), a deployer service account with the roles `pulumi up` needs, usable only from the named repository's
 # named GitHub environment, and this environment's own Pulumi state bucket and Cloud KMS key. Each environment
 # keeps its state in its own project: staging's deployer can neither read production's secrets from state nor
-# rewrite it, so the approval gate in front of production holds.
+# rewrite it, so the approval gate in front of production holds. It also creates, once, the Artifact Registry
+# repository both environments share, in a project of its own (REGISTRY): no stack declares it, so no
+# `pulumi destroy` can delete production's release images; staging's deployer may push to it, production's only
+# read, and each environment's Cloud Run service agent may pull from it.
 #
-# Usage: ops/bootstrap.sh [--dry-run] [--registry-project P] PROJECT REGION OWNER/REPO ENVIRONMENT
-#   ops/bootstrap.sh alle-staging europe-west1 example/alle staging
-#   ops/bootstrap.sh --registry-project alle-staging alle-production europe-west1 example/alle production
-# --dry-run prints the gcloud commands instead of running them.
+# Usage: ops/bootstrap.sh [--dry-run] --registry-project REGISTRY PROJECT REGION OWNER/REPO ENVIRONMENT
+#   ops/bootstrap.sh --registry-project alle-registry alle-staging europe-west1 example/alle staging
+#   ops/bootstrap.sh --registry-project alle-registry alle-production europe-west1 example/alle production
+# --dry-run prints the gcloud commands instead of running them. Running it again is safe for the registry steps.
 set -euo pipefail
 
 dry_run=false registry_project=""
@@ -20,16 +23,23 @@ while [ $# -gt 0 ]; do
     *) break ;;
   esac
 done
-if [ $# -ne 4 ]; then
-  sed -n '8,11p' "$0" >&2
+if [ $# -ne 4 ] || [ -z "$registry_project" ]; then
+  sed -n '11,14p' "$0" >&2
   exit 2
 fi
 project=$1 region=$2 repo=$3 environment=$4
+if [ "$registry_project" = "$project" ]; then
+  echo "--registry-project must be a project of its own, not ${project}: each deployer administers its own" \
+    "project's IAM, so a registry there is not safe from that environment's deploys." >&2
+  exit 2
+fi
 
 state_bucket="alle-pulumi-state-${project}"
 keyring=pulumi key=state pool=github provider=github
 deployer_email="alle-deployer@${project}.iam.gserviceaccount.com"
 member="serviceAccount:${deployer_email}"
+repository=alle
+here=$(dirname "$0")
 
 gc() {
   if $dry_run; then echo "gcloud $*"; else gcloud --quiet "$@"; fi
@@ -52,7 +62,7 @@ gc kms keys create "$key" --project "$project" --keyring "$keyring" --location "
 gc iam service-accounts create alle-deployer --project "$project" \
   --display-name "alle deployer (GitHub Actions, ${environment})"
 for role in roles/run.admin roles/cloudsql.admin roles/redis.admin roles/storage.admin \
-  roles/secretmanager.admin roles/artifactregistry.admin roles/cloudscheduler.admin \
+  roles/secretmanager.admin roles/cloudscheduler.admin \
   roles/compute.networkAdmin roles/servicenetworking.networksAdmin roles/serviceusage.serviceUsageAdmin \
   roles/iam.serviceAccountAdmin roles/iam.serviceAccountUser roles/resourcemanager.projectIamAdmin; do
   gc projects add-iam-policy-binding "$project" --member "$member" --role "$role" --condition None
@@ -60,11 +70,41 @@ done
 gc storage buckets add-iam-policy-binding "gs://${state_bucket}" --member "$member" --role roles/storage.objectAdmin
 gc kms keys add-iam-policy-binding "$key" --project "$project" --keyring "$keyring" --location "$region" \
   --member "$member" --role roles/cloudkms.cryptoKeyEncrypterDecrypter
-if [ -n "$registry_project" ]; then
-  # The stack grants Cloud Run's service agent read access on the other project's repository.
-  gc artifacts repositories add-iam-policy-binding alle --project "$registry_project" --location "$region" \
-    --member "$member" --role roles/artifactregistry.admin
+
+if $dry_run; then
+  number=PROJECT_NUMBER
+else
+  number=$(gcloud projects describe "$project" --format 'value(projectNumber)')
 fi
+
+# The shared registry. Created if absent (`create` fails on an existing repository,
+# https://cloud.google.com/sdk/gcloud/reference/artifacts/repositories/create); the cleanup policies are set on
+# every run, replacing what is there (https://cloud.google.com/sdk/gcloud/reference/artifacts/repositories/set-cleanup-policies;
+# file format: https://cloud.google.com/artifact-registry/docs/repositories/cleanup-policy). Tags are not
+# immutable: a retried release pushes its tag again, and every workload runs a digest anyway.
+gc services enable --project "$registry_project" artifactregistry.googleapis.com
+registry_at=(--project "$registry_project" --location "$region")
+if $dry_run || ! gcloud artifacts repositories describe "$repository" "${registry_at[@]}" >/dev/null 2>&1; then
+  gc artifacts repositories create "$repository" "${registry_at[@]}" --repository-format docker \
+    --description "Alle release images; production runs the digests staging ran."
+fi
+gc artifacts repositories set-cleanup-policies "$repository" "${registry_at[@]}" \
+  --policy "${here}/registry-cleanup-policy.json" --no-dry-run
+# Staging builds and pushes (writer); production never builds and deploys the promoted digest, which needs read
+# access on the repository (https://cloud.google.com/artifact-registry/docs/integrate-cloud-run, "Permissions
+# required to deploy"; roles: https://cloud.google.com/iam/docs/roles-permissions/artifactregistry).
+if [ "$environment" = production ]; then registry_role=roles/artifactregistry.reader; else
+  registry_role=roles/artifactregistry.writer; fi
+gc artifacts repositories add-iam-policy-binding "$repository" "${registry_at[@]}" \
+  --member "$member" --role "$registry_role"
+# Cloud Run's service agent imports the image when it deploys a revision; for a repository in another project it
+# needs Artifact Registry Reader there (same page). It exists once the Run API is enabled; `identity create`
+# makes sure of it (https://cloud.google.com/sdk/gcloud/reference/beta/services/identity/create).
+gc services enable --project "$project" run.googleapis.com
+gc beta services identity create --service run.googleapis.com --project "$project"
+gc artifacts repositories add-iam-policy-binding "$repository" "${registry_at[@]}" \
+  --member "serviceAccount:service-${number}@serverless-robot-prod.iam.gserviceaccount.com" \
+  --role roles/artifactregistry.reader
 
 # GitHub's OIDC tokens, accepted only from this repository and this GitHub environment.
 gc iam workload-identity-pools create "$pool" --project "$project" --location global --display-name "GitHub Actions"
@@ -72,11 +112,6 @@ gc iam workload-identity-pools providers create-oidc "$provider" --project "$pro
   --workload-identity-pool "$pool" --issuer-uri "https://token.actions.githubusercontent.com" \
   --attribute-mapping "google.subject=assertion.sub,attribute.repository=assertion.repository,attribute.environment=assertion.environment" \
   --attribute-condition "assertion.repository == '${repo}' && assertion.environment == '${environment}'"
-if $dry_run; then
-  number=PROJECT_NUMBER
-else
-  number=$(gcloud projects describe "$project" --format 'value(projectNumber)')
-fi
 gc iam service-accounts add-iam-policy-binding "$deployer_email" --project "$project" \
   --role roles/iam.workloadIdentityUser \
   --member "principalSet://iam.googleapis.com/projects/${number}/locations/global/workloadIdentityPools/${pool}/attribute.environment/${environment}"

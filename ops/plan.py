@@ -311,16 +311,14 @@ UNPINNED_DIGEST = "sha256:" + "0" * 64
 
 
 def review_config(stack: str) -> dict[str, str]:
-    """The stack's config, with a placeholder digest where a promoted stack (one that pulls from another
-    project's registry) pins none yet, so a reviewer still sees everything else it declares."""
+    """The stack's config, with a placeholder digest where production (which never builds, it is promoted) pins
+    none yet, so a reviewer still sees everything else it declares."""
     config = stack_config(stack)
-    pulls_elsewhere = config.get("alle:registryProject") not in ("", None, config.get("gcp:project"))
-    if pulls_elsewhere and not config.get("alle:image"):
+    if stack == "production" and not config.get("alle:image"):
         location = config.get("alle:registryLocation") or config["gcp:region"]
+        registry = config.get("alle:registryProject") or config["gcp:project"]
         repository = config.get("alle:registryRepository", "alle")
-        config["alle:image"] = (
-            f"{location}-docker.pkg.dev/{config['alle:registryProject']}/{repository}/alle@{UNPINNED_DIGEST}"
-        )
+        config["alle:image"] = f"{location}-docker.pkg.dev/{registry}/{repository}/alle@{UNPINNED_DIGEST}"
     return config
 
 

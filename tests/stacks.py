@@ -6,7 +6,7 @@ from ops.graph import Graph, program, stack_config
 
 MAIL_KEY = "SG.mock-sendgrid-key"
 #: What `alle-ops promote` pins into production: the digest staging built.
-PROMOTED = "europe-west1-docker.pkg.dev/alle-staging/alle/alle@sha256:" + "ab" * 32
+PROMOTED = "europe-west1-docker.pkg.dev/alle-registry/alle/alle@sha256:" + "ab" * 32
 
 
 def deployed_config(stack: str, overrides: dict[str, str] | None = None) -> dict[str, str]:

@@ -45,7 +45,7 @@ pytestmark = pytest.mark.timeout(600)
 SHA = "3f5e2a9c0d1b4e6f8a7c9b0d2e4f6a8c1b3d5e7f"
 VERSION = "v1.2.3"
 STAMP = "2024-01-15T10:30:00Z"
-REGISTRY = "europe-west1-docker.pkg.dev/alle-staging/alle/alle@sha256:"
+REGISTRY = "europe-west1-docker.pkg.dev/alle-registry/alle/alle@sha256:"
 DIGESTS = {SHA: REGISTRY + "ab" * 32, VERSION: REGISTRY + "cd" * 32}
 #: The Alembic revisions each release's image has: the next release (VERSION) adds one.
 MIGRATIONS = {SHA: ["0001"], VERSION: ["0001", "0002"], STAMP: ["0001", "0002"]}

@@ -203,7 +203,7 @@ def test_diff_lists_exactly_what_differs_between_the_stacks(staging: Graph, prod
 
 def test_plan_for_an_unpinned_promoted_stack_marks_the_digest_as_placeholder() -> None:
     config = plan.review_config("production")
-    assert config["alle:image"] == "europe-west1-docker.pkg.dev/alle-staging/alle/alle@sha256:" + "0" * 64
+    assert config["alle:image"] == "europe-west1-docker.pkg.dev/alle-registry/alle/alle@sha256:" + "0" * 64
     assert plan.review_config("staging")["alle:image"] == ""  # staging owns its registry and builds
 
 

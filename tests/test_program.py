@@ -62,15 +62,15 @@ def sa(graph: Graph, role: str) -> str:
 def test_staging_registers_its_full_resource_set(staging: Graph) -> None:
     # Edge (+14: address, certificate, Armor policy, 2 NEGs, 2 backends, 2 URL maps, 2 proxies, 2 forwarding
     # rules, component), monitoring (+12: a channel, uptime check, log metric, 7 alerts, dashboard, component),
-    # APIs (+4: monitoring, logging, dns, billingbudgets), the migrate token's RandomId (+1).
-    assert len(staging.resources) == 91 + 14 + 12 + 4 + 1
+    # APIs (+4: monitoring, logging, dns, billingbudgets), the migrate token's RandomId (+1); no registry and no
+    # Artifact Registry API in the stack's project (−2: ops/bootstrap.sh owns both).
+    assert len(staging.resources) == 91 + 14 + 12 + 4 + 1 - 2
     assert len([r for r in staging.resources if not r.custom]) == 15
 
 
 def test_production_registers_its_full_resource_set(production: Graph) -> None:
-    # No registry and no build (−2); Cloud Run's service agent (+1) and its read access on staging's registry
-    # (+1); the same edge, monitoring, APIs and RandomId as staging (+31).
-    assert len(production.resources) == 91 + 14 + 12 + 4 + 1
+    # Staging's set without the build (−1).
+    assert len(production.resources) == 91 + 14 + 12 + 4 + 1 - 2 - 1
     assert len([r for r in production.resources if not r.custom]) == 15
 
 
@@ -91,7 +91,6 @@ def test_apis_are_enabled_and_never_disabled_on_destroy(stack: Graph) -> None:
         "secretmanager.googleapis.com",
         "servicenetworking.googleapis.com",
         "cloudscheduler.googleapis.com",
-        "artifactregistry.googleapis.com",
     }
     assert all(a.inputs["disableOnDestroy"] is False for a in apis)
 
@@ -104,7 +103,6 @@ API_OF = {
     "gcp:secretmanager/secret:": "secretmanager.googleapis.com",
     "gcp:serviceaccount/": "iam.googleapis.com",
     "gcp:projects/iAMMember:": "cloudresourcemanager.googleapis.com",
-    "gcp:artifactregistry/repository:": "artifactregistry.googleapis.com",
     "gcp:cloudrunv2/service:": "run.googleapis.com",
     "gcp:cloudrunv2/workerPool:": "run.googleapis.com",
     "gcp:cloudrunv2/job:": "run.googleapis.com",
@@ -288,27 +286,24 @@ def test_staging_builds_the_image_for_amd64_and_every_workload_runs_its_digest(s
     build = staging.one("docker:index/image:Image").inputs
     assert build["build"]["platform"] == "linux/amd64"
     assert build["build"]["context"] == "app"
-    assert build["imageName"] == "europe-west1-docker.pkg.dev/alle-staging/alle/alle:dev"
+    assert build["imageName"] == "europe-west1-docker.pkg.dev/alle-registry/alle/alle:dev"
     images = {container(w)["image"] for w in workloads(staging)}
     [image] = images
-    assert re.fullmatch(r"europe-west1-docker\.pkg\.dev/alle-staging/alle/alle@sha256:[0-9a-f]{64}", image)
+    assert re.fullmatch(r"europe-west1-docker\.pkg\.dev/alle-registry/alle/alle@sha256:[0-9a-f]{64}", image)
     assert staging.outputs["image"] == image
-    repo = staging.one("gcp:artifactregistry/repository:Repository").inputs
-    assert repo["format"] == "DOCKER"
-    assert {p["action"] for p in repo["cleanupPolicies"]} == {"KEEP", "DELETE"}
 
 
-def test_production_never_builds_and_runs_the_pinned_digest_from_stagings_registry(production: Graph) -> None:
+def test_production_never_builds_and_runs_the_pinned_digest_from_the_shared_registry(production: Graph) -> None:
     assert production.of_type("docker:index/image:Image") == []
-    assert production.of_type("gcp:artifactregistry/repository:Repository") == []
     assert {container(w)["image"] for w in workloads(production)} == {PROMOTED}
-    grants = production.of_type("gcp:artifactregistry/repositoryIamMember:RepositoryIamMember")
-    assert {g.inputs["project"] for g in grants} == {"alle-staging"}
-    assert {g.inputs["role"] for g in grants} == {"roles/artifactregistry.reader"}
-    # Cloud Run's service agent imports the image; the workloads' own identities never pull it.
-    assert [g.inputs["member"] for g in grants] == [
-        "serviceAccount:service-123456789012@serverless-robot-prod.iam.gserviceaccount.com"
-    ]
+    assert PROMOTED.startswith("europe-west1-docker.pkg.dev/alle-registry/alle/alle@sha256:")
+
+
+def test_no_stack_declares_the_shared_registry_or_access_to_it(stack: Graph) -> None:
+    """ops/bootstrap.sh owns the repository and every grant on it: a `pulumi destroy` or a replacement in either
+    stack cannot delete it or the release images production runs, and no deployer needs to administer it."""
+    assert [r.name for r in stack.resources if r.type.startswith("gcp:artifactregistry/")] == []
+    assert [r.name for r in stack.resources if r.retain_on_delete] == []
 
 
 def test_web_runs_alle_web_with_probes_scaling_and_sizing_per_stack(staging: Graph, production: Graph) -> None:
@@ -394,11 +389,6 @@ def test_every_workload_waits_for_its_secret_versions_and_iam_grants(stack: Grap
             assert stack.depends_on(workload, needed), f"{workload.name} does not wait for {needed.name}"
 
 
-def test_production_workloads_wait_for_registry_read_access(production: Graph) -> None:
-    grants = production.of_type("gcp:artifactregistry/repositoryIamMember:RepositoryIamMember")
-    assert all(production.depends_on(w, g) for w in workloads(production) for g in grants)
-
-
 def test_scheduler_runs_the_nightly_jobs_through_the_admin_api_as_an_invoker_of_those_jobs_only(
     stack: Graph,
 ) -> None:
@@ -462,12 +452,10 @@ def test_no_secret_is_passed_as_plain_env(stack: Graph) -> None:
 
 
 def test_stacks_differ_only_in_the_image_build_resources(staging: Graph, production: Graph) -> None:
-    only_staging = {"docker:index/image:Image", "gcp:artifactregistry/repository:Repository"}
-    only_production = {"gcp:artifactregistry/repositoryIamMember:RepositoryIamMember"}
     staging_types = {r.type for r in staging.resources}
     production_types = {r.type for r in production.resources}
-    assert staging_types - production_types == only_staging
-    assert production_types - staging_types == only_production
+    assert staging_types - production_types == {"docker:index/image:Image"}
+    assert production_types - staging_types == set()
 
 
 def test_release_id_reaches_the_app_unchanged_and_gcp_fields_in_their_own_forms() -> None:
@@ -523,7 +511,6 @@ LABELLED: dict[str, list[tuple[tuple[str, ...], bool]]] = {
     WORKER_POOL: [(("labels",), False), (("template", "labels"), True)],
     JOB: [(("labels",), True), (("template", "labels"), True)],
     "gcp:secretmanager/secret:Secret": [(("labels",), False)],
-    "gcp:artifactregistry/repository:Repository": [(("labels",), False)],
 }
 
 
@@ -554,22 +541,6 @@ def test_env_names_cloud_run_reserves_are_refused(name: str) -> None:
 # First `pulumi up` in a fresh project: nothing uses an identity or a grant before GCP can honour it ----------------
 
 
-def test_cloud_runs_service_agent_is_granted_registry_access_only_after_the_run_api(production: Graph) -> None:
-    run_api = next(
-        a for a in production.of_type("gcp:projects/service:Service") if a.inputs["service"] == "run.googleapis.com"
-    )
-    agent = production.one("gcp:projects/serviceIdentity:ServiceIdentity", "alle-production-run-agent")
-    assert agent.inputs["service"] == "run.googleapis.com"
-    assert production.depends_on(agent, run_api)
-    grants = production.of_type("gcp:artifactregistry/repositoryIamMember:RepositoryIamMember")
-    [agent_grant] = [g for g in grants if "serverless-robot-prod" in g.inputs["member"]]
-    assert (
-        agent_grant.inputs["member"]
-        == "serviceAccount:service-123456789012@serverless-robot-prod.iam.gserviceaccount.com"
-    )
-    assert production.depends_on(agent_grant, agent)
-
-
 def test_private_services_connection_waits_for_the_service_networking_agent_and_its_role(stack: Graph) -> None:
     agent = stack.one("gcp:projects/serviceIdentity:ServiceIdentity", f"alle-{stack.stack}-servicenetworking-agent")
     assert agent.inputs["service"] == "servicenetworking.googleapis.com"
@@ -587,7 +558,6 @@ def test_every_workload_starts_after_its_iam_grants_have_had_time_to_propagate(s
     grants = [
         *stack.of_type(SECRET_IAM),
         *stack.of_type("gcp:storage/bucketIAMMember:BucketIAMMember"),
-        *stack.of_type("gcp:artifactregistry/repositoryIamMember:RepositoryIamMember"),
     ]
     assert all(stack.depends_on(sleep, grant) for grant in grants)
     assert all(stack.depends_on(workload, sleep) for workload in workloads(stack))
@@ -601,8 +571,3 @@ def test_values_gcp_owns_are_not_declared_back(stack: Graph) -> None:
 
 def test_secret_versions_outlive_a_rotation(stack: Graph) -> None:
     assert {v.inputs["deletionPolicy"] for v in stack.of_type(SECRET_VERSION)} == {"ABANDON"}
-
-
-def test_the_registry_production_pulls_from_is_kept_when_staging_is_destroyed(staging: Graph) -> None:
-    repository = staging.one("gcp:artifactregistry/repository:Repository")
-    assert repository.retain_on_delete is True

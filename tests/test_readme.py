@@ -105,7 +105,12 @@ def test_the_readmes_state_backend_is_the_one_bootstrap_creates() -> None:
     [backend] = [shlex.split(c)[2] for c in readme_commands() if c.startswith("pulumi login ")]
     provider = re.search(r'--secrets-provider="?([^"\s]+)', README)
     assert provider
-    result = run(["ops/bootstrap.sh", "--dry-run", "alle-staging", "europe-west1", "OWNER/REPO", "staging"])
+    result = run(
+        [
+            *("ops/bootstrap.sh", "--dry-run", "--registry-project", "alle-registry"),
+            *("alle-staging", "europe-west1", "OWNER/REPO", "staging"),
+        ]
+    )
     assert f"PULUMI_BACKEND_URL={backend}" in result.stdout
     assert f"PULUMI_SECRETS_PROVIDER={provider.group(1)}" in result.stdout
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import shutil
 import subprocess
@@ -206,6 +208,8 @@ def test_bootstrap_sets_up_state_kms_wif_and_a_deployer_without_keys() -> None:
             "bash",
             str(ROOT / "ops" / "bootstrap.sh"),
             "--dry-run",
+            "--registry-project",
+            "alle-registry",
             "alle-staging",
             "europe-west1",
             "example/alle",
@@ -226,9 +230,13 @@ def test_bootstrap_sets_up_state_kms_wif_and_a_deployer_without_keys() -> None:
     assert not {"roles/owner", "roles/editor"} & set(out.split())
 
 
-def _bootstrap(*args: str) -> str:
+def _bootstrap(environment: str, *more: str) -> str:
+    """The dry run for one environment, with the shared registry in its own project."""
     return subprocess.run(
-        ["bash", str(ROOT / "ops" / "bootstrap.sh"), "--dry-run", *args],
+        [
+            *("bash", str(ROOT / "ops" / "bootstrap.sh"), "--dry-run", "--registry-project", "alle-registry", *more),
+            *(f"alle-{environment}", "europe-west1", "example/alle", environment),
+        ],
         capture_output=True,
         text=True,
         check=True,
@@ -236,10 +244,7 @@ def _bootstrap(*args: str) -> str:
 
 
 def test_each_environment_gets_its_own_state_and_key_which_the_other_cannot_use() -> None:
-    staging = _bootstrap("alle-staging", "europe-west1", "example/alle", "staging")
-    production = _bootstrap(
-        "--registry-project", "alle-staging", "alle-production", "europe-west1", "example/alle", "production"
-    )
+    staging, production = _bootstrap("staging"), _bootstrap("production")
     assert "gcloud storage buckets create gs://alle-pulumi-state-alle-production" in production
     assert "PULUMI_BACKEND_URL=gs://alle-pulumi-state-alle-production" in production
     assert (
@@ -256,12 +261,112 @@ def test_each_environment_gets_its_own_state_and_key_which_the_other_cannot_use(
     assert "--state-project" not in (ROOT / "ops" / "bootstrap.sh").read_text()
 
 
-def test_bootstrap_of_a_promoted_project_may_manage_the_registry_it_pulls_from() -> None:
-    out = _bootstrap(
-        "--registry-project", "alle-staging", "alle-production", "europe-west1", "example/alle", "production"
+def _registry_grants(out: str) -> dict[str, str]:
+    """member → role, for every grant on the shared repository."""
+    grants = {}
+    for line in out.splitlines():
+        if line.startswith("gcloud artifacts repositories add-iam-policy-binding alle --project alle-registry "):
+            words = line.split()
+            grants[words[words.index("--member") + 1]] = words[words.index("--role") + 1]
+    return grants
+
+
+def test_staging_may_push_to_the_shared_registry_and_production_only_read_it() -> None:
+    """deploy.yml: staging builds and pushes; production never builds, it deploys the promoted digest, for which
+    Cloud Run needs read access on the repository."""
+    staging, production = _bootstrap("staging"), _bootstrap("production")
+    agent = "serviceAccount:service-PROJECT_NUMBER@serverless-robot-prod.iam.gserviceaccount.com"
+    assert _registry_grants(staging) == {
+        "serviceAccount:alle-deployer@alle-staging.iam.gserviceaccount.com": "roles/artifactregistry.writer",
+        agent: "roles/artifactregistry.reader",
+    }
+    assert _registry_grants(production) == {
+        "serviceAccount:alle-deployer@alle-production.iam.gserviceaccount.com": "roles/artifactregistry.reader",
+        agent: "roles/artifactregistry.reader",
+    }
+    for out in (staging, production):
+        assert "roles/artifactregistry.admin" not in out
+        assert "MAIL_API_KEY=<the SendGrid API key for " in out
+
+
+def test_bootstrap_creates_the_shared_registry_with_the_checked_in_cleanup_policies() -> None:
+    out = _bootstrap("production")
+    assert (
+        "gcloud artifacts repositories create alle --project alle-registry --location europe-west1 "
+        "--repository-format docker " in out
     )
-    assert "gcloud artifacts repositories add-iam-policy-binding alle --project alle-staging" in out
-    assert "MAIL_API_KEY=<the SendGrid API key for production>" in out
+    [line] = [x for x in out.splitlines() if "set-cleanup-policies" in x]
+    words = line.split()
+    assert words[-1] == "--no-dry-run"
+    policies = json.loads((ROOT / words[words.index("--policy") + 1]).read_text())
+    assert {p["name"]: p["action"]["type"] for p in policies} == {
+        "keep-recent-releases": "Keep",
+        "delete-old-untagged": "Delete",
+    }
+    [keep] = [p for p in policies if p["action"]["type"] == "Keep"]
+    assert keep["mostRecentVersions"]["keepCount"] >= 10, "production's rollback targets are among them"
+    [delete] = [p for p in policies if p["action"]["type"] == "Delete"]
+    assert delete["condition"]["tagState"] == "untagged", "a delete policy never removes a tagged release"
+
+
+def test_the_run_agent_is_granted_only_after_the_run_api_made_it() -> None:
+    lines = _bootstrap("production").splitlines()
+    enable = lines.index("gcloud services enable --project alle-production run.googleapis.com")
+    identity = lines.index(
+        "gcloud beta services identity create --service run.googleapis.com --project alle-production"
+    )
+    [grant] = [i for i, line in enumerate(lines) if "serverless-robot-prod" in line]
+    assert enable < identity < grant
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["alle-staging", "europe-west1", "example/alle", "staging"], "Usage: ops/bootstrap.sh"),
+        (
+            ["--registry-project", "alle-staging", "alle-staging", "europe-west1", "example/alle", "staging"],
+            "--registry-project must be a project of its own, not alle-staging",
+        ),
+    ],
+)
+def test_bootstrap_refuses_a_registry_inside_an_environments_project(args: list[str], message: str) -> None:
+    result = subprocess.run(
+        ["bash", str(ROOT / "ops" / "bootstrap.sh"), "--dry-run", *args], capture_output=True, text=True
+    )
+    assert result.returncode == 2 and message in result.stderr
+
+
+@pytest.mark.parametrize(("exists", "creates"), [(True, False), (False, True)])
+def test_bootstrap_creates_the_registry_only_when_it_is_absent(tmp_path: Path, exists: bool, creates: bool) -> None:
+    """Run for real against a stand-in gcloud that records its calls: the second environment's bootstrap finds
+    the repository the first one made and leaves it alone."""
+    log = tmp_path / "calls"
+    fake = tmp_path / "gcloud"
+    fake.write_text(
+        "#!/usr/bin/env bash\n"
+        'echo "$*" >> "$CALLS"\n'
+        'case "$*" in\n'
+        '  "artifacts repositories describe"*) exit "$DESCRIBE_STATUS" ;;\n'
+        '  "projects describe"*) echo 123456789012 ;;\n'
+        "esac\n"
+    )
+    fake.chmod(0o755)
+    env = {**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}", "CALLS": str(log)}
+    env["DESCRIBE_STATUS"] = "0" if exists else "1"
+    subprocess.run(
+        [
+            *("bash", str(ROOT / "ops" / "bootstrap.sh"), "--registry-project", "alle-registry"),
+            *("alle-production", "europe-west1", "example/alle", "production"),
+        ],
+        env=env,
+        capture_output=True,
+        check=True,
+    )
+    calls = log.read_text().splitlines()
+    assert any(c.startswith("artifacts repositories describe alle --project alle-registry") for c in calls)
+    assert any("artifacts repositories create alle" in c for c in calls) is creates
+    assert any("artifacts repositories set-cleanup-policies alle" in c for c in calls)
+    assert any("service-123456789012@serverless-robot-prod" in c for c in calls)
 
 
 @pytest.mark.parametrize(
