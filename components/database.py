@@ -104,7 +104,14 @@ class Database(pulumi.ComponentResource):
                 instance=self.instance.name,
                 name=USER,
                 password=self.password.result,
-                # PostgreSQL refuses to drop a role that owns objects; abandoning it keeps teardown moving.
+                # The migrate job runs as this user, so it owns the app's tables, and PostgreSQL refuses to drop a role
+                # that owns objects ("A role cannot be removed if it is still referenced in any database",
+                # https://www.postgresql.org/docs/16/sql-droprole.html). ABANDON leaves the user to its instance:
+                # "useful for Postgres, where users cannot be deleted from the API if they have been granted SQL
+                # roles" (pulumi-gcp 10.2, sql.User.deletion_policy). In both stacks: staging's destroy then deletes
+                # the instance and the user with it; production's instance is protected. The database itself keeps
+                # the default DELETE: Cloud Run's workloads, its only clients, read DATABASE_URL from a secret that
+                # depends on it, so `pulumi destroy` deletes them before it drops the database.
                 deletion_policy="ABANDON",
             ),
             opts=pulumi.ResourceOptions(parent=self),

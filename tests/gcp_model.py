@@ -23,6 +23,7 @@ from ops.graph import Graph, Resource
 RUN = "gcp:cloudrunv2"
 SERVICE, WORKER_POOL, JOB = f"{RUN}/service:Service", f"{RUN}/workerPool:WorkerPool", f"{RUN}/job:Job"
 SQL = "gcp:sql/databaseInstance:DatabaseInstance"
+SQL_USER = "gcp:sql/user:User"
 REDIS = "gcp:redis/instance:Instance"
 BUCKET = "gcp:storage/bucket:Bucket"
 SECRET = "gcp:secretmanager/secret:Secret"
@@ -134,8 +135,8 @@ class Project:
     current: dict[str, int] = field(default_factory=dict)
     #: For every revision that served, the secret versions it reads: each is a rollback target.
     revisions: list[dict[str, int]] = field(default_factory=list)
-    #: Resources `pulumi destroy` left in the cloud on purpose (retain_on_delete).
-    retained: list[Resource] = field(default_factory=list)
+    #: What `pulumi destroy` deleted in the cloud, in order.
+    deleted: list[Resource] = field(default_factory=list)
     #: VPC peerings a deleted connection left behind.
     peerings: list[str] = field(default_factory=list)
     #: Image → the Alembic revisions it has, oldest first; the database's revisions, as alembic_version holds them.
@@ -319,9 +320,6 @@ class Project:
             return
         if r.protect:
             raise RefusedError(f"{r.name} is protected; Pulumi refuses to delete it")
-        if r.retain_on_delete:
-            self.retained.append(r)
-            return
         settings = r.inputs.get("settings") or {}
         if r.inputs.get("deletionProtection") is True or settings.get("deletionProtectionEnabled") is True:
             raise RefusedError(f"{r.name} has deletion protection")
@@ -353,6 +351,15 @@ class Project:
                 raise RefusedError(f"{r.name}: the service producer still holds resources in the peered range")
         if r.type == NETWORK and self.peerings:
             raise RefusedError(f"{r.name} cannot be deleted: a VPC peering ({self.peerings[0]}) still references it")
+        if r.type == SQL_USER and r.inputs.get("deletionPolicy") != "ABANDON":
+            # The migrate job ran as this user, so it owns the app's tables: "A role cannot be removed if it is still
+            # referenced in any database" (https://www.postgresql.org/docs/16/sql-droprole.html).
+            instance = [o for o in remaining.values() if o.type == SQL and o.urn in r.dependencies]
+            if instance and any(name.endswith("-migrate") and runs for name, runs in self.executions.items()):
+                raise RefusedError(f"{r.name}: role cannot be dropped because some objects depend on it")
+        if r.type == SQL_USER and r.inputs.get("deletionPolicy") == "ABANDON":
+            return  # left to its instance, whose deletion takes it along
+        self.deleted.append(r)
 
 
 class HeldError(RefusedError):

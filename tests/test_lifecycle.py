@@ -23,9 +23,10 @@ from gcp_model import (
     PSA,
     REDIS,
     RELEASE_SCOPED,
-    REPOSITORY,
     SECRET_VERSION,
     SERVICE,
+    SQL,
+    SQL_USER,
     STATEFUL,
     SUBNET,
     Change,
@@ -251,7 +252,17 @@ def test_destroy_of_staging_takes_two_runs_because_cloud_run_holds_the_subnet(se
     assert sequence.outcomes["staging destroy again"].refused is None
     staging = sequence.projects["staging"]
     assert staging.state == {}
-    assert [r.type for r in staging.retained] == [REPOSITORY]
+
+
+def test_destroying_staging_deletes_no_image_production_runs_or_rolls_back_to(sequence: Sequence) -> None:
+    """The registry is bootstrap's, in its own project: staging's state never holds it, and its build's docker.Image
+    deletes no tag ("This resource does not delete tags, locally or remotely, when destroyed", pulumi-docker 5.2)."""
+    deleted = sequence.projects["staging"].deleted
+    assert [r.name for r in deleted if r.type.startswith("gcp:artifactregistry/")] == []
+    assert {r.type for r in deleted} >= {SQL, REDIS, BUCKET, NETWORK}, "the destroy did run"
+    ran = {sequence.served[step] for step in RUNS if step.startswith("production")}
+    assert ran == set(DIGESTS.values())
+    assert all(image.startswith(REGISTRY) for image in ran)
 
 
 def test_destroy_of_production_is_refused_before_it_deletes_data(sequence: Sequence) -> None:
@@ -325,6 +336,7 @@ def test_the_model_refuses_a_rotation_that_deletes_a_version_in_use(sequence: Se
         (PSA, {"deletionPolicy": "ABANDON"}, "alle-staging-vpc cannot be deleted: a VPC peering"),
         (PSA, {"deletionPolicy": "DELETE"}, "the service producer still holds resources"),
         (BUCKET, {"forceDestroy": False}, "alle-staging-uploads still holds objects"),
+        (SQL_USER, {"deletionPolicy": "DELETE"}, "alle-staging-user: role cannot be dropped because some objects"),
     ],
 )
 def test_the_model_refuses_a_staging_destroy_that_gcp_would_stop(
