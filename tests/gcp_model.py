@@ -10,11 +10,13 @@ which would be replaced, which executions the migrate job starts, which secret v
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import secrets
 from collections.abc import Iterator, Sequence
 from copy import deepcopy
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from alle.migrate import UnknownRevisionError, newer_revision
@@ -28,7 +30,6 @@ REDIS = "gcp:redis/instance:Instance"
 BUCKET = "gcp:storage/bucket:Bucket"
 SECRET = "gcp:secretmanager/secret:Secret"
 SECRET_VERSION = "gcp:secretmanager/secretVersion:SecretVersion"
-REPOSITORY = "gcp:artifactregistry/repository:Repository"
 NETWORK = "gcp:compute/network:Network"
 PSA = "gcp:servicenetworking/connection:Connection"
 SUBNET = "gcp:compute/subnetwork:Subnetwork"
@@ -57,31 +58,17 @@ STATEFUL = frozenset(
         BUCKET,
         SECRET,
         SECRET_VERSION,
-        REPOSITORY,
         NETWORK,
         SUBNET,
         "gcp:compute/globalAddress:GlobalAddress",
         PSA,
     }
 )
-#: Inputs the API cannot change in place, so a change replaces the resource: identities and placement, plus the
-#: ones the APIs document as fixed (a secret's replication "cannot be changed", pulumi-gcp 10.2
-#: secretmanager.Secret.replication; "It is not possible to upgrade from Basic Tier to Standard Tier or the other
-#: way around", https://cloud.google.com/memorystore/docs/redis/redis-tiers).
-REPLACED_BY = {
-    SQL: ("name", "region", "project"),
-    "gcp:sql/database:Database": ("name", "instance"),
-    REDIS: ("name", "region", "tier", "connectMode", "authorizedNetwork", "reservedIpRange"),
-    BUCKET: ("name", "location", "project"),
-    SECRET: ("secretId", "project", "replication"),
-    SECRET_VERSION: ("secret", "secretData"),
-    REPOSITORY: ("repositoryId", "location", "format", "project"),
-    NETWORK: ("name", "project"),
-    "gcp:compute/globalAddress:GlobalAddress": ("name", "prefixLength", "purpose", "network"),
-    PSA: ("network", "service"),
-    # "keepers: Arbitrary map of values that, when changed, will trigger a new id to be generated" (pulumi-random).
-    RANDOM_ID: ("keepers", "byteLength", "prefix"),
-}
+#: Inputs whose change replaces the resource, per type: the providers' ForceNew/RequiresReplace fields as Pulumi
+#: input paths, derived from their source by tools/force_new.py (which records the versions it read). Fields a
+#: provider replaces only on some changes (its "conditional" list, e.g. a subnet's range shrinking) are not applied.
+FORCE_NEW = json.loads((Path(__file__).parent / "force_new.json").read_text())
+REPLACED_BY: dict[str, tuple[str, ...]] = {t: tuple(e["force_new"]) for t, e in FORCE_NEW["types"].items()}
 #: An execution is named `<job>-<token>`: "The sum of job name and token length must be fewer than 63
 #: characters" (pulumi-gcp 10.2, cloudrunv2.Job.run_execution_token), and the name is an RFC 1035 label.
 EXECUTION_NAME = re.compile(r"^[a-z]([a-z0-9-]*[a-z0-9])?$")
@@ -111,6 +98,28 @@ def _paths(value: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
             yield from _paths(inner, f"{prefix}.{key}" if prefix else key)
     else:
         yield prefix, value
+
+
+def value_at(value: Any, path: str) -> Any:
+    """The value under a dotted input path; through a list, the list of each element's value."""
+    for i, key in enumerate(path.split(".")):
+        if isinstance(value, list):
+            rest = ".".join(path.split(".")[i:])
+            return [value_at(element, rest) for element in value]
+        if not isinstance(value, dict):
+            return None
+        value = value.get(key)
+    return value
+
+
+def forcing_paths(typ: str, before: dict[str, Any], after: dict[str, Any], ignored: list[str]) -> list[str]:
+    """The inputs whose change replaces a resource of this type, among those that changed."""
+    return [
+        path
+        for path in REPLACED_BY[typ]
+        if value_at(before, path) != value_at(after, path)
+        and not any(path == i or path.startswith(f"{i}.") for i in ignored)
+    ]
 
 
 def changed_paths(before: dict[str, Any], after: dict[str, Any], ignored: list[str]) -> list[str]:
@@ -155,9 +164,9 @@ class Project:
         execution, like any, now exists."""
         graph = self._resolve_random(graph, replace)
         change = self._diff(graph)
-        for urn, paths in change.updated.items():
+        for urn in change.updated:
             resource = graph.by_urn[urn]
-            forced = [p for p in paths if p.split(".")[0] in REPLACED_BY.get(resource.type, ())]
+            forced = forcing_paths(resource.type, self.state[urn].inputs, resource.inputs, resource.ignore_changes)
             if forced:
                 change.replaced.append(urn)
                 if resource.type in STATEFUL and resource.type != SECRET_VERSION:
