@@ -61,9 +61,11 @@ def token_budget(job_name: str) -> int:
 def execution_token(job_name: str, release: str, nonce: str) -> str:
     """`<release slug>-<nonce>`: as much of the release as fits next to the job name, then the random nonce.
 
-    GCP keeps a job's executions and refuses a token that named one of them ("already exists"), and the API
-    reports the token cleared after an out-of-band run, so `pulumi refresh` makes the next `up` resend a used
-    one (hashicorp/terraform-provider-google#24451, GoogleCloudPlatform/magic-modules#19060). The nonce is a
+    GCP keeps a job's executions and refuses a token that named one of them ("already exists",
+    hashicorp/terraform-provider-google#24451), and the provider's Read takes the token from what the API
+    reports (terraform-provider-google-beta v7.45.0, services/cloudrunv2/resource_cloud_run_v2_job.go:
+    flattenCloudRunV2JobRunExecutionToken), which after an out-of-band run is not ours, so `pulumi refresh`
+    makes the next `up` resend a used one. The nonce is a
     RandomId kept for as long as the image and the release stay the same: a scale-only `pulumi up` sends the
     same token and starts nothing, a new release or a rollback gets fresh bytes and so a new execution, and a
     retry (`alle-ops migrate retry`) replaces the RandomId on purpose.

@@ -136,7 +136,8 @@ class Project:
     stack: str
     state: dict[str, Resource] = field(default_factory=dict)
     #: Job name → execution ids that exist; a token that named one is refused, and after `pulumi refresh` the API
-    #: reports the token cleared (hashicorp/terraform-provider-google#24451, GoogleCloudPlatform/magic-modules#19060).
+    #: reports the token cleared (hashicorp/terraform-provider-google#24451; the provider's Read takes the token from
+    #: the API, terraform-provider-google-beta resource_cloud_run_v2_job.go, flattenCloudRunV2JobRunExecutionToken).
     executions: dict[str, set[str]] = field(default_factory=dict)
     #: Secret id → version numbers that exist.
     versions: dict[str, set[int]] = field(default_factory=dict)
