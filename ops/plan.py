@@ -168,7 +168,6 @@ DESCRIBE: dict[str, Callable[[Resource], Settings]] = {
     "gcp:secretmanager/secretVersion:SecretVersion": _pick("secretData"),
     "gcp:sql/user:User": _pick("name", "deletionPolicy"),
     "gcp:sql/database:Database": _pick("name"),
-    "gcp:artifactregistry/repository:Repository": _pick("repositoryId", "location", "format"),
     "docker:index/image:Image": lambda r: {
         "build": _text(r.inputs.get("imageName")),
         "platform": _text(_get(r.inputs, "build", "platform")),

@@ -161,7 +161,7 @@ def test_migrate_retry_is_one_pulumi_up_that_replaces_the_tokens_random_id(
 
 def test_plan_shows_the_settings_a_reviewer_cares_about(production: Graph) -> None:
     text = plan.render(production)
-    assert text.startswith("Stack production: 122 resources (107 cloud)")
+    assert text.startswith("Stack production: 119 resources (104 cloud)")
     for expected in (
         "tier: db-custom-2-7680 (ENTERPRISE)",
         "availability: REGIONAL",
@@ -184,7 +184,7 @@ def test_plan_shows_the_settings_a_reviewer_cares_about(production: Graph) -> No
 
 def test_plan_markdown_is_a_nested_list_for_a_pr_comment(staging: Graph) -> None:
     text = plan.render(staging, markdown=True)
-    assert text.startswith("### Stack staging: 122 resources (107 cloud)")
+    assert text.startswith("### Stack staging: 120 resources (105 cloud)")
     assert "- **alle-staging-pg** `gcp:sql/databaseInstance:DatabaseInstance`" in text
 
 
@@ -204,12 +204,12 @@ def test_diff_lists_exactly_what_differs_between_the_stacks(staging: Graph, prod
 def test_plan_for_an_unpinned_promoted_stack_marks_the_digest_as_placeholder() -> None:
     config = plan.review_config("production")
     assert config["alle:image"] == "europe-west1-docker.pkg.dev/alle-registry/alle/alle@sha256:" + "0" * 64
-    assert plan.review_config("staging")["alle:image"] == ""  # staging owns its registry and builds
+    assert plan.review_config("staging")["alle:image"] == ""  # staging builds
 
 
 def test_plan_cli_runs_offline_for_one_stack(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["plan", "--stack", "staging", "--markdown"]) == 0
-    assert capsys.readouterr().out.startswith("### Stack staging: 122 resources")
+    assert capsys.readouterr().out.startswith("### Stack staging: 120 resources")
 
 
 def test_plan_reports_a_bad_config_as_one_sentence(capsys: pytest.CaptureFixture[str]) -> None:
