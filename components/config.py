@@ -570,9 +570,15 @@ def parse(stack: str, raw: Mapping[str, str], mail_api_key: pulumi.Output[str]) 
     if production and image is None:
         reader.fail("alle:image", "", "production never builds: pin the digest staging runs (`./bin/alle-ops promote`)")
     # Derived from gcp:project and gcp:region: checked only when those are valid, so one mistake is one line.
-    registry_project = raw.get("alle:registryProject") or project
-    if registry_project and not PROJECT_ID.match(registry_project):
-        reader.fail("alle:registryProject", registry_project, "allowed: a GCP project id")
+    # A registry inside the stack's own project would be in that environment's deploys' reach (ops/bootstrap.sh).
+    registry_project = raw.get("alle:registryProject", "")
+    if not PROJECT_ID.match(registry_project) or registry_project == project:
+        reader.fail(
+            "alle:registryProject",
+            registry_project,
+            "allowed: the id of the registry's own project, the one given to ops/bootstrap.sh --registry-project"
+            " (not gcp:project)",
+        )
     registry_location = raw.get("alle:registryLocation") or region
     if registry_location and registry_location not in REGIONS:
         reader.fail("alle:registryLocation", registry_location, "allowed: " + ", ".join(sorted(REGIONS)))

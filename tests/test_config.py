@@ -58,7 +58,9 @@ def error_of(stack: str, **overrides: str) -> str:
         ({"logLevel": "TRACE"}, "alle:logLevel is 'TRACE'; allowed: DEBUG, ERROR, INFO, WARNING."),
         ({"subnetCidr": "10.8.0.0/28"}, "alle:subnetCidr is '10.8.0.0/28'; allowed: a private 10.x.y.0 range of /26"),
         ({"cleanupSchedule": "nightly"}, "alle:cleanupSchedule is 'nightly'; allowed: a five-field cron expression."),
-        ({"registryProject": "Alle_Shared"}, "alle:registryProject is 'Alle_Shared'; allowed: a GCP project id"),
+        ({"registryProject": "Alle_Shared"}, "alle:registryProject is 'Alle_Shared'; allowed: the id of the registry"),
+        ({"registryProject": ""}, "alle:registryProject is ''; allowed: the id of the registry's own project"),
+        ({"registryProject": "alle-staging"}, "alle:registryProject is 'alle-staging'; allowed: the id of the regis"),
     ],
 )
 def test_bad_value_gives_one_clear_sentence(overrides: dict[str, str], sentence: str) -> None:
