@@ -159,7 +159,7 @@ def test_idempotent_create_replays_the_same_task(web: Proc) -> None:
     assert second.headers["Idempotent-Replayed"] == "true"
     assert first.json()["id"] == second.json()["id"]
     reused = httpx.post(f"{web.url}/v1/tasks", json={"title": "different"}, headers=headers)
-    assert reused.status_code == 422
+    assert reused.status_code == 409
     assert "different request body" in reused.json()["detail"]
 
 

@@ -1,14 +1,23 @@
-"""Hostile input ends early and says little: bodies are bounded before parsing, and errors never echo values."""
+"""Hostile input ends early and says little: bodies are bounded before parsing, and errors never echo values.
+
+Every error has one of two bodies, and the OpenAPI document declares them per status (`answers`): a 422 is
+`Invalid` (which inputs, and why), whether FastAPI or a route refused the request; every other error is
+`Problem` (one sentence on what went wrong and what to do).
+"""
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException
+from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from alle.logs import get_logger
@@ -86,6 +95,58 @@ def _replay(messages: list[Message], receive: Receive) -> Receive:
     return replayed
 
 
+class Problem(BaseModel):
+    """Every error but 422."""
+
+    detail: str
+
+
+class FieldError(BaseModel):
+    """One refused input: where it was (`["body", "title"]`, `["header", "Idempotency-Key"]`) and why."""
+
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class Invalid(BaseModel):
+    """422: the request was understood but refused. Values are never echoed, only where and why."""
+
+    detail: list[FieldError]
+
+
+_RETRY_AFTER = {
+    "Retry-After": {"required": True, "description": "Seconds to wait before retrying.", "schema": {"type": "integer"}}
+}
+#: What each error status means in this API, for the OpenAPI document.
+ANSWERS: dict[int, dict[str, Any]] = {
+    400: {"description": "The body could not be read as JSON (it is not UTF-8, say)."},
+    401: {
+        "description": "No session, or one that is unknown or expired: log in at POST /v1/auth/login.",
+        "headers": {"WWW-Authenticate": {"required": True, "schema": {"type": "string", "const": "Bearer"}}},
+    },
+    404: {"description": "Nothing by that id belongs to this user."},
+    409: {"description": "The request conflicts with the state of the resource, or with an earlier request."},
+    413: {"description": "The body is larger than this operation accepts."},
+    422: {"description": "Refused input: each entry names an input and the reason, never its value."},
+    429: {"description": "Too many attempts; retry after `Retry-After` seconds.", "headers": _RETRY_AFTER},
+    503: {
+        "description": "At capacity, or a backing service is unavailable; retry after `Retry-After` seconds.",
+        "headers": _RETRY_AFTER,
+    },
+}
+
+
+def answers(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The `responses=` of a route that can answer these error statuses, each with its body schema."""
+    return {status: {**ANSWERS[status], "model": Invalid if status == 422 else Problem} for status in statuses}
+
+
+def invalid(loc: Sequence[str | int], msg: str, kind: str = "value_error") -> RequestValidationError:
+    """A 422 raised by a route, answered exactly like FastAPI's own: the same handler, the same body."""
+    return RequestValidationError([{"loc": tuple(loc), "msg": msg, "type": kind}])
+
+
 def describe(errors: Any) -> list[dict[str, Any]]:
     """Where and why, never what: pydantic's `input` and `ctx` carry the submitted value, so they are dropped."""
     return [{"loc": list(error["loc"]), "msg": _reason(error), "type": error["type"]} for error in errors]
@@ -113,3 +174,20 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
         return JSONResponse({"detail": describe(error.errors())}, status_code=422)
+
+    @app.exception_handler(405)
+    async def method_not_allowed(request: Request, error: HTTPException) -> JSONResponse:
+        """Starlette's `Allow` names the methods of the first route on the path; RFC 9110 wants every one."""
+        allowed = sorted(
+            {
+                method
+                for route in request.app.router.routes
+                if isinstance(route, Route) and route.matches(request.scope)[0] is not Match.NONE
+                for method in route.methods or ()
+            }
+        )
+        return JSONResponse(
+            {"detail": f"{request.method} is not allowed here; use {', '.join(allowed)}."},
+            status_code=405,
+            headers={"Allow": ", ".join(allowed)},
+        )

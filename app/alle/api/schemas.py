@@ -9,9 +9,15 @@ from enum import StrEnum
 from typing import Annotated
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, EmailStr, Field, StringConstraints, field_validator
+from pydantic.json_schema import SkipJsonSchema
 
-Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-Notes = Annotated[str, Field(max_length=10_000)]
+from alle.security import MIN_PASSWORD_LENGTH
+
+#: `Strict` refuses NUL in text; this says so in the OpenAPI document (the check itself stays in `Strict`, whose
+#: message is plainer than a pattern's). An unpaired surrogate needs no word there: JSON Schema text cannot hold one.
+NO_NUL = Field(json_schema_extra={"pattern": r"^[^\u0000]*$"})
+Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), NO_NUL]
+Notes = Annotated[str, Field(max_length=10_000), NO_NUL]
 
 
 ISO_DAY = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
@@ -47,8 +53,22 @@ class Strict(BaseModel):
 
 
 class Credentials(Strict):
+    """Log-in: accounts made before the 12-character rule keep their shorter passwords."""
+
     email: EmailStr
-    password: Annotated[str, Field(min_length=8, max_length=128)]
+    password: Annotated[str, Field(min_length=8, max_length=128), NO_NUL]
+
+
+class SignUp(Credentials):
+    password: Annotated[
+        str,
+        Field(
+            min_length=MIN_PASSWORD_LENGTH,
+            max_length=128,
+            description="Not the email address, and not one of the 30,000 most common passwords (else 422).",
+        ),
+        NO_NUL,
+    ]
 
 
 class UserOut(BaseModel):
@@ -76,10 +96,21 @@ class TaskCreate(Strict):
 
 
 class TaskUpdate(Strict):
-    title: Title | None = None
-    notes: Notes | None = None
-    status: TaskStatus | None = None
+    """Only the fields sent change. `due_date: null` clears the due date; the others cannot be null."""
+
+    # None is only the "left out" default: SkipJsonSchema keeps null out of the document, `_not_null` refuses it.
+    title: Title | SkipJsonSchema[None] = None
+    notes: Notes | SkipJsonSchema[None] = None
+    status: TaskStatus | SkipJsonSchema[None] = None
     due_date: Day | None = None
+
+    @field_validator("title", "notes", "status", mode="before")
+    @classmethod
+    def _not_null(cls, value: object) -> object:
+        """Runs only for a field that was sent: a left-out field keeps its default without validation."""
+        if value is None:
+            raise ValueError("cannot be null; leave the field out to keep its value")
+        return value
 
 
 class TaskOut(BaseModel):

@@ -36,10 +36,11 @@ function describe(status, detail) {
     const rest = [];
     for (const item of detail) {
       const loc = Array.isArray(item.loc) ? item.loc : [];
-      const name = loc[0] === "body" ? loc[loc.length - 1] : null;
+      // ["body", "title"] names a field; ["body"] alone is the whole body (an empty upload, say).
+      const name = loc[0] === "body" && loc.length > 1 ? loc[loc.length - 1] : null;
       const text = String(item.msg || "is not valid").replace(/^Value error, /, "");
       if (typeof name === "string" && !(name in fields)) fields[name] = text;
-      else rest.push(loc.length ? `${loc[loc.length - 1]}: ${text}` : text);
+      else rest.push(loc.length > 1 ? `${loc[loc.length - 1]}: ${text}` : text);
     }
     const message = rest.length ? rest.join(" ") : "Some fields need attention; see the messages next to them.";
     return { message, fields };

@@ -12,11 +12,12 @@ from pydantic import BaseModel
 
 from alle import repository
 from alle.api.deps import ServicesDep, SessionDep, UserDep, cache_session
-from alle.api.schemas import Credentials, TokenOut, UserOut
+from alle.api.errors import answers, invalid
+from alle.api.schemas import Credentials, SignUp, TokenOut, UserOut
 from alle.cache import session_key
 from alle.security import hash_password, new_session_token, password_problem, verify_password
 
-router = APIRouter(prefix="/v1", tags=["auth"])
+router = APIRouter(prefix="/v1", tags=["auth"], responses=answers(503))
 
 SIGNED_UP = "Signed up: log in with this email and password. An email that already had an account keeps its password."
 
@@ -28,17 +29,10 @@ class SignupOut(BaseModel):
     detail: str
 
 
-def _invalid_password(reason: str) -> HTTPException:
-    """A 422 in FastAPI's validation shape, naming the field and never echoing the value."""
-    return HTTPException(
-        status.HTTP_422_UNPROCESSABLE_CONTENT, [{"loc": ["body", "password"], "msg": reason, "type": "value_error"}]
-    )
-
-
-@router.post("/auth/signup", status_code=status.HTTP_201_CREATED)
-async def signup(body: Credentials, services: ServicesDep) -> SignupOut:
+@router.post("/auth/signup", status_code=status.HTTP_201_CREATED, responses=answers(400, 413, 422))
+async def signup(body: SignUp, services: ServicesDep) -> SignupOut:
     if (problem := password_problem(body.password, email=body.email)) is not None:
-        raise _invalid_password(problem)
+        raise invalid(["body", "password"], problem)
     password_hash = await services.offload(hash_password, body.password)
     try:
         async with services.pool.connection() as conn:
@@ -48,7 +42,7 @@ async def signup(body: Credentials, services: ServicesDep) -> SignupOut:
     return SignupOut(email=body.email, detail=SIGNED_UP)
 
 
-@router.post("/auth/login")
+@router.post("/auth/login", responses=answers(400, 401, 413, 422, 429))
 async def login(body: Credentials, request: Request, services: ServicesDep) -> TokenOut:
     address = request.client.host if request.client else "unknown"
     await services.throttle.hit(email=body.email, address=address)
@@ -56,7 +50,9 @@ async def login(body: Credentials, request: Request, services: ServicesDep) -> T
         user = await repository.get_user_by_email(conn, email=body.email)
     known_hash = None if user is None else user["password_hash"]
     if not await services.offload(verify_password, body.password, known_hash) or user is None:
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "Email or password is wrong.")
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED, "Email or password is wrong.", headers={"WWW-Authenticate": "Bearer"}
+        )
     token = new_session_token()
     digest = services.digest(token)
     ttl = services.settings.SESSION_TTL_SECONDS
@@ -66,14 +62,14 @@ async def login(body: Credentials, request: Request, services: ServicesDep) -> T
     return TokenOut(access_token=token, expires_in=ttl)
 
 
-@router.post("/auth/logout", status_code=status.HTTP_204_NO_CONTENT)
+@router.post("/auth/logout", status_code=status.HTTP_204_NO_CONTENT, responses=answers(401, 413))
 async def logout(session: SessionDep, services: ServicesDep) -> None:
     async with services.pool.connection() as conn:
         await repository.delete_session(conn, token_hash=session.digest)
     await services.cache.delete(session_key(session.digest))
 
 
-@router.get("/users/me")
+@router.get("/users/me", responses=answers(401, 404))
 async def me(user_id: UserDep, services: ServicesDep) -> UserOut:
     async with services.pool.connection() as conn:
         row = await repository.get_user(conn, user_id=user_id)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 
 from alle.api.deps import ServicesDep
 from alle.logs import get_logger
@@ -12,12 +15,31 @@ router = APIRouter(tags=["health"])
 log = get_logger(__name__)
 
 
+class Liveness(BaseModel):
+    status: Literal["ok"]
+
+
+class Checks(BaseModel):
+    database: bool
+    redis: bool
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "unavailable"]
+    checks: Checks
+    release: str
+
+
 @router.get("/healthz")
-async def healthz() -> dict[str, str]:
-    return {"status": "ok"}
+async def healthz() -> Liveness:
+    return Liveness(status="ok")
 
 
-@router.get("/readyz")
+@router.get(
+    "/readyz",
+    response_model=Readiness,
+    responses={503: {"model": Readiness, "description": "A backing service is unreachable; `checks` says which."}},
+)
 async def readyz(services: ServicesDep) -> JSONResponse:
     checks = {"database": False, "redis": await services.cache.ping()}
     try:

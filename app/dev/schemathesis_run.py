@@ -1,0 +1,158 @@
+"""Schemathesis against a live `alle web` (and worker) on the real backing services: the OpenAPI document must
+tell the truth about every operation.
+
+Starts embedded PostgreSQL 16, Redis and the storage emulator in a scratch directory, migrates, starts `alle web`
+and `alle worker`, signs up two accounts through the API, then runs `schemathesis run` with every check,
+authenticated as the first account and with the second as its peer (object-level authorization). Everything it
+started is stopped, and the scratch directory removed, whatever happens. The exit status is Schemathesis's:
+0 only when it found no failure. Settings are in `schemathesis.toml` beside this file; arguments are passed on
+to `schemathesis run` (e.g. `--max-examples 200`, or `--seed N` to replay a run).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+import httpx
+
+import backing
+
+HERE = Path(__file__).resolve().parent
+CONFIG = HERE / "schemathesis.toml"
+#: The identities the run uses, as `[auth.wfc]` in schemathesis.toml names them.
+USERS = ("alice", "bob")
+READY_SECONDS = 30
+STOP_SECONDS = 15
+
+
+def say(text: str) -> None:
+    print(f"schemathesis-run | {text}", flush=True)
+
+
+@contextmanager
+def process(name: str, env: dict[str, str], scratch: Path) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
+    """`alle NAME` in its own session, output to a file; SIGTERM at the end, SIGKILL if it does not stop."""
+    log = scratch / f"{name}.log"
+    with log.open("wb") as out:
+        popen = subprocess.Popen(
+            ["alle", name], env=env, stdout=out, stderr=subprocess.STDOUT, cwd=scratch, start_new_session=True
+        )
+    try:
+        yield popen, log
+    finally:
+        if popen.poll() is None:
+            popen.send_signal(signal.SIGTERM)
+            try:
+                popen.wait(STOP_SECONDS)
+            except subprocess.TimeoutExpired:
+                os.killpg(popen.pid, signal.SIGKILL)
+                popen.wait()
+
+
+def wait_healthy(url: str, popen: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + READY_SECONDS
+    while time.monotonic() < deadline:
+        if popen.poll() is not None:
+            raise SystemExit(f"alle web exited before it answered:\n{log.read_text()}")
+        try:
+            if httpx.get(f"{url}/healthz", timeout=0.5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise SystemExit(f"alle web did not answer /healthz within {READY_SECONDS} s:\n{log.read_text()}")
+
+
+def sign_up(url: str, name: str) -> dict[str, str]:
+    """An account made through the API, as any client would; the password passes the policy."""
+    credentials = {"email": f"{name}-{uuid.uuid4().hex[:8]}@example.com", "password": f"{name} fuzzes the API well"}
+    response = httpx.post(f"{url}/v1/auth/signup", json=credentials, timeout=10)
+    if response.status_code != 201:
+        raise SystemExit(f"sign-up of {name} failed: {response.status_code} {response.text}")
+    return credentials
+
+
+def wfc_document(accounts: dict[str, dict[str, str]]) -> dict[str, object]:
+    """Web Fuzzing Commons auth: each user logs in at POST /v1/auth/login and sends the bearer token it gets."""
+    return {
+        "auth": [
+            {
+                "name": name,
+                "loginEndpointAuth": {
+                    "endpoint": "/v1/auth/login",
+                    "verb": "POST",
+                    "contentType": "application/json",
+                    "payloadRaw": json.dumps(credentials),
+                    "token": {
+                        "extractFrom": "body",
+                        "extractSelector": "/access_token",
+                        "sendIn": "header",
+                        "sendName": "Authorization",
+                        "sendTemplate": "Bearer {token}",
+                    },
+                },
+            }
+            for name, credentials in accounts.items()
+        ]
+    }
+
+
+def main(argv: list[str]) -> int:
+    with ExitStack() as stack:
+        scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="alle-schemathesis-")))
+        started = time.monotonic()
+        services = backing.start(scratch / "backing", persistent=False)
+        stack.callback(services.stop)
+        port = backing.free_port()
+        url = f"http://127.0.0.1:{port}"
+        env = services.release_env(
+            "test",
+            "schemathesis",
+            PORT=str(port),
+            # Every request comes from one address and re-logs in after each logout; throttling is tested in
+            # app/tests/test_auth.py, and would otherwise turn the run's own log-ins into 429s.
+            LOGIN_ATTEMPTS_PER_ACCOUNT="100000/minute",
+            LOGIN_ATTEMPTS_PER_ADDRESS="100000/minute",
+        )
+        migrate = subprocess.run(["alle", "migrate"], env=env, cwd=scratch, capture_output=True, text=True)
+        if migrate.returncode != 0:
+            raise SystemExit(f"alle migrate failed:\n{migrate.stdout}{migrate.stderr}")
+        web, web_log = stack.enter_context(process("web", env, scratch))
+        stack.enter_context(process("worker", env, scratch))
+        wait_healthy(url, web, web_log)
+        auth = scratch / "wfc-auth.json"
+        auth.write_text(json.dumps(wfc_document({name: sign_up(url, name) for name in USERS})))
+        say(f"services, web and worker ready in {time.monotonic() - started:.1f} s; running Schemathesis")
+        command = [
+            str(Path(sys.executable).parent / "schemathesis"),
+            "--config-file",
+            str(CONFIG),
+            "run",
+            f"{url}/openapi.json",
+            "--report-dir",
+            str(scratch / "report"),
+            *argv,
+        ]
+        result = subprocess.run(command, env={**os.environ, "ALLE_WFC_AUTH": str(auth)}, check=False)
+        if result.returncode != 0:
+            say(f"Schemathesis failed (exit {result.returncode}); web's server errors follow, if any")
+            for line in web_log.read_text().splitlines():
+                if '"severity": "ERROR"' in line or "Traceback" in line:
+                    print(line)
+        say(f"done in {time.monotonic() - started:.1f} s")
+        return result.returncode
+    raise AssertionError("unreachable")
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
