@@ -108,9 +108,17 @@ def wfc_document(accounts: dict[str, dict[str, str]]) -> dict[str, object]:
 
 
 def main(argv: list[str]) -> int:
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="alle-schemathesis-") as scratch:
+        status = run(Path(scratch), argv)
+    say(f"done in {time.monotonic() - started:.1f} s, everything stopped")
+    return status
+
+
+def run(scratch: Path, argv: list[str]) -> int:
+    """Everything started here is stopped when this returns or raises, the last started first."""
+    started = time.monotonic()
     with ExitStack() as stack:
-        scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="alle-schemathesis-")))
-        started = time.monotonic()
         services = backing.start(scratch / "backing", persistent=False)
         stack.callback(services.stop)
         port = backing.free_port()
@@ -119,8 +127,8 @@ def main(argv: list[str]) -> int:
             "test",
             "schemathesis",
             PORT=str(port),
-            # Every request comes from one address and re-logs in after each logout; throttling is tested in
-            # app/tests/test_auth.py, and would otherwise turn the run's own log-ins into 429s.
+            # Every request comes from one address, and the run logs in again after each logout; throttling has
+            # its own tests (app/tests/test_auth.py), and here it would turn the run's own log-ins into 429s.
             LOGIN_ATTEMPTS_PER_ACCOUNT="100000/minute",
             LOGIN_ATTEMPTS_PER_ADDRESS="100000/minute",
         )
@@ -145,13 +153,12 @@ def main(argv: list[str]) -> int:
         ]
         result = subprocess.run(command, env={**os.environ, "ALLE_WFC_AUTH": str(auth)}, check=False)
         if result.returncode != 0:
-            say(f"Schemathesis failed (exit {result.returncode}); web's server errors follow, if any")
+            say(f"Schemathesis failed (exit {result.returncode}); web's errors follow, if it logged any")
             for line in web_log.read_text().splitlines():
                 if '"severity": "ERROR"' in line or "Traceback" in line:
                     print(line)
-        say(f"done in {time.monotonic() - started:.1f} s")
+        say("stopping web, worker and the backing services")
         return result.returncode
-    raise AssertionError("unreachable")
 
 
 if __name__ == "__main__":

@@ -15,9 +15,10 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import iter_route_contexts
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
-from starlette.routing import Match, Route
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from alle.logs import get_logger
@@ -181,8 +182,8 @@ def install(app: FastAPI) -> None:
         allowed = sorted(
             {
                 method
-                for route in request.app.router.routes
-                if isinstance(route, Route) and route.matches(request.scope)[0] is not Match.NONE
+                for route in iter_route_contexts(request.app.routes)
+                if route.matches(request.scope)[0] is not Match.NONE
                 for method in route.methods or ()
             }
         )

@@ -1,0 +1,203 @@
+"""The OpenAPI document against the API: every error a route can answer is declared, with the body it really sends.
+
+Schemathesis explores the same ground at random in bin/test (app/dev/schemathesis_run.py); these tests pin the
+rules and the known cases, so a regression names itself.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import httpx
+import pytest
+import schemathesis
+from fastapi import FastAPI
+from fastapi.routing import APIRoute, iter_route_contexts
+
+from alle.api.app import create_app
+from alle.api.limits import PROBES
+from alle.config import AppEnv, Settings
+from conftest import SECRET, Proc, Spawn, signup_and_login
+
+JSON_BODY = "application/json"
+
+
+@pytest.fixture(scope="module")
+def app() -> FastAPI:
+    """Built in process: the document needs no backing service (they are opened in the lifespan)."""
+    settings = Settings(
+        APP_ENV=AppEnv.test,
+        RELEASE="openapi-test",
+        DATABASE_URL="postgresql://unused/unused",
+        REDIS_URL="redis://unused",
+        STORAGE_BUCKET="alle-test",
+        SECRET_KEY=SECRET,
+    )
+    return create_app(settings)
+
+
+@pytest.fixture(scope="module")
+def document(app: FastAPI) -> dict[str, Any]:
+    return app.openapi()
+
+
+def _operations(document: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    return [(method.upper(), path, op) for path, item in document["paths"].items() for method, op in item.items()]
+
+
+def _can_answer(method: str, path: str, operation: dict[str, Any], parses_json: bool) -> set[int]:
+    """The error statuses that the dependencies, FastAPI and the middleware give this operation, whatever it does."""
+    statuses = set()
+    parameters = operation.get("parameters", [])
+    body = operation.get("requestBody", {})
+    if operation.get("security"):
+        statuses.add(401)  # the bearer session dependency
+    if any(parameter["in"] == "path" for parameter in parameters):
+        statuses |= {404, 422}  # an id that is not a UUID, or not this user's
+    if parameters or body:
+        statuses.add(422)
+    if parses_json:
+        statuses.add(400)  # FastAPI: a body that is not UTF-8 cannot be read as JSON
+    if method not in ("GET", "HEAD"):
+        statuses.add(413)  # errors.BodyLimit, or the attachment limit
+    if path not in PROBES:
+        statuses.add(503)  # limits.InFlightLimit at capacity, or the database pool
+    return statuses
+
+
+def test_every_operation_declares_the_errors_its_session_parameters_and_middleware_can_answer(
+    app: FastAPI, document: dict[str, Any]
+) -> None:
+    parse_json = {
+        (method, route.path)
+        for route in iter_route_contexts(app.routes)
+        if isinstance(route.original_route, APIRoute) and route.original_route.body_field is not None
+        for method in route.methods or ()
+    }
+    assert ("POST", "/v1/tasks") in parse_json
+    missing = {
+        f"{method} {path}": sorted(
+            _can_answer(method, path, op, (method, path) in parse_json) - {int(status) for status in op["responses"]}
+        )
+        for method, path, op in _operations(document)
+    }
+    assert {label: statuses for label, statuses in missing.items() if statuses} == {}
+
+
+def test_every_error_is_declared_as_a_problem_or_for_422_as_invalid_input(document: dict[str, Any]) -> None:
+    """One error model: FastAPI's own 422 schema (with `input`, which this API never sends back) appears nowhere."""
+    wrong = []
+    for method, path, op in _operations(document):
+        for status, response in op["responses"].items():
+            if int(status) < 400 or path == "/readyz":
+                continue
+            expected = "Invalid" if status == "422" else "Problem"
+            declared = response["content"][JSON_BODY]["schema"]["$ref"]
+            if declared != f"#/components/schemas/{expected}":
+                wrong.append(f"{method} {path} {status}: {declared}")
+    assert wrong == []
+    assert "HTTPValidationError" not in document["components"]["schemas"]
+    field_error = document["components"]["schemas"]["FieldError"]
+    assert set(field_error["properties"]) == {"loc", "msg", "type"}
+
+
+def test_patch_declares_only_due_date_as_nullable_as_the_handler_refuses_null_for_the_others(
+    document: dict[str, Any],
+) -> None:
+    fields = document["components"]["schemas"]["TaskUpdate"]["properties"]
+    nullable = {name for name, schema in fields.items() if {"type": "null"} in schema.get("anyOf", [])}
+    assert nullable == {"due_date"}
+
+
+def test_sign_up_declares_the_password_policy_length(document: dict[str, Any]) -> None:
+    assert document["components"]["schemas"]["SignUp"]["properties"]["password"]["minLength"] == 12
+
+
+@pytest.fixture
+def web(spawn: Spawn) -> Proc:
+    # Two log-ins a minute per account: enough for signup_and_login, and a third attempt is throttled.
+    return spawn("web", {"LOGIN_ATTEMPTS_PER_ACCOUNT": "2/minute"})
+
+
+def test_every_error_a_route_raises_is_declared_and_matches_its_schema(web: Proc, document: dict[str, Any]) -> None:
+    schema = schemathesis.openapi.from_dict(document)
+    auth = signup_and_login(web.url)
+    task = httpx.post(f"{web.url}/v1/tasks", json={"title": "t"}, headers=auth).json()
+    report = httpx.post(f"{web.url}/v1/reports", headers=auth).json()  # no worker: it stays pending
+    task_url = f"/v1/tasks/{task['id']}"
+    keyed = {**auth, "Idempotency-Key": f"k-{uuid.uuid4()}"}
+    httpx.post(f"{web.url}/v1/tasks", json={"title": "first"}, headers=keyed)
+    stranger = f"{uuid.uuid4().hex[:10]}@example.com"
+    json_type = {"Content-Type": JSON_BODY}
+    probes: list[tuple[str, str, int, dict[str, Any]]] = [
+        ("POST", "/v1/tasks", 400, {"content": b'{"title": "\xff"}', "headers": {**auth, **json_type}}),
+        ("GET", "/v1/tasks/{task_id}", 401, {"url": task_url}),
+        ("POST", "/v1/auth/login", 401, {"json": {"email": stranger, "password": "not the password"}}),
+        ("GET", "/v1/tasks/{task_id}", 404, {"url": f"/v1/tasks/{uuid.uuid4()}", "headers": auth}),
+        ("POST", "/v1/tasks", 409, {"json": {"title": "second"}, "headers": keyed}),
+        (
+            "GET",
+            "/v1/reports/{report_id}/download",
+            409,
+            {"url": f"/v1/reports/{report['id']}/download", "headers": auth},
+        ),
+        (
+            "POST",
+            "/v1/tasks",
+            413,
+            {"content": b'{"title": "' + b"x" * 70_000 + b'"}', "headers": {**auth, **json_type}},
+        ),
+        ("POST", "/v1/auth/signup", 422, {"json": {"email": stranger, "password": "1qaz2wsx3edc"}}),
+        ("PATCH", "/v1/tasks/{task_id}", 422, {"url": task_url, "json": {"title": None}, "headers": auth}),
+        (
+            "POST",
+            "/v1/tasks/{task_id}/attachments",
+            422,
+            {"url": f"{task_url}/attachments", "params": {"filename": "empty.txt"}, "content": b"", "headers": auth},
+        ),
+        (
+            "POST",
+            "/v1/tasks/{task_id}/attachments",
+            422,
+            {
+                "url": f"{task_url}/attachments",
+                "params": {"filename": "a.bin"},
+                "content": b"x",
+                "headers": {**auth, "Content-Type": "application/" + "x" * 300},
+            },
+        ),
+    ]
+    throttled = {"email": f"{uuid.uuid4().hex[:10]}@example.com", "password": "not the password either"}
+    for _ in range(2):
+        httpx.post(f"{web.url}/v1/auth/login", json=throttled)
+    probes.append(("POST", "/v1/auth/login", 429, {"json": throttled}))
+    failures = []
+    for method, path, status, request in probes:
+        url = request.pop("url", path)
+        response = httpx.request(method, web.url + url, **request)
+        label = f"{method} {url} → {response.status_code}"
+        if response.status_code != status:
+            failures.append(f"{label}, expected {status}: {response.text[:200]}")
+        elif str(status) not in document["paths"][path][method.lower()]["responses"]:
+            failures.append(f"{label}: not declared")
+        else:
+            try:
+                schema[path][method].validate_response(response)
+            except Exception as error:  # noqa: BLE001 - every mismatch is collected and reported together
+                failures.append(f"{label}: {error}")
+    assert failures == []
+
+
+def test_a_method_the_path_does_not_have_is_405_with_every_method_it_has_in_allow(web: Proc) -> None:
+    """Starlette names only the first route's methods; RFC 9110 wants all of the target resource's."""
+    refused = httpx.request("PUT", f"{web.url}/v1/tasks/{uuid.uuid4()}")
+    assert refused.status_code == 405
+    assert set(refused.headers["Allow"].split(", ")) == {"GET", "PATCH", "DELETE"}
+    assert "use " in refused.json()["detail"]
+
+
+def test_the_document_is_the_one_the_live_web_serves(web: Proc, document: dict[str, Any]) -> None:
+    """What the in-process tests above read is what clients and Schemathesis get."""
+    served = httpx.get(f"{web.url}/openapi.json").json()
+    assert (served["paths"], served["components"]) == (document["paths"], document["components"])
