@@ -40,18 +40,24 @@ def say(text: str) -> None:
 
 
 @contextmanager
-def process(name: str, env: dict[str, str], scratch: Path) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
-    """`alle NAME` in its own session, output to a file; SIGTERM at the end, SIGKILL if it does not stop."""
-    log = scratch / f"{name}.log"
-    with log.open("wb") as out:
-        popen = subprocess.Popen(
-            ["alle", name], env=env, stdout=out, stderr=subprocess.STDOUT, cwd=scratch, start_new_session=True
-        )
+def processes(env: dict[str, str], scratch: Path, *names: str) -> Iterator[list[tuple[subprocess.Popen[bytes], Path]]]:
+    """`alle NAME` for each name, in its own session, output to NAME.log; at the end SIGTERM to all at once (they
+    drain in parallel), then SIGKILL to any still running after STOP_SECONDS."""
+    started: list[tuple[subprocess.Popen[bytes], Path]] = []
     try:
-        yield popen, log
+        for name in names:
+            log = scratch / f"{name}.log"
+            with log.open("wb") as out:
+                popen = subprocess.Popen(
+                    ["alle", name], env=env, stdout=out, stderr=subprocess.STDOUT, cwd=scratch, start_new_session=True
+                )
+            started.append((popen, log))
+        yield started
     finally:
-        if popen.poll() is None:
-            popen.send_signal(signal.SIGTERM)
+        for popen, _ in started:
+            if popen.poll() is None:
+                popen.send_signal(signal.SIGTERM)
+        for popen, _ in started:
             try:
                 popen.wait(STOP_SECONDS)
             except subprocess.TimeoutExpired:
@@ -135,8 +141,7 @@ def run(scratch: Path, argv: list[str]) -> int:
         migrate = subprocess.run(["alle", "migrate"], env=env, cwd=scratch, capture_output=True, text=True)
         if migrate.returncode != 0:
             raise SystemExit(f"alle migrate failed:\n{migrate.stdout}{migrate.stderr}")
-        web, web_log = stack.enter_context(process("web", env, scratch))
-        stack.enter_context(process("worker", env, scratch))
+        (web, web_log), _ = stack.enter_context(processes(env, scratch, "web", "worker"))
         wait_healthy(url, web, web_log)
         auth = scratch / "wfc-auth.json"
         auth.write_text(json.dumps(wfc_document({name: sign_up(url, name) for name in USERS})))

@@ -6,17 +6,21 @@ rules and the known cases, so a regression names itself.
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Any
 
 import httpx
 import pytest
 import schemathesis
+from email_validator import SPECIAL_USE_DOMAIN_NAMES
 from fastapi import FastAPI
 from fastapi.routing import APIRoute, iter_route_contexts
+from pydantic import ValidationError
 
 from alle.api.app import create_app
 from alle.api.limits import PROBES
+from alle.api.schemas import SignUp
 from alle.config import AppEnv, Settings
 from conftest import SECRET, Proc, Spawn, signup_and_login
 
@@ -201,3 +205,16 @@ def test_the_document_is_the_one_the_live_web_serves(web: Proc, document: dict[s
     """What the in-process tests above read is what clients and Schemathesis get."""
     served = httpx.get(f"{web.url}/openapi.json").json()
     assert (served["paths"], served["components"]) == (document["paths"], document["components"])
+
+
+@pytest.mark.parametrize("domain", [f"mail.{name}" for name in SPECIAL_USE_DOMAIN_NAMES] + ["example.com"])
+def test_the_email_pattern_refuses_exactly_what_the_validator_refuses(document: dict[str, Any], domain: str) -> None:
+    """`format: email` alone admits `x@mail.test`; the API refuses it, so the document must say so too."""
+    address = f"someone@{domain}"
+    pattern = document["components"]["schemas"]["SignUp"]["properties"]["email"]["pattern"]
+    try:
+        SignUp(email=address, password="a long enough passphrase")
+        accepted = True
+    except ValidationError:
+        accepted = False
+    assert (re.search(pattern, address) is not None) == accepted
