@@ -11,6 +11,7 @@ to `schemathesis run` (e.g. `--max-examples 200`, or `--seed N` to replay a run)
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
@@ -114,9 +115,15 @@ def wfc_document(accounts: dict[str, dict[str, str]]) -> dict[str, object]:
 
 
 def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="app/dev/schemathesis_run.py",
+        description=__doc__.split("\n\n")[0],
+        epilog="Any other argument goes to `schemathesis run` (see `venv/bin/schemathesis run --help`).",
+    )
+    _, passed_on = parser.parse_known_args(argv)
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="alle-schemathesis-") as scratch:
-        status = run(Path(scratch), argv)
+        status = run(Path(scratch), passed_on)
     say(f"done in {time.monotonic() - started:.1f} s, everything stopped")
     return status
 
