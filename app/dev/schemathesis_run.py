@@ -163,7 +163,9 @@ def run(scratch: Path, argv: list[str]) -> int:
             str(scratch / "report"),
             *argv,
         ]
-        result = subprocess.run(command, env={**os.environ, "ALLE_WFC_AUTH": str(auth)}, check=False)
+        # In the scratch directory, so Schemathesis's cache and Hypothesis's database go with it: every run starts
+        # afresh, as in CI, and nothing is written into the checkout.
+        result = subprocess.run(command, env={**os.environ, "ALLE_WFC_AUTH": str(auth)}, cwd=scratch, check=False)
         if result.returncode != 0:
             say(f"Schemathesis failed (exit {result.returncode}); web's errors follow, if it logged any")
             for line in web_log.read_text().splitlines():
