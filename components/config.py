@@ -185,12 +185,21 @@ class StackConfig:
         return self.web_processes * self.web_requests_per_process
 
     @property
+    def trusted_proxy_hops(self) -> int:
+        """X-Forwarded-For entries our front ends append (app/alle/api/forwarded.py): Cloud Run's front end appends
+        `<client-ip>`; the external Application Load Balancer `<client-ip>,<load-balancer-ip>`
+        (https://cloud.google.com/load-balancing/docs/https, "X-Forwarded-For header")."""
+        return 2 if self.edge.domain else 1
+
+    @property
     def app_env(self) -> dict[str, str]:
-        """The sizing the app reads, set here together with Cloud Run's concurrency so the two cannot drift."""
+        """What the app reads of this config: the sizing, set here together with Cloud Run's concurrency so the two
+        cannot drift, and how far to trust X-Forwarded-For, set from the same edge config that builds the LB."""
         return {
             "DATABASE_POOL_SIZE": str(self.db_pool_size),
             "WEB_CONCURRENCY": str(self.web_processes),
             "MAX_REQUESTS_IN_FLIGHT": str(self.web_requests_per_process),
+            "TRUSTED_PROXY_HOPS": str(self.trusted_proxy_hops),
         }
 
 

@@ -142,6 +142,15 @@ def test_without_a_domain_the_stack_keeps_its_run_app_url_and_has_no_edge(no_dom
     assert no_domain.outputs["dns_records"] == []
 
 
+def test_the_app_trusts_as_many_forwarded_for_entries_as_its_front_ends_append(stack: Graph, no_domain: Graph) -> None:
+    """Behind the load balancer the client is second from the right of X-Forwarded-For (`<client-ip>,<lb-ip>`); at
+    the run.app URL, last. Every process gets the value, the same env names everywhere."""
+    from test_program import env, workloads
+
+    assert {env(w)["TRUSTED_PROXY_HOPS"] for w in workloads(stack)} == {"2"}
+    assert {env(w)["TRUSTED_PROXY_HOPS"] for w in workloads(no_domain)} == {"1"}
+
+
 # The policy rule -------------------------------------------------------------------------------------------------
 
 

@@ -28,8 +28,9 @@ def _web(settings: Settings, _: argparse.Namespace) -> int:
         port=settings.PORT,
         log_config=None,
         access_log=False,  # the app writes its own access line (alle.api.access_log)
-        proxy_headers=True,
-        forwarded_allow_ips="*",
+        # The client address and scheme come from alle.api.forwarded, by hops from the right; uvicorn's own
+        # handling with "*" trusts the leftmost X-Forwarded-For entry, which the client writes.
+        proxy_headers=False,
         # Shorter than Cloud Run's 10 s between SIGTERM and SIGKILL, so in-flight requests finish.
         timeout_graceful_shutdown=settings.SHUTDOWN_GRACE_SECONDS,
     )

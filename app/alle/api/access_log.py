@@ -20,7 +20,7 @@ from alle.logs import parse_trace, trace_context
 
 LOGGER = "alle.access"
 #: The request headers the line uses; the rest are never decoded.
-_WANTED = frozenset({b"user-agent", b"x-forwarded-for", b"traceparent", b"x-cloud-trace-context"})
+_WANTED = frozenset({b"user-agent", b"traceparent", b"x-cloud-trace-context"})
 
 
 class AccessLogMiddleware:
@@ -75,7 +75,8 @@ class AccessLogMiddleware:
                 "status": status,
                 "responseSize": str(size),
                 "userAgent": headers.get("user-agent", ""),
-                "remoteIp": headers.get("x-forwarded-for", client[0] if client else ""),
+                # The client as alle.api.forwarded resolved it, not the raw header a client can write into.
+                "remoteIp": client[0] if client else "",
                 "latency": f"{latency:.6f}s",
                 "protocol": f"HTTP/{scope.get('http_version', '1.1')}",
             },

@@ -14,6 +14,7 @@ from alle.api import client, errors
 from alle.api.access_log import AccessLogMiddleware
 from alle.api.deps import Services
 from alle.api.errors import BodyLimit
+from alle.api.forwarded import ForwardedClient
 from alle.api.limits import InFlightLimit
 from alle.api.routes import auth, health, reports, tasks
 from alle.api.throttle import LoginThrottle
@@ -74,6 +75,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(BodyLimit)
     app.add_middleware(AccessLogMiddleware, project=settings.GOOGLE_CLOUD_PROJECT)
     app.add_middleware(InFlightLimit, limit=settings.MAX_REQUESTS_IN_FLIGHT)
+    # Outermost: every layer, the access log and the log-in limiter included, sees the client our front ends saw.
+    app.add_middleware(ForwardedClient, hops=settings.TRUSTED_PROXY_HOPS)
     for module in (health, auth, tasks, reports):
         app.include_router(module.router)
     client.install(app, settings)
