@@ -9,8 +9,6 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-import redis
-
 from alle import cache, reports
 from alle.config import Settings
 from alle.db import Pool, create_pool
@@ -36,9 +34,10 @@ _OLD_TASKS = """
 def cleanup_old_tasks(settings: Settings, *, older_than_days: int, dry_run: bool = False) -> int:
     """Delete old completed tasks, their attachments' objects and their cache entries (see `_OLD_TASKS`).
 
-    Cache entries are deleted before the rows, so a Redis that cannot be reached stops the run before it
-    deletes a task that the cache would go on serving; they are deleted again after the commit, in case a
-    reader cached a row in between. With `dry_run` it only prints what it would delete.
+    Each batch's cache entries are invalidated after its commit the way the web invalidates them
+    (`cache.invalidate`): deleted, or, while Redis cannot be reached, retired by bumping the cache epoch in
+    PostgreSQL. So a deleted task is never served from the cache, even by a Redis that comes back with its data.
+    With `dry_run` it only prints what it would delete.
     """
     client = cache.create_client(settings)
     storage = Storage(settings)
@@ -56,19 +55,7 @@ def cleanup_old_tasks(settings: Settings, *, older_than_days: int, dry_run: bool
                 doomed = conn.execute(
                     f"{_OLD_TASKS} LIMIT %(batch)s FOR UPDATE OF t SKIP LOCKED", {"cutoff": cutoff, "batch": BATCH}
                 ).fetchall()
-                keys = [cache.task_key(r["id"]) for r in doomed]
                 ids = [r["id"] for r in doomed]
-                if keys:
-                    try:
-                        client.delete(*keys)
-                    except redis.RedisError as error:
-                        log.error(
-                            "cleanup stopped: Redis is unreachable, so the cache of deleted tasks cannot be "
-                            "invalidated. Nothing in this batch was deleted; run it again when Redis is back.",
-                            error=str(error),
-                            deleted_tasks=deleted_total,
-                        )
-                        return 1
                 objects = [
                     r["object_name"]
                     for r in conn.execute(
@@ -76,8 +63,8 @@ def cleanup_old_tasks(settings: Settings, *, older_than_days: int, dry_run: bool
                     ).fetchall()
                 ]
                 conn.execute("DELETE FROM tasks WHERE id = ANY(%s)", (ids,))
-            if keys:
-                _forget(client, keys)
+            if ids:
+                cache.invalidate(client, pool, [cache.task_key(i) for i in ids])
             for name in objects:
                 try:
                     storage.delete(name)
@@ -118,15 +105,9 @@ def _dry_run(pool: Pool, cutoff: datetime, summary: dict[str, Any]) -> int:
     return 0
 
 
-def _forget(client: redis.Redis, keys: list[str]) -> None:
-    try:
-        client.delete(*keys)
-    except redis.RedisError as error:
-        log.warning("cache invalidation after the delete failed; entries expire with their TTL", error=str(error))
-
-
 def prune_sessions(settings: Settings) -> int:
-    """Delete expired sessions from PostgreSQL (and their cache entries): run nightly as a Cloud Run job."""
+    """Delete expired sessions from PostgreSQL and invalidate their cache entries as the web does (see
+    `cleanup_old_tasks`): run nightly as a Cloud Run job."""
     client = cache.create_client(settings)
     deleted_total = 0
     with create_pool(settings, max_size=1, name="prune-sessions") as pool:
@@ -142,7 +123,7 @@ def prune_sessions(settings: Settings) -> int:
                     ).fetchall()
                 ]
             if hashes:
-                _forget(client, [cache.session_key(h) for h in hashes])
+                cache.invalidate(client, pool, [cache.session_key(h) for h in hashes])
             deleted_total += len(hashes)
             if len(hashes) < BATCH:
                 break

@@ -8,7 +8,7 @@ re-reads the epoch from PostgreSQL whenever it opens a new Redis connection or a
 that was idle during the outage does not trust the old epoch either.
 
 The web process talks to Redis with `redis.asyncio` on its event loop (`create_async_client`, `Cache`);
-Dramatiq's broker needs the blocking client (`create_client`). Both get the same timeouts and TLS settings.
+Dramatiq's broker needs the blocking client (`create_client`). Both get the same timeouts, retries and TLS settings.
 """
 
 from __future__ import annotations
@@ -19,10 +19,13 @@ from typing import Any
 
 import redis
 import redis.asyncio
+import redis.asyncio.retry
+import redis.retry
+from redis.backoff import NoBackoff
 
 from alle import repository
 from alle.config import Settings
-from alle.db import AsyncPool
+from alle.db import AsyncPool, Pool
 from alle.logs import get_logger
 
 log = get_logger(__name__)
@@ -38,12 +41,22 @@ def session_key(digest: str) -> str:
     return f"session:{digest}"
 
 
-def redis_options(settings: Settings, timeout: float) -> dict[str, Any]:
-    """Short timeouts: a cache that hangs is worse than a cache miss."""
+def redis_options(settings: Settings, timeout: float, *, asynchronous: bool) -> dict[str, Any]:
+    """Short timeouts, never retried: a cache that hangs is worse than a cache miss.
+
+    `retry` is explicit because redis-py's default depends on how a client is built: `Redis(...)` retries ten
+    times with backoff (redis-py 8.1), `Redis.from_url(...)` not at all. No retries: a Redis that hangs costs a
+    call one timeout, and the caller treats the failure as a miss, bumps the cache epoch, or leaves a job to the
+    outbox sweep. A connection that Redis closed (a restart) needs no retry either: the pool checks each
+    connection before lending it and reconnects one the server has closed. `asynchronous` picks the Retry class
+    of `redis.asyncio` (its `call_with_retry` is a coroutine) rather than the blocking client's.
+    """
+    retry = redis.asyncio.retry.Retry(NoBackoff(), 0) if asynchronous else redis.retry.Retry(NoBackoff(), 0)
     options: dict[str, Any] = {
         "socket_timeout": timeout,
         "socket_connect_timeout": timeout,
         "health_check_interval": 30,
+        "retry": retry,
     }
     if settings.REDIS_URL.startswith("rediss://") and settings.REDIS_CA_CERT:
         # Memorystore's in-transit encryption: trust only the instance's own CAs. They are unique to the
@@ -54,11 +67,26 @@ def redis_options(settings: Settings, timeout: float) -> dict[str, Any]:
 
 
 def create_client(settings: Settings, *, timeout: float = 0.5) -> redis.Redis:
-    return redis.Redis.from_url(settings.REDIS_URL, **redis_options(settings, timeout))
+    return redis.Redis.from_url(settings.REDIS_URL, **redis_options(settings, timeout, asynchronous=False))
 
 
 def create_async_client(settings: Settings, *, timeout: float = 0.5) -> redis.asyncio.Redis:
-    return redis.asyncio.Redis.from_url(settings.REDIS_URL, **redis_options(settings, timeout))
+    return redis.asyncio.Redis.from_url(settings.REDIS_URL, **redis_options(settings, timeout, asynchronous=True))
+
+
+def invalidate(client: redis.Redis, pool: Pool, keys: list[str]) -> None:
+    """`Cache.delete` for the blocking processes (admin jobs): called after the commit that changed the rows.
+
+    Deletes the keys; if Redis cannot be reached, bumps the cache epoch in PostgreSQL instead, so whatever Redis
+    still holds is dead when it comes back. If PostgreSQL fails too, the error propagates.
+    """
+    try:
+        client.delete(*keys)
+        return
+    except redis.RedisError as error:
+        log.warning("cache invalidation failed; bumping the cache epoch", keys=len(keys), error=str(error))
+    with pool.connection() as conn:
+        repository.bump_cache_epoch_blocking(conn)
 
 
 _STAMP = b"\x1f"  # between the epoch and the value

@@ -86,9 +86,12 @@ async def get_cache_epoch(conn: AsyncConn) -> int:
     return int(row["epoch"])
 
 
+_BUMP_CACHE_EPOCH = "UPDATE cache_epoch SET epoch = epoch + 1 RETURNING epoch"
+
+
 async def bump_cache_epoch(conn: AsyncConn) -> int:
     """Retire every cached value at once: called when an invalidation could not reach Redis."""
-    row = await _one(conn, "UPDATE cache_epoch SET epoch = epoch + 1 RETURNING epoch")
+    row = await _one(conn, _BUMP_CACHE_EPOCH)
     assert row is not None
     return int(row["epoch"])
 
@@ -273,3 +276,13 @@ async def get_report(conn: AsyncConn, *, report_id: uuid.UUID, owner_id: uuid.UU
         "WHERE id = %s AND owner_id IS NOT DISTINCT FROM %s",
         (report_id, owner_id),
     )
+
+
+# --- Jobs and admin processes -----------------------------------------------------------------------------
+
+
+def bump_cache_epoch_blocking(conn: Conn) -> int:
+    """`bump_cache_epoch` for the blocking processes (admin jobs), with the same statement."""
+    row = conn.execute(_BUMP_CACHE_EPOCH).fetchone()
+    assert row is not None
+    return int(row["epoch"])

@@ -38,7 +38,7 @@ class LoginThrottle:
             wrap_exceptions=True,
             implementation="redispy",
             key_prefix="login",
-            **redis_options(settings, 0.5),
+            **redis_options(settings, 0.5, asynchronous=True),
         )
         self._shared = MovingWindowRateLimiter(storage)
         self._local = MovingWindowRateLimiter(MemoryStorage())
