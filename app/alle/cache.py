@@ -14,6 +14,7 @@ Dramatiq's broker needs the blocking client (`create_client`). Both get the same
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from typing import Any
 
@@ -92,17 +93,52 @@ def invalidate(client: redis.Redis, pool: Pool, keys: list[str]) -> None:
 _STAMP = b"\x1f"  # between the epoch and the value
 
 
+class Breaker:
+    """After a Redis call fails, the process leaves Redis alone for `pause` seconds: calls are skipped, not tried.
+
+    Without it a Redis that hangs costs every call one timeout, and a request makes up to three (session read,
+    invalidation, enqueue). With it a request pays at most the one timeout that tripped the breaker, and the
+    requests after it none. Once the pause is over, one call probes Redis while the others keep away; its success
+    closes the breaker, its failure starts another pause. Shared by the web process's cache, enqueues and log-in
+    throttle (one Redis); its state is two attributes, so the event loop and offloaded threads may share it.
+    """
+
+    def __init__(self, pause: float) -> None:
+        self.pause = pause
+        self._until = 0.0
+        self._tripped = False
+
+    def allow(self) -> bool:
+        """Whether a call may go to Redis now; the first call after a pause becomes the probe."""
+        now = time.monotonic()
+        if now < self._until:
+            return False
+        if self._tripped:
+            self._until = now + self.pause
+        return True
+
+    def failed(self) -> None:
+        self._tripped = True
+        self._until = time.monotonic() + self.pause
+
+    def succeeded(self) -> None:
+        self._tripped = False
+        self._until = 0.0
+
+
 class Cache:
     """Values with a TTL, stamped with the cache epoch; every failure is logged and treated as a miss.
 
     `epoch` is None while it is unknown (at start, after a Redis failure, after a new Redis connection): then
-    reads go to PostgreSQL until the epoch is read again, and nothing is cached.
+    reads go to PostgreSQL until the epoch is read again, and nothing is cached. While the breaker is open, Redis
+    is not called at all: reads miss, nothing is cached, and invalidations bump the epoch.
     """
 
-    def __init__(self, client: redis.asyncio.Redis, ttl_seconds: int, pool: AsyncPool) -> None:
+    def __init__(self, client: redis.asyncio.Redis, ttl_seconds: int, pool: AsyncPool, breaker: Breaker) -> None:
         self.client = client
         self.ttl = ttl_seconds
         self.pool = pool
+        self.breaker = breaker
         self.epoch: int | None = None
         # Every new connection (first use, or after Redis came back) makes the epoch unknown again.
         client.connection_pool.connection_kwargs["redis_connect_func"] = self._on_connect
@@ -123,15 +159,18 @@ class Cache:
     async def get_many(self, *keys: str) -> list[bytes | None]:
         """Raw values of several keys in one round trip (MGET); misses when Redis fails or the epoch is not theirs."""
         misses: list[bytes | None] = [None] * len(keys)
+        if not self.breaker.allow():
+            return misses
         epoch = await self._known_epoch()
         if epoch is None:
             return misses
         try:
             values: list[bytes | None] = await self.client.mget(keys)  # type: ignore[assignment] # bytes: no decoding
         except redis.RedisError as error:
-            self.epoch = None
+            self._failed()
             log.warning("cache read failed; serving from the database", keys=keys, error=str(error))
             return misses
+        self.breaker.succeeded()
         if self.epoch != epoch:  # reconnected during the call: the values may predate an outage
             return misses
         stamp = str(epoch).encode() + _STAMP
@@ -143,14 +182,16 @@ class Cache:
 
     async def set_raw(self, key: str, value: bytes | str, ttl_seconds: int | None = None) -> None:
         """Cache a value that PostgreSQL just confirmed; not at all while the epoch is unknown."""
-        if self.epoch is None:
+        if self.epoch is None or not self.breaker.allow():
             return
         raw = value.encode() if isinstance(value, str) else value
         try:
             await self.client.set(key, str(self.epoch).encode() + _STAMP + raw, ex=ttl_seconds or self.ttl)
         except redis.RedisError as error:
-            self.epoch = None
+            self._failed()
             log.warning("cache write failed", key=key, error=str(error))
+            return
+        self.breaker.succeeded()
 
     async def set(self, key: str, value: Any, ttl_seconds: int | None = None) -> None:
         await self.set_raw(key, json.dumps(value, default=str), ttl_seconds)
@@ -161,13 +202,21 @@ class Cache:
         The bump is awaited before the client is answered; if PostgreSQL fails too, the error propagates, so the
         client is never told of a write that the cache might still hide.
         """
-        try:
-            await self.client.delete(*keys)
-            return
-        except redis.RedisError as error:
-            log.warning("cache invalidation failed; bumping the cache epoch", keys=keys, error=str(error))
+        if self.breaker.allow():
+            try:
+                await self.client.delete(*keys)
+            except redis.RedisError as error:
+                self._failed()
+                log.warning("cache invalidation failed; bumping the cache epoch", keys=keys, error=str(error))
+            else:
+                self.breaker.succeeded()
+                return
         async with self.pool.connection() as conn:
             self.epoch = await repository.bump_cache_epoch(conn)
+
+    def _failed(self) -> None:
+        self.epoch = None
+        self.breaker.failed()
 
     async def ping(self) -> bool:
         try:

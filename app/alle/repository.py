@@ -269,6 +269,11 @@ async def request_report(conn: AsyncConn, *, owner_id: uuid.UUID) -> Row:
     return row
 
 
+async def record_report_enqueued(conn: AsyncConn, *, report_id: uuid.UUID) -> None:
+    """Stamp the report's job as handed to the queue (the outbox sweep skips it until its deadline)."""
+    await conn.execute("UPDATE reports SET enqueued_at = now() WHERE id = %s", (report_id,))
+
+
 async def get_report(conn: AsyncConn, *, report_id: uuid.UUID, owner_id: uuid.UUID | None) -> Row | None:
     return await _one(
         conn,

@@ -15,7 +15,7 @@ from alle.logs import get_logger
 log = get_logger(__name__)
 
 SWEEP_INTERVAL_SECONDS = 30
-#: A completion the web could not enqueue (Redis was down) is enqueued by the sweep after this long.
+#: A completion or report the web could not enqueue (Redis was down) is enqueued by the sweep after this long.
 UNENQUEUED_AFTER_SECONDS = 60
 #: A job enqueued this long ago and still not done is enqueued again: Redis may have lost it. Longer than one
 #: attempt's time limit (5 min), so a job still running is not doubled; a copy of a job that is only waiting
@@ -37,7 +37,8 @@ _DUE_NOTIFICATIONS = f"""
 _DUE_REPORTS = f"""
     SELECT r.id FROM reports r
     WHERE r.status = 'pending'
-      AND coalesce(r.enqueued_at, r.created_at) < now() - make_interval(secs => %(redeliver)s)
+      AND (r.enqueued_at IS NULL AND r.created_at < now() - make_interval(secs => %(unenqueued)s)
+           OR r.enqueued_at < now() - make_interval(secs => %(redeliver)s))
       AND NOT EXISTS (SELECT 1 FROM dead_jobs d WHERE d.retried_at IS NULL
                       AND d.actor = '{jobs.REPORT_ACTOR}' AND d.args ->> 0 = r.id::text)
     ORDER BY r.created_at LIMIT %(limit)s

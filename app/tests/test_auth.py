@@ -27,7 +27,8 @@ def _bearer(response: httpx.Response) -> dict[str, str]:
 def test_logout_and_writes_while_redis_is_down_hold_when_redis_returns_with_its_data(
     spawn: Spawn, private_redis: PrivateRedis
 ) -> None:
-    web = spawn("web", {"REDIS_URL": f"unix://{private_redis.socket}"})
+    # A breaker that reopens at once: the reads after the outage must really consult the Redis that came back.
+    web = spawn("web", {"REDIS_URL": f"unix://{private_redis.socket}", "REDIS_BREAKER_SECONDS": "0.001"})
     email = f"{uuid.uuid4().hex[:10]}@example.com"
     signup_and_login(web.url, email)
     leaving, staying = _bearer(_login(web.url, email)), _bearer(_login(web.url, email))

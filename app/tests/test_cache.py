@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import httpx
+import pytest
 
 import backing
 from conftest import Spawn, signup_and_login
@@ -114,3 +115,24 @@ def test_tls_redis_url_trusts_exactly_the_instance_ca() -> None:
     assert async_connection.cert_reqs == ssl.CERT_REQUIRED
     assert async_connection.ssl_context.check_hostname is False
     assert async_pool.connection_kwargs["password"] == "auth"
+
+
+def test_after_a_redis_failure_one_call_probes_once_the_pause_is_over(monkeypatch: pytest.MonkeyPatch) -> None:
+    from alle.cache import Breaker
+
+    now = [100.0]
+    monkeypatch.setattr("alle.cache.time.monotonic", lambda: now[0])
+    breaker = Breaker(5)
+    assert breaker.allow()
+    breaker.failed()
+    assert not breaker.allow()
+    now[0] += 5
+    assert breaker.allow()  # the probe
+    assert not breaker.allow()  # the others keep away while it runs
+    breaker.failed()
+    now[0] += 4
+    assert not breaker.allow()  # a failed probe starts another pause
+    now[0] += 1
+    assert breaker.allow()
+    breaker.succeeded()
+    assert breaker.allow() and breaker.allow()

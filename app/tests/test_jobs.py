@@ -6,6 +6,8 @@ import csv
 import io
 import json
 import subprocess
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import httpx
 import psycopg
@@ -21,9 +23,31 @@ from conftest import Spawn, signup_and_login, wait_for
 DEADLINE = REDELIVER_AFTER_SECONDS + 1
 
 
+def _backdate(db: psycopg.Connection[tuple[object, ...]], *tables: str) -> None:
+    """Make the jobs in these outbox tables look enqueued (and created) longer ago than the redelivery deadline."""
+    for table in tables:
+        db.execute(
+            f"UPDATE {table} SET created_at = created_at - make_interval(secs => %(s)s), "
+            "enqueued_at = enqueued_at - make_interval(secs => %(s)s)",
+            {"s": DEADLINE},
+        )
+
+
 def _scalar(db: psycopg.Connection[tuple[object, ...]], sql: str, *params: object) -> object:
     row = db.execute(sql, params).fetchone()
     return None if row is None else row[0]
+
+
+@contextmanager
+def _sweeper(app_env: dict[str, str]) -> Iterator[Callable[[], int]]:
+    """The worker's outbox sweep, run from the test against a queue and pool of its own."""
+    settings = Settings.model_validate(app_env)
+    queue, runtime = jobs.create_queue(settings), jobs.build_runtime(settings)
+    try:
+        yield lambda: sweep_outbox(queue, runtime)
+    finally:
+        runtime.pool.close()
+        queue.broker.close()
 
 
 def test_completed_task_sends_one_notification(spawn: Spawn, db: psycopg.Connection[tuple[object, ...]]) -> None:
@@ -50,19 +74,33 @@ def test_outbox_sweep_enqueues_notifications_the_web_could_not(
     httpx.post(f"{web.url}/v1/tasks/{task['id']}/complete", headers=auth)
     assert _scalar(db, "SELECT enqueued_at FROM notifications WHERE task_id = %s", task["id"]) is None
     db.execute("UPDATE notifications SET created_at = now() - interval '5 minutes'")
-    settings = Settings.model_validate(app_env)
-    queue, runtime = jobs.create_queue(settings), jobs.build_runtime(settings)
-    try:
-        assert sweep_outbox(queue, runtime) == 1
-        assert sweep_outbox(queue, runtime) == 0
-    finally:
-        runtime.pool.close()
-        queue.broker.close()
+    with _sweeper(app_env) as sweep:
+        assert sweep() == 1
+        assert sweep() == 0
     spawn("worker")
     wait_for(
         lambda: _scalar(db, "SELECT sent_at FROM notifications WHERE task_id = %s", task["id"]) is not None,
         what="the swept notification",
     )
+
+
+def test_a_report_requested_while_redis_is_down_is_accepted_and_generated_by_the_sweep(
+    spawn: Spawn, db: psycopg.Connection[tuple[object, ...]], app_env: dict[str, str], bucket: Bucket
+) -> None:
+    """The pending row is the durable request: 202 with its id, not a 503 that leaves a row the sweep runs anyway."""
+    web = spawn("web", {"REDIS_URL": "redis://127.0.0.1:1/0"})
+    auth = signup_and_login(web.url)
+    requested = httpx.post(f"{web.url}/v1/reports", headers=auth)
+    assert requested.status_code == 202, requested.text
+    report_id = requested.json()["id"]
+    assert requested.headers["Location"] == f"/v1/reports/{report_id}"
+    assert db.execute("SELECT status, enqueued_at FROM reports").fetchall() == [("pending", None)]
+    db.execute("UPDATE reports SET created_at = now() - interval '5 minutes'")
+    with _sweeper(app_env) as sweep:
+        assert sweep() == 1
+        assert sweep() == 0
+    spawn("worker")
+    wait_for(lambda: _scalar(db, "SELECT status FROM reports WHERE id = %s", report_id) == "done", what="the report")
 
 
 def test_report_requested_over_http_is_written_to_the_bucket(spawn: Spawn, bucket: Bucket) -> None:
@@ -94,21 +132,15 @@ def test_outbox_sweep_redelivers_overdue_jobs_that_redis_lost_with_its_data(
     report = httpx.post(f"{web.url}/v1/reports", headers=auth).json()
     assert _scalar(db, "SELECT enqueued_at FROM notifications WHERE task_id = %s", task["id"]) is not None
     services.redis.flushall()  # Redis restarts empty: both jobs are gone before any worker ran them
-    settings = Settings.model_validate(app_env)
-    queue, runtime = jobs.create_queue(settings), jobs.build_runtime(settings)
-    try:
-        assert sweep_outbox(queue, runtime) == 0, "jobs enqueued just now are not due yet"
-        db.execute("UPDATE notifications SET enqueued_at = enqueued_at - make_interval(secs => %s)", (DEADLINE,))
-        db.execute("UPDATE reports SET created_at = created_at - make_interval(secs => %s)", (DEADLINE,))
+    with _sweeper(app_env) as sweep:
+        assert sweep() == 0, "jobs enqueued just now are not due yet"
+        _backdate(db, "notifications", "reports")
         with db.transaction():
             # A worker sending this mail right now holds the row: the sweep leaves it to that worker.
             db.execute("SELECT id FROM notifications WHERE task_id = %s FOR UPDATE", (task["id"],))
-            assert sweep_outbox(queue, runtime) == 1
-        assert sweep_outbox(queue, runtime) == 1
-        assert sweep_outbox(queue, runtime) == 0, "a job swept once is due again only after another deadline"
-    finally:
-        runtime.pool.close()
-        queue.broker.close()
+            assert sweep() == 1
+        assert sweep() == 1
+        assert sweep() == 0, "a job swept once is due again only after another deadline"
     spawn("worker")
     wait_for(
         lambda: _scalar(db, "SELECT sent_at FROM notifications WHERE task_id = %s", task["id"]) is not None,
@@ -150,14 +182,9 @@ def test_job_that_keeps_failing_is_dead_lettered_in_postgresql_and_can_be_retrie
 
     services.redis.flushall()  # Redis loses its data: the dead letter is still listed, from PostgreSQL
     assert _dead(app_env) == [entry]
-    db.execute("UPDATE reports SET created_at = created_at - make_interval(secs => %s)", (DEADLINE,))
-    settings = Settings.model_validate(app_env)
-    queue, runtime = jobs.create_queue(settings), jobs.build_runtime(settings)
-    try:
-        assert sweep_outbox(queue, runtime) == 0, "a dead job waits for `alle dead-jobs retry`"
-    finally:
-        runtime.pool.close()
-        queue.broker.close()
+    _backdate(db, "reports")
+    with _sweeper(app_env) as sweep:
+        assert sweep() == 0, "a dead job waits for `alle dead-jobs retry`"
 
     spawn("worker")
     retry = subprocess.run(["alle", "dead-jobs", "retry"], env=app_env, capture_output=True, text=True)

@@ -18,7 +18,7 @@ from alle.api.forwarded import ForwardedClient
 from alle.api.limits import InFlightLimit
 from alle.api.routes import auth, health, reports, tasks
 from alle.api.throttle import LoginThrottle
-from alle.cache import Cache, create_async_client
+from alle.cache import Breaker, Cache, create_async_client
 from alle.config import Settings, get_settings
 from alle.db import create_async_pool
 from alle.jobs import ENQUEUE_TIMEOUT_SECONDS, create_queue
@@ -41,15 +41,17 @@ def create_app(settings: Settings) -> FastAPI:
         await pool.open(wait=False)
         redis_client = create_async_client(settings)
         queue = create_queue(settings, timeout=ENQUEUE_TIMEOUT_SECONDS)
+        breaker = Breaker(settings.REDIS_BREAKER_SECONDS)
         app.state.services = Services(
             settings=settings,
             pool=pool,
-            cache=Cache(redis_client, settings.CACHE_TTL_SECONDS, pool),
+            cache=Cache(redis_client, settings.CACHE_TTL_SECONDS, pool, breaker),
             storage=AsyncStorage(Storage(settings), limit=STORAGE_THREADS),
             queue=queue,
             digest=TokenDigester(settings.SECRET_KEY),
-            throttle=LoginThrottle(settings),
+            throttle=LoginThrottle(settings, breaker),
             blocking=anyio.CapacityLimiter(BLOCKING_THREADS),
+            breaker=breaker,
         )
         log.info(
             "web started",

@@ -18,17 +18,21 @@ from typing import Annotated, TypeVar, TypeVarTuple
 
 import anyio
 import anyio.to_thread
+import dramatiq
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from alle import repository
 from alle.api.throttle import LoginThrottle
-from alle.cache import Cache, session_key
+from alle.cache import Breaker, Cache, session_key
 from alle.config import Settings
 from alle.db import AsyncPool
 from alle.jobs import Queue
+from alle.logs import get_logger
 from alle.security import TokenDigester
 from alle.storage import AsyncStorage
+
+log = get_logger(__name__)
 
 T = TypeVar("T")
 Args = TypeVarTuple("Args")
@@ -47,10 +51,28 @@ class Services:
     throttle: LoginThrottle
     #: Bounds the threads taken by blocking calls other than storage: password hashing, Dramatiq sends.
     blocking: anyio.CapacityLimiter
+    #: Shared by the cache, the throttle and `enqueue`: after one Redis failure, Redis is left alone for a while.
+    breaker: Breaker
 
     async def offload(self, call: Callable[[*Args], T], *args: *Args) -> T:
         """Run a blocking call in a worker thread, on purpose, under the `blocking` limiter."""
         return await anyio.to_thread.run_sync(call, *args, limiter=self.blocking)
+
+    async def enqueue(self, actor: dramatiq.Actor[[str], None], job_id: str) -> bool:
+        """Hand a job to Redis; False when Redis is unavailable, and the outbox row waits for the worker's sweep."""
+        if not self.breaker.allow():
+            log.warning("job left to the outbox sweep; Redis is unavailable", actor=actor.actor_name, job_id=job_id)
+            return False
+        try:
+            await self.offload(actor.send, job_id)
+        except Exception as error:  # noqa: BLE001 - the outbox row keeps the job; handlers are idempotent
+            self.breaker.failed()
+            log.warning(
+                "could not enqueue; the outbox sweep will", actor=actor.actor_name, job_id=job_id, error=str(error)
+            )
+            return False
+        self.breaker.succeeded()
+        return True
 
 
 async def get_services(request: Request) -> Services:

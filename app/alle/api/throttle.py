@@ -1,8 +1,9 @@
 """Log-in throttling per account and per client address, counted in Redis with `limits`.
 
 Every attempt counts, right or wrong, before the password is checked: a guesser learns nothing from the
-timing of a refusal. While Redis is away the counts move to this process's memory with half the allowance
-(at least one), so an outage makes the limit stricter, never absent: each process then counts alone.
+timing of a refusal. While Redis is away (or the process's Redis breaker is open) the counts move to this
+process's memory with half the allowance (at least one), so an outage makes the limit stricter, never absent:
+each process then counts alone.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from limits.aio.storage import MemoryStorage, RedisStorage
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.errors import StorageError
 
-from alle.cache import redis_options
+from alle.cache import Breaker, redis_options
 from alle.config import Settings
 from alle.logs import get_logger
 
@@ -30,7 +31,8 @@ def _stricter(limit: RateLimitItem) -> RateLimitItem:
 class LoginThrottle:
     """One moving-window limiter in Redis, and a stricter in-process one for when Redis cannot be reached."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, breaker: Breaker) -> None:
+        self._breaker = breaker
         # limits names the schemes `async+redis://`, `async+rediss://` and `async+redis+unix://`.
         url = settings.REDIS_URL.replace("unix://", "redis+unix://", 1)
         storage = RedisStorage(
@@ -51,14 +53,18 @@ class LoginThrottle:
         """Count one attempt for the account and the address; 429 with `Retry-After` when either is over its limit."""
         for kind, identifier in (("account", email.casefold()), ("address", address)):
             limit = self._limits[kind]
-            try:
-                allowed = await self._shared.hit(limit, kind, identifier)
-                limiter = self._shared
-            except StorageError as error:
-                log.warning("login throttle falls back to this process; Redis unreachable", error=str(error))
+            limiter: MovingWindowRateLimiter = self._local
+            if self._breaker.allow():
+                try:
+                    allowed = await self._shared.hit(limit, kind, identifier)
+                    limiter = self._shared
+                    self._breaker.succeeded()
+                except StorageError as error:
+                    self._breaker.failed()
+                    log.warning("login throttle falls back to this process; Redis unreachable", error=str(error))
+            if limiter is self._local:
                 limit = _stricter(limit)
                 allowed = await self._local.hit(limit, kind, identifier)
-                limiter = self._local
             if not allowed:
                 try:
                     reset = (await limiter.get_window_stats(limit, kind, identifier)).reset_time

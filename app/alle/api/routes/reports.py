@@ -12,22 +12,24 @@ from alle import repository
 from alle.api.deps import Services, ServicesDep, UserDep
 from alle.api.errors import NOSNIFF, answers
 from alle.api.schemas import ReportOut
+from alle.logs import get_logger
 
+log = get_logger(__name__)
 router = APIRouter(prefix="/v1/reports", tags=["reports"], responses=answers(503))
 
 
 @router.post("", status_code=status.HTTP_202_ACCEPTED, responses=answers(401, 413))
 async def request_report(user_id: UserDep, services: ServicesDep, response: Response) -> ReportOut:
+    """202 once the pending row is committed: the row is the durable request (the outbox), so a Redis that is
+    away only delays the report; the worker's sweep enqueues an unenqueued report after a minute."""
     async with services.pool.connection() as conn:
         row = await repository.request_report(conn, owner_id=user_id)
-    try:
-        await services.offload(services.queue.generate_report.send, str(row["id"]))
-    except Exception as error:
-        raise HTTPException(
-            status.HTTP_503_SERVICE_UNAVAILABLE,
-            "The job queue is unavailable; request the report again shortly.",
-            headers={"Retry-After": "5"},
-        ) from error
+    if await services.enqueue(services.queue.generate_report, str(row["id"])):
+        try:
+            async with services.pool.connection() as conn:
+                await repository.record_report_enqueued(conn, report_id=row["id"])
+        except Exception as error:  # noqa: BLE001 - unstamped, the sweep enqueues it again; the job is idempotent
+            log.warning("could not record the enqueued report", report_id=str(row["id"]), error=str(error))
     response.headers["Location"] = f"/v1/reports/{row['id']}"
     return ReportOut(**row)
 

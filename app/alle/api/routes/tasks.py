@@ -58,12 +58,13 @@ def _not_found() -> HTTPException:
 
 async def _enqueue_notification(services: Services, task_id: uuid.UUID) -> None:
     """After commit. If Redis is down the outbox row stays unenqueued and the worker's sweep enqueues it."""
+    if not await services.enqueue(services.queue.notify_task_completed, str(task_id)):
+        return
     try:
-        await services.offload(services.queue.notify_task_completed.send, str(task_id))
         async with services.pool.connection() as conn:
             await repository.record_notification_enqueued(conn, task_id=task_id)
-    except Exception as error:  # noqa: BLE001 - the outbox row keeps the notification; handlers are idempotent
-        log.warning("could not enqueue notification; the worker sweep will", task_id=str(task_id), error=str(error))
+    except Exception as error:  # noqa: BLE001 - unstamped, the sweep enqueues it again; handlers are idempotent
+        log.warning("could not record the enqueued notification", task_id=str(task_id), error=str(error))
 
 
 @router.post(
