@@ -28,6 +28,16 @@ import backing  # noqa: E402
 from alle.security import TokenDigester  # noqa: E402
 
 SECRET = "test-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz"
+#: A valid configuration whose backing services cannot be reached: for tests of settings and of what is served
+#: without them.
+OFFLINE_ENV = {
+    "APP_ENV": "test",
+    "RELEASE": "r1",
+    "DATABASE_URL": "postgresql://u:p@127.0.0.1:1/db",
+    "REDIS_URL": "redis://127.0.0.1:1/0",
+    "STORAGE_BUCKET": "alle-test",
+    "SECRET_KEY": SECRET,
+}
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ import httpx
 import psycopg
 from google.cloud.storage import Bucket
 
-from conftest import PrivateRedis, Spawn, cached_session, signup_and_login
+from conftest import PrivateRedis, Proc, Spawn, cached_session, signup_and_login
 
 Db = psycopg.Connection[tuple[object, ...]]
 
@@ -40,6 +40,20 @@ def _age(db: Db, title: str, days: int = 40) -> None:
 
 def _create(url: str, auth: dict[str, str], *titles: str) -> dict[str, str]:
     return {t: httpx.post(f"{url}/v1/tasks", json={"title": t}, headers=auth).json()["id"] for t in titles}
+
+
+def _web_on(spawn: Spawn, redis: PrivateRedis) -> tuple[Proc, dict[str, str]]:
+    """`alle web` on a Redis the test can stop and start, and a user logged in to it."""
+    web = spawn("web", {"REDIS_URL": f"unix://{redis.socket}"})
+    return web, signup_and_login(web.url)
+
+
+def _run_while_redis_is_down(redis: PrivateRedis, env: dict[str, str], *args: str) -> None:
+    """Run an admin command with Redis stopped; Redis comes back holding every entry it had."""
+    redis.stop()
+    run = _alle({**env, "REDIS_URL": f"unix://{redis.socket}"}, *args)
+    redis.start()
+    assert run.returncode == 0, run.stdout + run.stderr
 
 
 def _read_until_cached(url: str, auth: dict[str, str], redis: PrivateRedis, key: str) -> None:
@@ -136,19 +150,14 @@ def test_a_task_deleted_by_cleanup_is_no_longer_served_from_the_cache(
 def test_a_task_cleaned_up_while_redis_is_down_is_not_served_when_redis_returns_with_its_data(
     spawn: Spawn, app_env: dict[str, str], db: Db, private_redis: PrivateRedis
 ) -> None:
-    redis_url = f"unix://{private_redis.socket}"
-    web = spawn("web", {"REDIS_URL": redis_url})
-    auth = signup_and_login(web.url)
+    web, auth = _web_on(spawn, private_redis)
     ids = _create(web.url, auth, "old-done")
     httpx.post(f"{web.url}/v1/tasks/{ids['old-done']}/complete", headers=auth)
     _age(db, "old-done")
     url, key = f"{web.url}/v1/tasks/{ids['old-done']}", f"task:{ids['old-done']}"
     _read_until_cached(url, auth, private_redis, key)
-    private_redis.stop()
-    run = _alle({**app_env, "REDIS_URL": redis_url}, "cleanup-old-tasks", "--older-than-days", "30")
-    assert run.returncode == 0, run.stdout
+    _run_while_redis_is_down(private_redis, app_env, "cleanup-old-tasks", "--older-than-days", "30")
     assert _titles(db) == set()
-    private_redis.start()
     assert private_redis.client.exists(key)  # Redis came back holding the deleted task
     # The first read after a reconnect misses anyway; the second trusts Redis again, under the epoch it re-read.
     assert [httpx.get(url, headers=auth).status_code for _ in range(2)] == [404, 404]
@@ -182,17 +191,12 @@ def test_prune_sessions_deletes_expired_sessions_and_their_cache_entries(
 def test_a_session_pruned_while_redis_is_down_is_not_honoured_when_redis_returns_with_its_data(
     spawn: Spawn, app_env: dict[str, str], db: Db, private_redis: PrivateRedis
 ) -> None:
-    redis_url = f"unix://{private_redis.socket}"
-    web = spawn("web", {"REDIS_URL": redis_url})
-    auth = signup_and_login(web.url)
+    web, auth = _web_on(spawn, private_redis)
     key = cached_session(web.url, auth, private_redis.client)
     # Ended in PostgreSQL only: the cached copy still carries the expiry it was issued with.
     db.execute("UPDATE sessions SET expires_at = now() - interval '1 second'")
-    private_redis.stop()
-    run = _alle({**app_env, "REDIS_URL": redis_url}, "prune-sessions")
-    assert run.returncode == 0, run.stdout + run.stderr
+    _run_while_redis_is_down(private_redis, app_env, "prune-sessions")
     assert db.execute("SELECT count(*) FROM sessions").fetchone() == (0,)
-    private_redis.start()
     assert private_redis.client.exists(key)
     assert [httpx.get(f"{web.url}/v1/users/me", headers=auth).status_code for _ in range(2)] == [401, 401]
 

@@ -15,22 +15,14 @@ from pydantic import ValidationError
 from alle.api import client
 from alle.api.app import create_app
 from alle.config import Settings
-from conftest import SECRET
+from conftest import OFFLINE_ENV
 
 WEB = Path(client.__file__).resolve().parent.parent / "web"
-BASE = {
-    "APP_ENV": "test",
-    "RELEASE": "r1",
-    "DATABASE_URL": "postgresql://u:p@127.0.0.1:1/db",
-    "REDIS_URL": "redis://127.0.0.1:1/0",
-    "STORAGE_BUCKET": "alle-test",
-    "SECRET_KEY": SECRET,
-}
 
 
 def http(**env: str) -> TestClient:
     """In process, without the lifespan: serving the client touches no backing service."""
-    return TestClient(create_app(Settings(**{**BASE, **env})))  # type: ignore[arg-type]
+    return TestClient(create_app(Settings(**{**OFFLINE_ENV, **env})))  # type: ignore[arg-type]
 
 
 class Page(HTMLParser):
@@ -144,11 +136,11 @@ def test_no_cors_headers_unless_cors_origin_is_set() -> None:
 
 
 def test_cors_origin_is_a_comma_separated_list_of_origins_empty_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert Settings(**BASE).CORS_ORIGIN == []  # type: ignore[arg-type]
+    assert Settings(**OFFLINE_ENV).CORS_ORIGIN == []  # type: ignore[arg-type]
     monkeypatch.setenv("CORS_ORIGIN", "https://alle.app/, http://localhost:3000")
-    assert Settings(**BASE).CORS_ORIGIN == ["https://alle.app", "http://localhost:3000"]  # type: ignore[arg-type]
+    assert Settings(**OFFLINE_ENV).CORS_ORIGIN == ["https://alle.app", "http://localhost:3000"]  # type: ignore[arg-type]
     with pytest.raises(ValidationError, match="is not an origin"):
-        Settings(**{**BASE, "CORS_ORIGIN": "https://alle.app/app"})  # type: ignore[arg-type]
+        Settings(**{**OFFLINE_ENV, "CORS_ORIGIN": "https://alle.app/app"})  # type: ignore[arg-type]
 
 
 def _luminance(colour: str) -> float:

@@ -7,16 +7,7 @@ import subprocess
 
 import pytest
 
-from conftest import SECRET
-
-BASE = {
-    "APP_ENV": "test",
-    "RELEASE": "r1",
-    "DATABASE_URL": "postgresql://u:p@127.0.0.1:1/db",
-    "REDIS_URL": "redis://127.0.0.1:1/0",
-    "STORAGE_BUCKET": "alle-test",
-    "SECRET_KEY": SECRET,
-}
+from conftest import OFFLINE_ENV
 
 
 def run_alle(command: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -29,7 +20,7 @@ def run_alle(command: str, env: dict[str, str]) -> subprocess.CompletedProcess[s
 
 @pytest.mark.parametrize("command", ["web", "worker", "migrate", "cleanup-old-tasks", "generate-report"])
 def test_missing_database_url_exits_nonzero_with_one_json_line_naming_it(command: str) -> None:
-    env = {k: v for k, v in BASE.items() if k != "DATABASE_URL"}
+    env = {k: v for k, v in OFFLINE_ENV.items() if k != "DATABASE_URL"}
     result = run_alle(command, env)
     assert result.returncode == 2
     lines = result.stdout.strip().splitlines()
@@ -51,13 +42,13 @@ def test_missing_database_url_exits_nonzero_with_one_json_line_naming_it(command
     ],
 )
 def test_invalid_value_names_key_and_what_is_expected(key: str, value: str, expected: str) -> None:
-    result = run_alle("web", {**BASE, key: value})
+    result = run_alle("web", {**OFFLINE_ENV, key: value})
     assert result.returncode == 2
     assert expected in json.loads(result.stdout)["message"]
 
 
 def test_placeholder_secret_key_is_refused_in_production() -> None:
-    env = {**BASE, "APP_ENV": "production", "SECRET_KEY": "development-secret-key-not-for-production"}
+    env = {**OFFLINE_ENV, "APP_ENV": "production", "SECRET_KEY": "development-secret-key-not-for-production"}
     result = run_alle("web", env)
     assert result.returncode == 2
     assert "placeholder" in json.loads(result.stdout)["message"]
@@ -67,7 +58,7 @@ def test_placeholder_secret_key_is_allowed_in_development() -> None:
     from alle.config import Settings
 
     settings = Settings.model_validate(
-        {**BASE, "APP_ENV": "development", "SECRET_KEY": "development-secret-key-not-for-production"}
+        {**OFFLINE_ENV, "APP_ENV": "development", "SECRET_KEY": "development-secret-key-not-for-production"}
     )
     assert settings.APP_ENV == "development"
 
@@ -76,11 +67,11 @@ def test_placeholder_secret_key_is_allowed_in_development() -> None:
 def test_log_level_is_accepted_in_any_case(value: str) -> None:
     from alle.config import Settings
 
-    level = Settings.model_validate({**BASE, "LOG_LEVEL": value}).LOG_LEVEL
+    level = Settings.model_validate({**OFFLINE_ENV, "LOG_LEVEL": value}).LOG_LEVEL
     assert level.value == value.upper()
 
 
 def test_unknown_log_level_names_the_accepted_ones() -> None:
-    result = run_alle("web", {**BASE, "LOG_LEVEL": "verbose"})
+    result = run_alle("web", {**OFFLINE_ENV, "LOG_LEVEL": "verbose"})
     assert result.returncode == 2
     assert "LOG_LEVEL Input should be 'DEBUG', 'INFO', 'WARNING' or 'ERROR'" in json.loads(result.stdout)["message"]
