@@ -13,6 +13,7 @@ Dramatiq's broker needs the blocking client (`create_client`). Both get the same
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -91,6 +92,8 @@ def invalidate(client: redis.Redis, pool: Pool, keys: list[str]) -> None:
 
 
 _STAMP = b"\x1f"  # between the epoch and the value
+#: Reads of the epoch in a row that may each be overtaken by a new Redis connection before the cache is bypassed.
+EPOCH_READS = 3
 
 
 class Breaker:
@@ -131,7 +134,10 @@ class Cache:
 
     `epoch` is None while it is unknown (at start, after a Redis failure, after a new Redis connection): then
     reads go to PostgreSQL until the epoch is read again, and nothing is cached. While the breaker is open, Redis
-    is not called at all: reads miss, nothing is cached, and invalidations bump the epoch.
+    is not called at all: reads miss, nothing is cached, and invalidations bump the epoch. One read of the epoch
+    at a time, shared by every request that needs it: a burst of new Redis connections (the pool growing under
+    load) would otherwise send every request in flight to PostgreSQL at once, for the epoch and then for the
+    data, and the requests queued for the pool's connections took seconds.
     """
 
     def __init__(self, client: redis.asyncio.Redis, ttl_seconds: int, pool: AsyncPool, breaker: Breaker) -> None:
@@ -140,21 +146,41 @@ class Cache:
         self.pool = pool
         self.breaker = breaker
         self.epoch: int | None = None
+        self._forgotten = 0  # how often the epoch was made unknown: a read overtaken by that is not trusted
+        self._reading: asyncio.Future[None] | None = None
         # Every new connection (first use, or after Redis came back) makes the epoch unknown again.
         client.connection_pool.connection_kwargs["redis_connect_func"] = self._on_connect
 
     async def _on_connect(self, connection: redis.asyncio.connection.AbstractConnection) -> None:
         await connection.on_connect()
+        self._forget_epoch()
+
+    def _forget_epoch(self) -> None:
         self.epoch = None
+        self._forgotten += 1
 
     async def _known_epoch(self) -> int | None:
         if self.epoch is None:
-            try:
-                async with self.pool.connection() as conn:
-                    self.epoch = await repository.get_cache_epoch(conn)
-            except Exception as error:  # noqa: BLE001 - without the epoch the cache is bypassed, not trusted
-                log.warning("could not read the cache epoch; bypassing the cache", error=str(error))
+            if self._reading is None:
+                self._reading = asyncio.ensure_future(self._read_epoch())
+            # Shielded: a request cancelled while it waits must not cancel the read the others wait for.
+            await asyncio.shield(self._reading)
         return self.epoch
+
+    async def _read_epoch(self) -> None:
+        """Set the epoch from PostgreSQL, unless a new Redis connection or a failure came during the read."""
+        try:
+            for _ in range(EPOCH_READS):
+                async with self.pool.connection() as conn:
+                    forgotten = self._forgotten
+                    epoch = await repository.get_cache_epoch(conn)
+                if forgotten == self._forgotten:
+                    self.epoch = epoch
+                    return
+        except Exception as error:  # noqa: BLE001 - without the epoch the cache is bypassed, not trusted
+            log.warning("could not read the cache epoch; bypassing the cache", error=str(error))
+        finally:
+            self._reading = None
 
     async def get_many(self, *keys: str) -> list[bytes | None]:
         """Raw values of several keys in one round trip (MGET); misses when Redis fails or the epoch is not theirs."""
@@ -215,7 +241,7 @@ class Cache:
             self.epoch = await repository.bump_cache_epoch(conn)
 
     def _failed(self) -> None:
-        self.epoch = None
+        self._forget_epoch()
         self.breaker.failed()
 
     async def ping(self) -> bool:

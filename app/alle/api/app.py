@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import anyio
 import psycopg
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp
 
 from alle.api import client, errors
 from alle.api.access_log import AccessLogMiddleware
@@ -32,6 +34,21 @@ log = get_logger(__name__)
 #: so more threads than cores only queue; transfers mostly wait on the network.
 STORAGE_THREADS = 16
 BLOCKING_THREADS = 4
+
+
+class Bounded(FastAPI):
+    """FastAPI with the in-flight bound outside all of its middleware, even its error handling.
+
+    Overload is when CPU is scarce, and a refusal should cost it least: a 503 from here runs no FastAPI
+    code, and costs no access-log line (the limiter counts refusals).
+    """
+
+    def __init__(self, *, limit: int, **options: Any) -> None:
+        super().__init__(**options)
+        self.limit = limit
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return InFlightLimit(super().build_middleware_stack(), limit=self.limit)
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -66,20 +83,23 @@ def create_app(settings: Settings) -> FastAPI:
         queue.broker.close()
         log.info("web stopped; pools closed")
 
-    app = FastAPI(
+    app = Bounded(
+        limit=settings.MAX_REQUESTS_IN_FLIGHT,
         title="Alle",
         version=settings.RELEASE,
         description="Tasks for people who finish them.",
         lifespan=lifespan,
+        # FastAPI's OpenTelemetry hooks look up the global providers on every request; this app exports none.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
-    # The middleware added last runs first: an overload 503 costs no access-log line (the limiter counts them);
-    # an oversize body is refused inside both, so it is logged and holds a slot only while it is read.
+    # The middleware added last runs first. An oversize body is refused inside the access log, so it is logged.
     app.add_middleware(BodyLimit)
     app.add_middleware(AccessLogMiddleware, project=settings.GOOGLE_CLOUD_PROJECT)
-    app.add_middleware(InFlightLimit, limit=settings.MAX_REQUESTS_IN_FLIGHT)
-    # Outermost: every layer, the access log and the log-in limiter included, sees the client our front ends saw.
+    # Outermost middleware: every layer, the access log and the log-in limiter included, sees the client our front
+    # ends saw (the in-flight bound around them all reads no address).
     app.add_middleware(ForwardedClient, hops=settings.TRUSTED_PROXY_HOPS)
-    for module in (health, auth, tasks, reports):
+    # Routes are matched in order, router by router: the busiest first.
+    for module in (tasks, auth, reports, health):
         app.include_router(module.router)
     client.install(app, settings)
     errors.install(app)

@@ -11,7 +11,7 @@ from fastapi import APIRouter, HTTPException, Request, status
 from pydantic import BaseModel
 
 from alle import repository
-from alle.api.deps import ServicesDep, SessionDep, UserDep, cache_session
+from alle.api.deps import CallerDep, ServicesDep, SessionDep, cache_session
 from alle.api.errors import answers, invalid
 from alle.api.schemas import Credentials, SignUp, TokenOut, UserOut
 from alle.cache import session_key
@@ -70,9 +70,9 @@ async def logout(session: SessionDep, services: ServicesDep) -> None:
 
 
 @router.get("/users/me", responses=answers(401, 404))
-async def me(user_id: UserDep, services: ServicesDep) -> UserOut:
-    async with services.pool.connection() as conn:
-        row = await repository.get_user(conn, user_id=user_id)
+async def me(caller: CallerDep) -> UserOut:
+    async with caller.services.pool.connection() as conn:
+        row = await repository.get_user(conn, user_id=caller.user_id)
     if row is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "The account no longer exists.")
     return UserOut(**row)

@@ -9,7 +9,7 @@ from fastapi import APIRouter, HTTPException, Response, status
 from fastapi.responses import StreamingResponse
 
 from alle import repository
-from alle.api.deps import Services, ServicesDep, UserDep
+from alle.api.deps import CallerDep, Services
 from alle.api.errors import NOSNIFF, answers
 from alle.api.schemas import ReportOut
 from alle.logs import get_logger
@@ -19,9 +19,10 @@ router = APIRouter(prefix="/v1/reports", tags=["reports"], responses=answers(503
 
 
 @router.post("", status_code=status.HTTP_202_ACCEPTED, responses=answers(401, 413))
-async def request_report(user_id: UserDep, services: ServicesDep, response: Response) -> ReportOut:
+async def request_report(caller: CallerDep, response: Response) -> ReportOut:
     """202 once the pending row is committed: the row is the durable request (the outbox), so a Redis that is
     away only delays the report; the worker's sweep enqueues an unenqueued report after a minute."""
+    user_id, services = caller.user_id, caller.services
     async with services.pool.connection() as conn:
         row = await repository.request_report(conn, owner_id=user_id)
     if await services.enqueue(services.queue.generate_report, str(row["id"])):
@@ -43,8 +44,8 @@ async def _own_report(services: Services, user_id: uuid.UUID, report_id: uuid.UU
 
 
 @router.get("/{report_id}", responses=answers(401, 404, 422))
-async def get_report(report_id: uuid.UUID, user_id: UserDep, services: ServicesDep) -> ReportOut:
-    return ReportOut.model_validate(await _own_report(services, user_id, report_id))
+async def get_report(report_id: uuid.UUID, caller: CallerDep) -> ReportOut:
+    return ReportOut.model_validate(await _own_report(caller.services, caller.user_id, report_id))
 
 
 @router.get(
@@ -52,9 +53,10 @@ async def get_report(report_id: uuid.UUID, user_id: UserDep, services: ServicesD
     response_class=StreamingResponse,
     responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}}}, **answers(401, 404, 409, 422)},
 )
-async def download_report(report_id: uuid.UUID, user_id: UserDep, services: ServicesDep) -> StreamingResponse:
+async def download_report(report_id: uuid.UUID, caller: CallerDep) -> StreamingResponse:
     """The connection is back in the pool before the first byte is read from the bucket."""
-    row = await _own_report(services, user_id, report_id)
+    services = caller.services
+    row = await _own_report(services, caller.user_id, report_id)
     if row["status"] != "done":
         raise HTTPException(status.HTTP_409_CONFLICT, "The report is still being generated; try again shortly.")
     return StreamingResponse(

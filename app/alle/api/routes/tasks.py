@@ -17,9 +17,10 @@ import anyio
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 from psycopg.errors import ForeignKeyViolation
+from pydantic import BaseModel
 
 from alle import repository
-from alle.api.deps import CredentialsDep, Services, ServicesDep, UserDep, authenticate
+from alle.api.deps import CallerDep, CredentialsDep, Services, authenticate, services_of
 from alle.api.errors import NOSNIFF, answers, invalid
 from alle.api.schemas import AttachmentOut, TaskCreate, TaskOut, TaskPage, TaskStatus, TaskUpdate
 from alle.cache import task_key
@@ -52,6 +53,14 @@ def cache_value(owner_id: uuid.UUID, body: bytes) -> bytes:
     return str(owner_id).encode() + b"\n" + body
 
 
+def json_response(
+    body: BaseModel, status_code: int = status.HTTP_200_OK, headers: dict[str, str] | None = None
+) -> Response:
+    """A body already validated by its model, sent as it is: returning the model would have FastAPI validate and
+    serialize it a second time against the response model (measured: a third of a list's CPU time)."""
+    return Response(body.model_dump_json().encode(), status_code, headers, media_type="application/json")
+
+
 def _not_found() -> HTTPException:
     return HTTPException(status.HTTP_404_NOT_FOUND, "No such task for this user.")
 
@@ -70,18 +79,14 @@ async def _enqueue_notification(services: Services, task_id: uuid.UUID) -> None:
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
+    response_model=TaskOut,
     responses={
         200: {"model": TaskOut, "description": "A replay of the create that first used this `Idempotency-Key`."},
         **answers(400, 401, 409, 413, 422),
     },
 )
-async def create_task(
-    body: TaskCreate,
-    user_id: UserDep,
-    services: ServicesDep,
-    response: Response,
-    idempotency_key: IdempotencyKey = None,
-) -> TaskOut:
+async def create_task(body: TaskCreate, caller: CallerDep, idempotency_key: IdempotencyKey = None) -> Response:
+    user_id, services = caller.user_id, caller.services
     fingerprint = hashlib.sha256(body.model_dump_json().encode()).hexdigest() if idempotency_key else None
     try:
         async with services.pool.connection() as conn:
@@ -97,30 +102,33 @@ async def create_task(
     except ValueError as error:
         # 409, not 422: the request is valid on its own and conflicts only with what the key recorded earlier.
         raise HTTPException(status.HTTP_409_CONFLICT, f"{error}; use a new key.") from error
-    if not created:
-        response.status_code = status.HTTP_200_OK
-        response.headers["Idempotent-Replayed"] = "true"
-    return TaskOut(**row)
+    if created:
+        return json_response(TaskOut(**row), status.HTTP_201_CREATED)
+    return json_response(TaskOut(**row), status.HTTP_200_OK, {"Idempotent-Replayed": "true"})
 
 
-@router.get("", responses=answers(401, 422))
+@router.get("", response_model=TaskPage, responses=answers(401, 422))
 async def list_tasks(
-    user_id: UserDep,
-    services: ServicesDep,
+    caller: CallerDep,
     status_filter: Annotated[TaskStatus | None, Query(alias="status")] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     offset: Annotated[int, Query(ge=0, le=100_000)] = 0,
-) -> TaskPage:
-    async with services.pool.connection() as conn:
+) -> Response:
+    async with caller.services.pool.connection() as conn:
         rows, total = await repository.list_tasks(
-            conn, owner_id=user_id, status=status_filter.value if status_filter else None, limit=limit, offset=offset
+            conn,
+            owner_id=caller.user_id,
+            status=status_filter.value if status_filter else None,
+            limit=limit,
+            offset=offset,
         )
-    return TaskPage(items=[TaskOut(**r) for r in rows], total=total, limit=limit, offset=offset)
+    return json_response(TaskPage.model_validate({"items": rows, "total": total, "limit": limit, "offset": offset}))
 
 
 @router.get("/{task_id}", response_model=TaskOut, responses=answers(401, 404, 422))
-async def get_task(task_id: uuid.UUID, services: ServicesDep, credentials: CredentialsDep) -> Response:
+async def get_task(task_id: uuid.UUID, request: Request, credentials: CredentialsDep) -> Response:
     """A cache hit costs one Redis round trip (session and task together) and no database connection."""
+    services = services_of(request)
     key = task_key(task_id)
     session, (cached,) = await authenticate(services, credentials, key)
     owner = str(session.user_id).encode() + b"\n"
@@ -135,7 +143,7 @@ async def get_task(task_id: uuid.UUID, services: ServicesDep, credentials: Crede
     return Response(body, media_type="application/json")
 
 
-async def _update(services: Services, user_id: uuid.UUID, task_id: uuid.UUID, changes: dict[str, Any]) -> TaskOut:
+async def _update(services: Services, user_id: uuid.UUID, task_id: uuid.UUID, changes: dict[str, Any]) -> Response:
     async with services.pool.connection() as conn:
         row, notify = await repository.update_task(conn, owner_id=user_id, task_id=task_id, changes=changes)
     if row is None:
@@ -143,24 +151,25 @@ async def _update(services: Services, user_id: uuid.UUID, task_id: uuid.UUID, ch
     await services.cache.delete(task_key(task_id))
     if notify:
         await _enqueue_notification(services, task_id)
-    return TaskOut(**row)
+    return json_response(TaskOut(**row))
 
 
-@router.patch("/{task_id}", responses=answers(400, 401, 404, 413, 422))
-async def update_task(task_id: uuid.UUID, body: TaskUpdate, user_id: UserDep, services: ServicesDep) -> TaskOut:
+@router.patch("/{task_id}", response_model=TaskOut, responses=answers(400, 401, 404, 413, 422))
+async def update_task(task_id: uuid.UUID, body: TaskUpdate, caller: CallerDep) -> Response:
     changes = body.model_dump(exclude_unset=True)
     if "status" in changes:
         changes["status"] = changes["status"].value
-    return await _update(services, user_id, task_id, changes)
+    return await _update(caller.services, caller.user_id, task_id, changes)
 
 
-@router.post("/{task_id}/complete", responses=answers(401, 404, 413, 422))
-async def complete_task(task_id: uuid.UUID, user_id: UserDep, services: ServicesDep) -> TaskOut:
-    return await _update(services, user_id, task_id, {"status": "done"})
+@router.post("/{task_id}/complete", response_model=TaskOut, responses=answers(401, 404, 413, 422))
+async def complete_task(task_id: uuid.UUID, caller: CallerDep) -> Response:
+    return await _update(caller.services, caller.user_id, task_id, {"status": "done"})
 
 
 @router.delete("/{task_id}", status_code=status.HTTP_204_NO_CONTENT, responses=answers(401, 404, 413, 422))
-async def delete_task(task_id: uuid.UUID, user_id: UserDep, services: ServicesDep) -> None:
+async def delete_task(task_id: uuid.UUID, caller: CallerDep) -> None:
+    user_id, services = caller.user_id, caller.services
     async with services.pool.connection() as conn:
         objects = await repository.delete_task(conn, owner_id=user_id, task_id=task_id)
     if objects is None:
@@ -193,13 +202,13 @@ async def upload_attachment(
     task_id: uuid.UUID,
     request: Request,
     filename: Annotated[str, Query(min_length=1, max_length=255, pattern=r"^[^/\\\x00-\x1f\x7f]+$")],
-    user_id: UserDep,
-    services: ServicesDep,
+    caller: CallerDep,
 ) -> AttachmentOut:
     """The body is the file, streamed to the bucket as it arrives: never buffered whole, never on local disk.
 
     No database connection is held while the bytes arrive: ownership is checked before, the row written after.
     """
+    user_id, services = caller.user_id, caller.services
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > MAX_ATTACHMENT_BYTES:
         raise _too_large()
@@ -250,9 +259,9 @@ def _too_large() -> HTTPException:
 
 
 @router.get("/{task_id}/attachments", responses=answers(401, 404, 422))
-async def list_attachments(task_id: uuid.UUID, user_id: UserDep, services: ServicesDep) -> list[AttachmentOut]:
-    async with services.pool.connection() as conn:
-        rows = await repository.list_attachments(conn, owner_id=user_id, task_id=task_id)
+async def list_attachments(task_id: uuid.UUID, caller: CallerDep) -> list[AttachmentOut]:
+    async with caller.services.pool.connection() as conn:
+        rows = await repository.list_attachments(conn, owner_id=caller.user_id, task_id=task_id)
     if rows is None:
         raise _not_found()
     return [AttachmentOut(**r) for r in rows]
@@ -269,10 +278,9 @@ async def list_attachments(task_id: uuid.UUID, user_id: UserDep, services: Servi
         **answers(401, 404, 422),
     },
 )
-async def download_attachment(
-    task_id: uuid.UUID, attachment_id: uuid.UUID, user_id: UserDep, services: ServicesDep
-) -> StreamingResponse:
+async def download_attachment(task_id: uuid.UUID, attachment_id: uuid.UUID, caller: CallerDep) -> StreamingResponse:
     """The connection is back in the pool before the first byte is read from the bucket."""
+    user_id, services = caller.user_id, caller.services
     async with services.pool.connection() as conn:
         row = await repository.get_attachment(conn, owner_id=user_id, task_id=task_id, attachment_id=attachment_id)
     if row is None:
