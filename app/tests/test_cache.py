@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import httpx
 import pytest
 
 import backing
+from alle import repository
+from alle.cache import Cache, create_async_client
+from alle.config import Settings
+from alle.db import create_async_pool
 from conftest import Spawn, signup_and_login
 
 
@@ -136,3 +141,37 @@ def test_after_a_redis_failure_one_call_probes_once_the_pause_is_over(monkeypatc
     assert breaker.allow()
     breaker.succeeded()
     assert breaker.allow() and breaker.allow()
+
+
+def test_requests_that_find_the_cache_epoch_unknown_share_one_database_read(
+    app_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A burst on a fresh process (or after new Redis connections) reads the epoch once, not once per request.
+
+    Each read took a pool connection, and then each request missed the cache and took another for its data:
+    under load the requests queued for the pool for seconds.
+    """
+    reads = 0
+    real = repository.get_cache_epoch
+
+    async def counted(conn: repository.AsyncConn) -> int:
+        nonlocal reads
+        reads += 1
+        return await real(conn)
+
+    monkeypatch.setattr(repository, "get_cache_epoch", counted)
+    settings = Settings(**{key: value for key, value in app_env.items() if key in Settings.model_fields})
+
+    async def burst() -> None:
+        pool = create_async_pool(settings)
+        await pool.open()
+        client = create_async_client(settings)
+        try:
+            cache = Cache(client, 60, pool)
+            await asyncio.gather(*(cache.get_many("task:none") for _ in range(50)))
+        finally:
+            await client.aclose()
+            await pool.close()
+
+    asyncio.run(burst())
+    assert reads == 1
