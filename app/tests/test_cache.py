@@ -160,7 +160,7 @@ def test_requests_that_find_the_cache_epoch_unknown_share_one_database_read(
         return await real(conn)
 
     monkeypatch.setattr(repository, "get_cache_epoch", counted)
-    settings = Settings(**{key: value for key, value in app_env.items() if key in Settings.model_fields})
+    settings = Settings(**{key: value for key, value in app_env.items() if key in Settings.model_fields})  # type: ignore[arg-type]
 
     async def burst() -> None:
         pool = create_async_pool(settings)
