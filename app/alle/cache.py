@@ -93,7 +93,7 @@ def invalidate(client: redis.Redis, pool: Pool, keys: list[str]) -> None:
 
 _STAMP = b"\x1f"  # between the epoch and the value
 #: Reads of the epoch in a row that may each be overtaken by a new Redis connection before the cache is bypassed.
-EPOCH_READS = 3
+EPOCH_READS = 10
 
 
 class Breaker:
@@ -197,8 +197,14 @@ class Cache:
             log.warning("cache read failed; serving from the database", keys=keys, error=str(error))
             return misses
         self.breaker.succeeded()
-        if self.epoch != epoch:  # reconnected during the call: the values may predate an outage
-            return misses
+        if self.epoch != epoch:
+            # A new connection came during the call, so Redis may have restarted with values that predate an
+            # outage: they count only if stamped with the epoch as PostgreSQL has it now. Waiting for that one
+            # shared read is far cheaper than a miss: a burst of new connections made every request in flight
+            # a miss, and their database reads queued for the pool for over a second.
+            epoch = await self._known_epoch()
+            if epoch is None:
+                return misses
         stamp = str(epoch).encode() + _STAMP
         return [v[len(stamp) :] if v is not None and v.startswith(stamp) else None for v in values]
 

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import httpx
 import pytest
 
 import backing
 from alle import repository
-from alle.cache import Cache, create_async_client
+from alle.cache import Breaker, Cache, create_async_client
 from alle.config import Settings
 from alle.db import create_async_pool
 from conftest import Spawn, signup_and_login
+
+T = TypeVar("T")
 
 
 def _cached_task(services: backing.Backing, task_id: str) -> dict[str, object] | None:
@@ -143,35 +147,70 @@ def test_after_a_redis_failure_one_call_probes_once_the_pause_is_over(monkeypatc
     assert breaker.allow() and breaker.allow()
 
 
-def test_requests_that_find_the_cache_epoch_unknown_share_one_database_read(
+class EpochReads:
+    """A Cache on the test's PostgreSQL and Redis, counting its reads of the cache epoch."""
+
+    def __init__(self, app_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+        self.count = 0
+        self.settings = Settings(**{k: v for k, v in app_env.items() if k in Settings.model_fields})  # type: ignore[arg-type]
+        real = repository.get_cache_epoch
+
+        async def counted(conn: repository.AsyncConn) -> int:
+            self.count += 1
+            return await real(conn)
+
+        monkeypatch.setattr(repository, "get_cache_epoch", counted)
+
+    def run(self, scenario: Callable[[Cache], Awaitable[T]]) -> T:
+        async def main() -> T:
+            pool = create_async_pool(self.settings)
+            await pool.open()
+            client = create_async_client(self.settings)
+            try:
+                return await scenario(Cache(client, 60, pool, Breaker(5)))
+            finally:
+                await client.aclose()
+                await pool.close()
+
+        return asyncio.run(main())
+
+
+async def _hot_value_on_new_connections(cache: Cache) -> None:
+    """`task:hot` cached under the current epoch, and every Redis connection dropped, so the next read opens one."""
+    await cache.get_many("task:warm")  # learns the epoch
+    await cache.set_raw("task:hot", b"value")
+    await cache.client.connection_pool.disconnect()
+
+
+def test_a_read_across_a_new_redis_connection_is_a_hit_once_postgresql_confirms_the_epoch(
     app_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A burst on a fresh process (or after new Redis connections) reads the epoch once, not once per request.
+    """A new connection means Redis may have restarted; one epoch read settles it, instead of a miss."""
+    reads = EpochReads(app_env, monkeypatch)
 
-    Each read took a pool connection, and then each request missed the cache and took another for its data:
-    under load the requests queued for the pool for seconds.
-    """
-    reads = 0
-    real = repository.get_cache_epoch
+    async def scenario(cache: Cache) -> list[bytes | None]:
+        await _hot_value_on_new_connections(cache)
+        return await cache.get_many("task:hot")
 
-    async def counted(conn: repository.AsyncConn) -> int:
-        nonlocal reads
-        reads += 1
-        return await real(conn)
+    assert reads.run(scenario) == [b"value"]
+    assert reads.count == 3  # at the first use, after its first connection, and after the new one
 
-    monkeypatch.setattr(repository, "get_cache_epoch", counted)
-    settings = Settings(**{key: value for key, value in app_env.items() if key in Settings.model_fields})  # type: ignore[arg-type]
 
-    async def burst() -> None:
-        pool = create_async_pool(settings)
-        await pool.open()
-        client = create_async_client(settings)
-        try:
-            cache = Cache(client, 60, pool)
-            await asyncio.gather(*(cache.get_many("task:none") for _ in range(50)))
-        finally:
-            await client.aclose()
-            await pool.close()
+def test_requests_that_find_the_epoch_unknown_share_one_database_read(
+    app_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each new Redis connection or Redis error makes the epoch unknown. Before, each request in flight then read
+    it itself and missed the cache: under load each took a pool connection for the epoch and another for its
+    data, and the requests queued for the pool for over a second."""
+    reads = EpochReads(app_env, monkeypatch)
 
-    asyncio.run(burst())
-    assert reads == 1
+    async def scenario(cache: Cache) -> tuple[int, set[int | None]]:
+        await cache.get_many("task:warm")
+        before = reads.count
+        cache._forget_epoch()  # what a new connection or a failed call does
+        epochs = await asyncio.gather(*(cache._known_epoch() for _ in range(50)))
+        return reads.count - before, set(epochs)
+
+    read, epochs = reads.run(scenario)
+    assert read == 1
+    assert len(epochs) == 1 and None not in epochs
