@@ -57,7 +57,7 @@ def json_response(
     body: BaseModel, status_code: int = status.HTTP_200_OK, headers: dict[str, str] | None = None
 ) -> Response:
     """A body already validated by its model, sent as it is: returning the model would have FastAPI validate and
-    serialize it a second time against the response model (measured: a third of a list's CPU time)."""
+    serialize it a second time against the response model (for a list page, twenty models more)."""
     return Response(body.model_dump_json().encode(), status_code, headers, media_type="application/json")
 
 
