@@ -95,8 +95,9 @@ class Settings(BaseSettings):
     MAX_REQUESTS_IN_FLIGHT: Annotated[int, Field(ge=1, le=1000)] = 80
     #: How many X-Forwarded-For entries, from the right, our own front ends append; the client is the leftmost of
     #: them (alle/api/forwarded.py). 1: Cloud Run's run.app URL; 2: behind the external Application Load Balancer;
-    #: 0: ignore the header (reached directly). The Pulumi program sets it from the stack's edge.
-    TRUSTED_PROXY_HOPS: Annotated[int, Field(ge=0, le=5)] = 1
+    #: 0: ignore the header (reached directly). The Pulumi program sets it from the stack's edge; the default is 0,
+    #: so a process that is not told which front end it sits behind trusts no client-written entry.
+    TRUSTED_PROXY_HOPS: Annotated[int, Field(ge=0, le=5)] = 0
 
     @field_validator("DATABASE_URL")
     @classmethod

@@ -8,6 +8,8 @@ import pytest
 from starlette.types import Message, Receive, Scope, Send
 
 from alle.api.forwarded import ForwardedClient, client_address
+from alle.config import Settings
+from conftest import OFFLINE_ENV
 
 
 @pytest.mark.parametrize(
@@ -52,3 +54,8 @@ def test_the_middleware_sets_the_client_and_scheme_and_leaves_the_socket_peer_wi
     assert (scope["client"], scope["scheme"]) == (("203.0.113.9", 0), "https")
     assert _seen(2, [])["client"] == ("169.254.1.1", 40000)
     assert _seen(0, spoofed)["client"] == ("169.254.1.1", 40000)
+
+
+def test_a_process_not_told_its_front_end_trusts_no_forwarded_entry() -> None:
+    """Only the Pulumi program knows whether a load balancer sits in front; without it, 1 would trust a client."""
+    assert Settings.model_validate(OFFLINE_ENV).TRUSTED_PROXY_HOPS == 0

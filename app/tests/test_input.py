@@ -65,6 +65,19 @@ def test_an_invalid_json_body_is_not_echoed_either(web: Proc) -> None:
     assert "hunter2" not in refused.text
 
 
+def test_an_unknown_key_and_a_malformed_id_are_refused_without_quoting_them(web: Proc) -> None:
+    """Pydantic quotes an unknown key in `loc` and the offending characters of a UUID in `msg`."""
+    auth = signup_and_login(web.url)
+    extra = httpx.post(f"{web.url}/v1/tasks", json={"title": "t", "<script>zq9</script>": 1}, headers=auth)
+    assert extra.status_code == 422
+    assert "zq9" not in extra.text
+    assert [error["loc"] for error in extra.json()["detail"]] == [["body"]]
+    malformed = httpx.get(f"{web.url}/v1/tasks/0000zq9x-0000-0000-0000-000000000000", headers=auth)
+    assert malformed.status_code == 422
+    assert "zq9" not in malformed.text
+    assert [error["loc"] for error in malformed.json()["detail"]] == [["path", "task_id"]]
+
+
 @pytest.mark.parametrize(
     ("field", "value"),
     [("title", "a\u0000b"), ("notes", "a\u0000b"), ("title", "a\ud800b"), ("notes", "\udfff")],

@@ -149,17 +149,31 @@ def invalid(loc: Sequence[str | int], msg: str, kind: str = "value_error") -> Re
 
 
 def describe(errors: Any) -> list[dict[str, Any]]:
-    """Where and why, never what: pydantic's `input` and `ctx` carry the submitted value, so they are dropped."""
-    return [{"loc": list(error["loc"]), "msg": _reason(error), "type": error["type"]} for error in errors]
+    """Where and why, never what: pydantic's `input` and `ctx` carry the submitted value, so they are dropped, and
+    neither an unknown key the client wrote nor a message quoting the value comes back."""
+    return [{"loc": _where(error), "msg": _reason(error), "type": error["type"]} for error in errors]
+
+
+def _where(error: Any) -> list[str | int]:
+    """An unknown field's name is the client's text: the location stops at the object that has it."""
+    loc = list(error["loc"])
+    return loc[:-1] if error["type"] == "extra_forbidden" else loc
 
 
 def _reason(error: Any) -> str:
-    """email-validator's reasons quote parts of the address; the field name says enough."""
+    """Pydantic's own sentences, except those that quote the value (email-validator's reasons, UUID parsing)."""
     msg: str = error["msg"]
-    return EMAIL_REASON if msg.startswith(EMAIL_REASON) else msg
+    if msg.startswith(EMAIL_REASON):
+        return EMAIL_REASON
+    return QUOTING_REASONS.get(error["type"], msg)
 
 
 EMAIL_REASON = "value is not a valid email address"
+#: Pydantic messages that quote characters of the value ("found `z` at 0"), by error type.
+QUOTING_REASONS = {
+    "uuid_parsing": "Input should be a valid UUID",
+    "extra_forbidden": "Unknown field; remove it",
+}
 
 
 def install(app: FastAPI) -> None:
@@ -188,7 +202,7 @@ def install(app: FastAPI) -> None:
             }
         )
         return JSONResponse(
-            {"detail": f"{request.method} is not allowed here; use {', '.join(allowed)}."},
+            {"detail": f"This method is not allowed here; use {', '.join(allowed)}."},
             status_code=405,
             headers={"Allow": ", ".join(allowed)},
         )
