@@ -17,6 +17,7 @@ import asyncio
 import json
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -59,6 +60,9 @@ def redis_options(settings: Settings, timeout: float, *, asynchronous: bool) -> 
         "socket_connect_timeout": timeout,
         "health_check_interval": 30,
         "retry": retry,
+        # No CLIENT SETINFO on connect: it costs two commands and an importlib.metadata lookup (about 1 ms of CPU)
+        # for every new connection, on the event loop, exactly when a burst of requests grows the pool.
+        "driver_info": None,
     }
     if settings.REDIS_URL.startswith("rediss://") and settings.REDIS_CA_CERT:
         # Memorystore's in-transit encryption: trust only the instance's own CAs. They are unique to the
@@ -79,11 +83,14 @@ def create_async_client(settings: Settings, *, timeout: float = 0.5) -> redis.as
 def invalidate(client: redis.Redis, pool: Pool, keys: list[str]) -> None:
     """`Cache.delete` for the blocking processes (admin jobs): called after the commit that changed the rows.
 
-    Deletes the keys; if Redis cannot be reached, bumps the cache epoch in PostgreSQL instead, so whatever Redis
-    still holds is dead when it comes back. If PostgreSQL fails too, the error propagates.
+    Replaces the keys with tombstones; if Redis cannot be reached, bumps the cache epoch in PostgreSQL instead, so
+    whatever Redis still holds is dead when it comes back. If PostgreSQL fails too, the error propagates.
     """
     try:
-        client.delete(*keys)
+        pipeline = client.pipeline(transaction=False)
+        for key in keys:
+            pipeline.set(key, _TOMBSTONE, ex=TOMBSTONE_SECONDS)
+        pipeline.execute()
         return
     except redis.RedisError as error:
         log.warning("cache invalidation failed; bumping the cache epoch", keys=len(keys), error=str(error))
@@ -92,6 +99,30 @@ def invalidate(client: redis.Redis, pool: Pool, keys: list[str]) -> None:
 
 
 _STAMP = b"\x1f"  # between the epoch and the value
+#: What an invalidation leaves in place of a value: no epoch, so every read misses it, and no fill overwrites it.
+_TOMBSTONE = b"\x1ftombstone"
+#: How long a tombstone stays. A fill is refused when more than half of this has passed since its lease, so a
+#: value read from PostgreSQL before a write can never be cached after that write's invalidation.
+TOMBSTONE_SECONDS = 30
+#: How often a process re-reads the epoch even when its own Redis calls succeed: another process that could not
+#: reach Redis bumped it in PostgreSQL, and values stamped with the old one must stop counting here too.
+EPOCH_RECHECK_SECONDS = 1.0
+#: Set the value unless an invalidation left a tombstone there since the reader's lease was taken.
+_FILL = """
+if redis.call('GET', KEYS[1]) == ARGV[3] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return 1
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """Taken before the PostgreSQL read whose result is to be cached: the epoch then, and when."""
+
+    epoch: int
+    taken: float
+
+
 #: Reads of the epoch in a row that may each be overtaken by a new Redis connection before the cache is bypassed.
 EPOCH_READS = 10
 
@@ -140,14 +171,25 @@ class Cache:
     data, and the requests queued for the pool's connections took seconds.
     """
 
-    def __init__(self, client: redis.asyncio.Redis, ttl_seconds: int, pool: AsyncPool, breaker: Breaker) -> None:
+    def __init__(
+        self,
+        client: redis.asyncio.Redis,
+        ttl_seconds: int,
+        pool: AsyncPool,
+        breaker: Breaker,
+        *,
+        recheck_seconds: float = EPOCH_RECHECK_SECONDS,
+    ) -> None:
         self.client = client
+        self.recheck = recheck_seconds
         self.ttl = ttl_seconds
         self.pool = pool
         self.breaker = breaker
         self.epoch: int | None = None
         self._forgotten = 0  # how often the epoch was made unknown: a read overtaken by that is not trusted
         self._reading: asyncio.Future[None] | None = None
+        self._epoch_read_at = 0.0
+        self._fill = client.register_script(_FILL)
         # Every new connection (first use, or after Redis came back) makes the epoch unknown again.
         client.connection_pool.connection_kwargs["redis_connect_func"] = self._on_connect
 
@@ -160,7 +202,7 @@ class Cache:
         self._forgotten += 1
 
     async def _known_epoch(self) -> int | None:
-        if self.epoch is None:
+        if self.epoch is None or time.monotonic() - self._epoch_read_at > self.recheck:
             if self._reading is None:
                 self._reading = asyncio.ensure_future(self._read_epoch())
             # Shielded: a request cancelled while it waits must not cancel the read the others wait for.
@@ -180,6 +222,8 @@ class Cache:
         except Exception as error:  # noqa: BLE001 - without the epoch the cache is bypassed, not trusted
             log.warning("could not read the cache epoch; bypassing the cache", error=str(error))
         finally:
+            # Also after a failure: a PostgreSQL outage must not make every request wait for a read of its own.
+            self._epoch_read_at = time.monotonic()
             self._reading = None
 
     async def get_many(self, *keys: str) -> list[bytes | None]:
@@ -212,31 +256,51 @@ class Cache:
         (raw,) = await self.get_many(key)
         return None if raw is None else json.loads(raw)
 
-    async def set_raw(self, key: str, value: bytes | str, ttl_seconds: int | None = None) -> None:
-        """Cache a value that PostgreSQL just confirmed; not at all while the epoch is unknown."""
-        if self.epoch is None or not self.breaker.allow():
+    def lease(self) -> Lease | None:
+        """Take before reading from PostgreSQL what `set_raw` will cache; None: the epoch is unknown, cache nothing."""
+        return None if self.epoch is None else Lease(self.epoch, time.monotonic())
+
+    async def set_raw(self, key: str, value: bytes | str, lease: Lease | None, ttl_seconds: int | None = None) -> None:
+        """Cache a value that PostgreSQL confirmed after `lease` was taken.
+
+        Not cached if the epoch changed since the lease (a write bumped it: the value may predate that write), if
+        an invalidation left a tombstone on the key, or if the lease is too old for the tombstone to still be there.
+        Without these a read that raced a write cached the value from before it, for the whole TTL.
+        """
+        if (
+            lease is None
+            or lease.epoch != self.epoch
+            or time.monotonic() - lease.taken > TOMBSTONE_SECONDS / 2
+            or not self.breaker.allow()
+        ):
             return
         raw = value.encode() if isinstance(value, str) else value
+        stamped = str(lease.epoch).encode() + _STAMP + raw
         try:
-            await self.client.set(key, str(self.epoch).encode() + _STAMP + raw, ex=ttl_seconds or self.ttl)
+            await self._fill(keys=[key], args=[stamped, ttl_seconds or self.ttl, _TOMBSTONE])
         except redis.RedisError as error:
             self._failed()
             log.warning("cache write failed", key=key, error=str(error))
             return
         self.breaker.succeeded()
 
-    async def set(self, key: str, value: Any, ttl_seconds: int | None = None) -> None:
-        await self.set_raw(key, json.dumps(value, default=str), ttl_seconds)
+    async def set(self, key: str, value: Any, lease: Lease | None, ttl_seconds: int | None = None) -> None:
+        await self.set_raw(key, json.dumps(value, default=str), lease, ttl_seconds)
 
     async def delete(self, *keys: str) -> None:
-        """Invalidate after a committed write. If Redis cannot be reached, bump the epoch in PostgreSQL instead.
+        """Invalidate after a committed write: a tombstone replaces each value, so a read that began before the
+        write cannot cache its older copy afterwards (`set_raw`). If Redis cannot be reached, bump the epoch in
+        PostgreSQL instead; other processes see the bump within EPOCH_RECHECK_SECONDS.
 
         The bump is awaited before the client is answered; if PostgreSQL fails too, the error propagates, so the
         client is never told of a write that the cache might still hide.
         """
         if self.breaker.allow():
             try:
-                await self.client.delete(*keys)
+                pipeline = self.client.pipeline(transaction=False)
+                for key in keys:
+                    pipeline.set(key, _TOMBSTONE, ex=TOMBSTONE_SECONDS)
+                await pipeline.execute()
             except redis.RedisError as error:
                 self._failed()
                 log.warning("cache invalidation failed; bumping the cache epoch", keys=keys, error=str(error))

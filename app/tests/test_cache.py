@@ -12,7 +12,7 @@ import pytest
 
 import backing
 from alle import repository
-from alle.cache import Breaker, Cache, create_async_client
+from alle.cache import TOMBSTONE_SECONDS, Breaker, Cache, Lease, create_async_client
 from alle.config import Settings
 from alle.db import create_async_pool
 from conftest import Spawn, signup_and_login
@@ -23,9 +23,10 @@ T = TypeVar("T")
 def _cached_task(services: backing.Backing, task_id: str) -> dict[str, object] | None:
     """The cached value is `<epoch>\x1f<owner id>\n<task JSON>` (alle.cache, alle.api.routes.tasks.cache_value)."""
     raw = services.redis.get(f"task:{task_id}")
-    if raw is None:
+    epoch, _, value = (raw or b"").partition(b"\x1f")
+    if not epoch:  # nothing, or an invalidation's tombstone
         return None
-    owner, _, body = raw.partition(b"\x1f")[2].partition(b"\n")
+    owner, _, body = value.partition(b"\n")
     cached: dict[str, object] = {"owner": owner.decode(), **json.loads(body)}
     return cached
 
@@ -161,15 +162,23 @@ class EpochReads:
 
         monkeypatch.setattr(repository, "get_cache_epoch", counted)
 
-    def run(self, scenario: Callable[[Cache], Awaitable[T]]) -> T:
+    def run(self, scenario: Callable[[Cache], Awaitable[T]], *, recheck_seconds: float = 3600) -> T:
+        """`scenario` with one Cache; the periodic re-read of the epoch is off unless `recheck_seconds` says."""
+        return self.run_two(lambda cache, _: scenario(cache), recheck_seconds=recheck_seconds)
+
+    def run_two(self, scenario: Callable[[Cache, Cache], Awaitable[T]], *, recheck_seconds: float = 3600) -> T:
+        """`scenario` with two Caches on the same Redis and PostgreSQL, as two web processes have them."""
+
         async def main() -> T:
             pool = create_async_pool(self.settings)
             await pool.open()
-            client = create_async_client(self.settings)
+            clients = [create_async_client(self.settings) for _ in range(2)]
+            caches = [Cache(c, 60, pool, Breaker(5), recheck_seconds=recheck_seconds) for c in clients]
             try:
-                return await scenario(Cache(client, 60, pool, Breaker(5)))
+                return await scenario(*caches)
             finally:
-                await client.aclose()
+                for client in clients:
+                    await client.aclose()
                 await pool.close()
 
         return asyncio.run(main())
@@ -178,7 +187,7 @@ class EpochReads:
 async def _hot_value_on_new_connections(cache: Cache) -> None:
     """`task:hot` cached under the current epoch, and every Redis connection dropped, so the next read opens one."""
     await cache.get_many("task:warm")  # learns the epoch
-    await cache.set_raw("task:hot", b"value")
+    await cache.set_raw("task:hot", b"value", cache.lease())
     await cache.client.connection_pool.disconnect()
 
 
@@ -214,3 +223,58 @@ def test_requests_that_find_the_epoch_unknown_share_one_database_read(
     read, epochs = reads.run(scenario)
     assert read == 1
     assert len(epochs) == 1 and None not in epochs
+
+
+def test_a_read_that_raced_a_write_cannot_cache_what_it_read_before_the_write(
+    app_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A miss reads PostgreSQL, a write commits and invalidates, then the miss fills: the fill must not land, or
+    the value from before the write is served for the whole TTL. Fills after it are refused too while the
+    tombstone stands; a read after that caches again."""
+
+    async def scenario(cache: Cache) -> list[list[bytes | None]]:
+        await cache.get_many("task:raced")
+        lease = cache.lease()  # the reader, before its PostgreSQL read
+        await cache.delete("task:raced")  # the writer, after its commit
+        await cache.set_raw("task:raced", b"before the write", lease)
+        after_race = await cache.get_many("task:raced")
+        await cache.client.delete("task:raced")  # the tombstone has expired
+        await cache.set_raw("task:raced", b"after the write", cache.lease())
+        return [after_race, await cache.get_many("task:raced")]
+
+    assert EpochReads(app_env, monkeypatch).run(scenario) == [[None], [b"after the write"]]
+
+
+def test_a_fill_whose_lease_outlived_half_a_tombstone_is_dropped(
+    app_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past that, an invalidation made after the lease may already have expired, so the fill cannot be trusted."""
+
+    async def scenario(cache: Cache) -> list[bytes | None]:
+        await cache.get_many("task:slow")
+        lease = cache.lease()
+        assert lease is not None
+        stale = Lease(lease.epoch, lease.taken - TOMBSTONE_SECONDS / 2 - 1)
+        await cache.set_raw("task:slow", b"value", stale)
+        return await cache.get_many("task:slow")
+
+    assert EpochReads(app_env, monkeypatch).run(scenario) == [None]
+
+
+@pytest.mark.parametrize(("recheck_seconds", "seen"), [(0, None), (3600, b"before the write")])
+def test_an_epoch_bumped_by_a_process_without_redis_retires_other_processes_values(
+    app_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, recheck_seconds: float, seen: bytes | None
+) -> None:
+    """Process A cannot reach Redis (its breaker is open) and bumps the epoch for its write; process B reaches
+    Redis and holds the old value. B must stop serving it once it re-reads the epoch (every EPOCH_RECHECK_SECONDS
+    in production; at once here with 0, never with 3600, which shows the re-read is what retires it)."""
+
+    async def scenario(a: Cache, b: Cache) -> list[bytes | None]:
+        await b.get_many("task:shared")
+        await b.set_raw("task:shared", b"before the write", b.lease())
+        await a.get_many("task:shared")
+        a.breaker.failed()
+        await a.delete("task:shared")
+        return await b.get_many("task:shared")
+
+    assert EpochReads(app_env, monkeypatch).run_two(scenario, recheck_seconds=recheck_seconds) == [seen]

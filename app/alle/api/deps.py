@@ -24,7 +24,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from alle import repository
 from alle.api.throttle import LoginThrottle
-from alle.cache import Breaker, Cache, session_key
+from alle.cache import Breaker, Cache, Lease, session_key
 from alle.config import Settings
 from alle.db import AsyncPool
 from alle.jobs import Queue
@@ -116,6 +116,7 @@ async def authenticate(
     digest = services.digest(credentials.credentials)
     key = session_key(digest)
     cached, *prefetched = await services.cache.get_many(key, *prefetch)
+    lease = services.cache.lease()
     if cached is not None:
         user_id, _, expires = cached.decode().partition("\n")
         if float(expires) > time.time():
@@ -125,16 +126,18 @@ async def authenticate(
         row = await repository.get_session(conn, token_hash=digest)
     if row is None:
         raise _unauthorized("The session is unknown or expired; log in again.")
-    await cache_session(services, digest, row["user_id"], row["expires_at"])
+    await cache_session(services, digest, row["user_id"], row["expires_at"], lease)
     return Session(row["user_id"], digest), prefetched
 
 
-async def cache_session(services: Services, digest: str, user_id: uuid.UUID, expires_at: datetime) -> None:
+async def cache_session(
+    services: Services, digest: str, user_id: uuid.UUID, expires_at: datetime, lease: Lease | None
+) -> None:
     """`<user id>\n<expiry, epoch seconds>`, kept in Redis no longer than the session lives."""
     remaining = int(expires_at.timestamp() - time.time())
     if remaining > 0:
         value = f"{user_id}\n{expires_at.timestamp()}"
-        await services.cache.set_raw(session_key(digest), value, min(remaining, services.cache.ttl))
+        await services.cache.set_raw(session_key(digest), value, lease, min(remaining, services.cache.ttl))
 
 
 async def current_session(request: Request, credentials: CredentialsDep) -> Session:

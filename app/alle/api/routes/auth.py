@@ -56,9 +56,10 @@ async def login(body: Credentials, request: Request, services: ServicesDep) -> T
     token = new_session_token()
     digest = services.digest(token)
     ttl = services.settings.SESSION_TTL_SECONDS
+    lease = services.cache.lease()  # nobody else knows the token yet, so nothing can invalidate it meanwhile
     async with services.pool.connection() as conn:
         expires_at = await repository.create_session(conn, token_hash=digest, user_id=user["id"], ttl_seconds=ttl)
-    await cache_session(services, digest, user["id"], expires_at)
+    await cache_session(services, digest, user["id"], expires_at, lease)
     return TokenOut(access_token=token, expires_in=ttl)
 
 

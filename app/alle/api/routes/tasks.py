@@ -135,12 +135,13 @@ async def get_task(task_id: uuid.UUID, request: Request) -> Response:
     owner = str(session.user_id).encode() + b"\n"
     if cached is not None and cached.startswith(owner):
         return Response(cached[len(owner) :], media_type="application/json")
+    lease = services.cache.lease()
     async with services.pool.connection() as conn:
         row = await repository.get_task(conn, owner_id=session.user_id, task_id=task_id)
     if row is None:
         raise _not_found()
     body = TaskOut(**row).model_dump_json().encode()
-    await services.cache.set_raw(key, cache_value(session.user_id, body))
+    await services.cache.set_raw(key, cache_value(session.user_id, body), lease)
     return Response(body, media_type="application/json")
 
 
