@@ -202,9 +202,12 @@ class Cache:
         self._forgotten += 1
 
     async def _known_epoch(self) -> int | None:
-        if self.epoch is None or time.monotonic() - self._epoch_read_at > self.recheck:
-            if self._reading is None:
-                self._reading = asyncio.ensure_future(self._read_epoch())
+        """The epoch, read if unknown. A known one due for its periodic re-read is refreshed in the background:
+        requests keep using it meanwhile, so a saturated database pool never holds up a cache hit."""
+        due = time.monotonic() - self._epoch_read_at > self.recheck
+        if (self.epoch is None or due) and self._reading is None:
+            self._reading = asyncio.ensure_future(self._read_epoch())
+        if self.epoch is None and self._reading is not None:
             # Shielded: a request cancelled while it waits must not cancel the read the others wait for.
             await asyncio.shield(self._reading)
         return self.epoch
