@@ -134,12 +134,13 @@ def prune_sessions(settings: Settings) -> int:
 def generate_report(settings: Settings) -> int:
     with create_pool(settings, max_size=1, name="report") as pool:
         report_id = reports.create_report(pool, owner_id=None)
-        rows = reports.write_report(pool, Storage(settings), report_id=report_id)
+        written = reports.write_report(pool, Storage(settings), report_id=report_id)
+    assert written is not None  # created just above
     log.info(
         "report written",
         report_id=str(report_id),
-        object_name=reports.object_name(report_id),
+        object_name=written.object_name,
         bucket=settings.STORAGE_BUCKET,
-        rows=rows,
+        rows=written.rows,
     )
     return 0

@@ -98,8 +98,11 @@ def notify_task_completed(task_id: str) -> None:
 
 def generate_report(report_id: str) -> None:
     runtime = _rt()
-    rows = reports.write_report(runtime.pool, runtime.storage, report_id=uuid.UUID(report_id))
-    log.info("report written", report_id=report_id, rows=rows)
+    written = reports.write_report(runtime.pool, runtime.storage, report_id=uuid.UUID(report_id))
+    if written is None:
+        log.warning("report not found; nothing to write", report_id=report_id)
+        return
+    log.info("report written", report_id=report_id, rows=written.rows, object_name=written.object_name)
 
 
 #: Actor names are the handlers' names; the outbox sweep and the dead letters refer to jobs by them.

@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from alle.db import Pool
@@ -16,8 +17,15 @@ from alle.storage import Storage
 COLUMNS = ["id", "owner", "title", "status", "due_date", "created_at", "completed_at"]
 
 
-def object_name(report_id: uuid.UUID) -> str:
-    return f"reports/{report_id}.csv"
+def object_name(report_id: uuid.UUID, attempt: str) -> str:
+    """One object per run: two runs of a report never write the same object."""
+    return f"reports/{report_id}/{attempt}.csv"
+
+
+@dataclass(frozen=True)
+class Written:
+    rows: int
+    object_name: str
 
 
 def create_report(pool: Pool, *, owner_id: uuid.UUID | None) -> uuid.UUID:
@@ -37,24 +45,38 @@ def _rows(pool: Pool, owner_id: uuid.UUID | None) -> list[dict[str, Any]]:
         ).fetchall()
 
 
-def write_report(pool: Pool, storage: Storage, *, report_id: uuid.UUID) -> int | None:
-    """Idempotent: a report already done is left alone; a rerun overwrites the same object name."""
+_DONE = "SELECT row_count, object_name FROM reports WHERE id = %s AND status = 'done'"
+
+
+def write_report(pool: Pool, storage: Storage, *, report_id: uuid.UUID) -> Written | None:
+    """Idempotent: a report already done is left alone.
+
+    Two runs may overlap (a redelivered job and the outbox sweep's). Each writes an object of its own, and only the
+    first to finish records it; the other deletes its object. So the CSV served and the row count recorded always
+    come from the same run, never one run's file under another's count.
+    """
     with pool.connection() as conn:
-        report = conn.execute("SELECT owner_id, status, row_count FROM reports WHERE id = %s", (report_id,)).fetchone()
+        report = conn.execute("SELECT owner_id, status FROM reports WHERE id = %s", (report_id,)).fetchone()
+        done = conn.execute(_DONE, (report_id,)).fetchone()
     if report is None:
         return None
-    if report["status"] == "done":
-        return int(report["row_count"])
+    if done is not None:
+        return Written(int(done["row_count"]), str(done["object_name"]))
     rows = _rows(pool, report["owner_id"])
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    name = object_name(report_id)
+    name = object_name(report_id, uuid.uuid4().hex)
     storage.upload_text(name, buffer.getvalue(), content_type="text/csv")
     with pool.connection() as conn:
-        conn.execute(
-            "UPDATE reports SET status = 'done', object_name = %s, row_count = %s, finished_at = now() WHERE id = %s",
+        won = conn.execute(
+            "UPDATE reports SET status = 'done', object_name = %s, row_count = %s, finished_at = now() "
+            "WHERE id = %s AND status <> 'done'",
             (name, len(rows), report_id),
-        )
-    return len(rows)
+        ).rowcount
+        done = conn.execute(_DONE, (report_id,)).fetchone()
+    if not won:
+        storage.delete(name)
+    assert done is not None
+    return Written(int(done["row_count"]), str(done["object_name"]))

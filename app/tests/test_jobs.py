@@ -14,8 +14,10 @@ import psycopg
 from google.cloud.storage import Bucket
 
 import backing
-from alle import jobs
+from alle import jobs, reports
 from alle.config import Settings
+from alle.db import create_pool
+from alle.storage import Storage
 from alle.worker import REDELIVER_AFTER_SECONDS, sweep_outbox
 from conftest import Spawn, signup_and_login, wait_for
 
@@ -115,7 +117,39 @@ def test_report_requested_over_http_is_written_to_the_bucket(spawn: Spawn, bucke
     wait_for(lambda: httpx.get(url, headers=auth).json()["status"] == "done", what="the report")
     rows = list(csv.DictReader(io.StringIO(httpx.get(f"{url}/download", headers=auth).text)))
     assert sorted(r["title"] for r in rows) == ["a", "b"]
-    assert bucket.blob(f"reports/{requested.json()['id']}.csv").exists()
+    assert len(list(bucket.list_blobs(prefix=f"reports/{requested.json()['id']}/"))) == 1
+
+
+def test_overlapping_runs_of_a_report_record_one_run_and_leave_only_its_file(
+    app_env: dict[str, str], db: psycopg.Connection[tuple[object, ...]], bucket: Bucket
+) -> None:
+    """A redelivered job and the outbox sweep can run one report at once. Here the second run starts and finishes
+    while the first is between its upload and its update, after a task was added: before, both wrote one object,
+    so the file was the second run's (two rows) under the first run's count (one)."""
+    owner = _scalar(db, "INSERT INTO users (email, password_hash) VALUES ('r@example.com', 'x') RETURNING id")
+    db.execute("INSERT INTO tasks (owner_id, title) VALUES (%s, 'first')", (owner,))
+    settings = Settings(**{k: v for k, v in app_env.items() if k in Settings.model_fields})  # type: ignore[arg-type]
+    with create_pool(settings, max_size=2, name="test") as pool:
+        report_id = reports.create_report(pool, owner_id=None)
+        storage = Storage(settings)
+        upload = storage.upload_text
+        second: list[reports.Written | None] = []
+        started: list[bool] = []
+
+        def upload_then_second_run(name: str, text: str, *, content_type: str) -> None:
+            upload(name, text, content_type=content_type)
+            if not started:
+                started.append(True)
+                db.execute("INSERT INTO tasks (owner_id, title) VALUES (%s, 'second')", (owner,))
+                second.append(reports.write_report(pool, storage, report_id=report_id))
+
+        storage.upload_text = upload_then_second_run  # type: ignore[method-assign]
+        first = reports.write_report(pool, storage, report_id=report_id)
+    assert first is not None and first == second[0]
+    assert first.rows == 2
+    stored = [blob.name for blob in bucket.list_blobs(prefix=f"reports/{report_id}/")]
+    assert stored == [first.object_name]
+    assert len(list(csv.DictReader(io.StringIO(bucket.blob(first.object_name).download_as_text())))) == first.rows
 
 
 def test_outbox_sweep_redelivers_overdue_jobs_that_redis_lost_with_its_data(
