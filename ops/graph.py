@@ -7,10 +7,10 @@ No credentials, CLI or network: what comes back is every resource the program re
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
+import multiprocessing
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -128,19 +128,40 @@ def secret_keys(root: Path = ROOT) -> list[str]:
     return [f"alle:{key}" for key, spec in project["config"].items() if spec.get("secret")]
 
 
+#: Each run is forked from a server that has imported ops.program and the provider SDKs (ops/program.py).
+_FORKSERVER = multiprocessing.get_context("forkserver")
+_FORKSERVER.set_forkserver_preload(["ops.program"])
+#: How long one run may take; it takes a few seconds.
+RUN_TIMEOUT = 120
+
+
+def _serve(stack: str, config: dict[str, str], keys: list[str], result: Connection) -> None:
+    """Runs in the forked process, where ops.program is already imported."""
+    from ops.program import serve
+
+    serve(stack, config, keys, result)
+
+
 def run(stack: str, config: dict[str, str]) -> dict[str, Any]:
-    result = subprocess.run(
-        [sys.executable, "-m", "ops.program", stack],
-        input=json.dumps({"config": config, "secret_keys": secret_keys()}),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
-    )
-    lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
-    if not lines:
-        raise ProgramError(f"the program printed nothing for {stack}:\n{result.stdout}\n{result.stderr}")
-    return dict(json.loads(lines[-1]))
+    """Run the program once for `stack` with `config`, in a process of its own; what it registered, or its error."""
+    received, sent = _FORKSERVER.Pipe(duplex=False)
+    process = _FORKSERVER.Process(target=_serve, args=(stack, config, secret_keys(), sent), daemon=True)
+    process.start()
+    sent.close()
+    try:
+        if not received.poll(RUN_TIMEOUT):
+            raise ProgramError(f"the program ran for more than {RUN_TIMEOUT} s for {stack}; it was stopped.")
+        data = dict(json.loads(received.recv()))
+    except EOFError:
+        process.join()
+        raise ProgramError(f"the program for {stack} exited ({process.exitcode}) without a result.") from None
+    finally:
+        received.close()
+        process.kill()
+        process.join()
+    if "crash" in data:
+        raise ProgramError(f"the program crashed for {stack}:\n{data['crash']}")
+    return data
 
 
 def program(stack: str, overrides: dict[str, str] | None = None, root: Path = ROOT) -> Graph:

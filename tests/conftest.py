@@ -1,8 +1,9 @@
-"""Each stack's program runs once per test session, each in its own process."""
+"""Each stack's program runs once per test session (per xdist worker), each in its own process."""
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -10,8 +11,19 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from ops import graph
 from ops.graph import Graph
-from stacks import deployed
+from stacks import RunOnce, deployed
+
+
+@pytest.fixture(scope="session", autouse=True)
+def run_once() -> Iterator[RunOnce]:
+    """Every test that runs the program through ops.graph (directly, via the stacks or alle-ops plan) shares
+    runs of the same stack and config: about 40 runs become 25."""
+    with pytest.MonkeyPatch.context() as patch:
+        runner = RunOnce(graph.run)
+        patch.setattr(graph, "run", runner)
+        yield runner
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any
+
 from ops.graph import Graph, program, stack_config
 
 MAIL_KEY = "SG.mock-sendgrid-key"
@@ -18,3 +24,35 @@ def deployed_config(stack: str, overrides: dict[str, str] | None = None) -> dict
 
 def deployed(stack: str, overrides: dict[str, str] | None = None) -> Graph:
     return program(stack, deployed_config(stack, overrides))
+
+
+class RunOnce:
+    """`fresh` (ops.graph.run), but a stack and config the program has already run with are not run again.
+
+    Under mocks the program registers the same for the same stack and config
+    (test_program.py::test_the_same_stack_and_config_register_the_same_twice), so tests that need the same run
+    share it. Each caller gets its own copy, so no test sees another's edits. Thread-safe: a run asked for
+    while it is under way is waited for, not started twice.
+    """
+
+    def __init__(self, fresh: Callable[[str, dict[str, str]], dict[str, Any]]) -> None:
+        self.fresh = fresh
+        self._lock = threading.Lock()
+        self._runs: dict[str, Future[str]] = {}
+
+    def __call__(self, stack: str, config: dict[str, str]) -> dict[str, Any]:
+        key = json.dumps([stack, config], sort_keys=True)
+        with self._lock:
+            mine = key not in self._runs
+            if mine:
+                self._runs[key] = Future()
+            result = self._runs[key]
+        if mine:
+            try:
+                result.set_result(json.dumps(self.fresh(stack, config)))
+            except BaseException as error:
+                with self._lock:
+                    del self._runs[key]  # a run that failed to finish is tried again by the next caller
+                result.set_exception(error)  # for callers already waiting on it
+                raise
+        return dict(json.loads(result.result()))

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
 from ops.graph import Graph, Resource
-from stacks import MAIL_KEY, PROMOTED, deployed
+from stacks import MAIL_KEY, PROMOTED, RunOnce, deployed, deployed_config
 
 RUN = "gcp:cloudrunv2"
 SERVICE, WORKER_POOL, JOB = f"{RUN}/service:Service", f"{RUN}/workerPool:WorkerPool", f"{RUN}/job:Job"
@@ -572,3 +573,18 @@ def test_values_gcp_owns_are_not_declared_back(stack: Graph) -> None:
 
 def test_secret_versions_outlive_a_rotation(stack: Graph) -> None:
     assert {v.inputs["deletionPolicy"] for v in stack.of_type(SECRET_VERSION)} == {"ABANDON"}
+
+
+def test_the_same_stack_and_config_register_the_same_twice(staging: Graph, run_once: RunOnce) -> None:
+    """Tests share the runs of one stack and config (tests/stacks.py): a second, fresh run must agree with it.
+
+    Registrations, and the dependencies in each, arrive in whatever order the program's outputs resolve, as they
+    do in the engine; that order is the one thing two runs may differ in.
+    """
+
+    def canonical(graph: Graph) -> dict[str, Resource]:
+        return {r.urn: replace(r, dependencies=sorted(r.dependencies)) for r in graph.resources}
+
+    again = Graph("staging", run_once.fresh("staging", deployed_config("staging")))
+    assert canonical(again) == canonical(staging)
+    assert again.outputs == staging.outputs

@@ -45,9 +45,10 @@ class Backing:
     storage: Any
     env: dict[str, str] = field(default_factory=dict)
 
-    def create_database(self, name: str) -> str:
-        """A fresh database on the shared server, so tests do not see each other's rows."""
-        self.postgres.psql(f'CREATE DATABASE "{name}";')
+    def create_database(self, name: str, template: str | None = None) -> str:
+        """A fresh database on the shared server, so tests do not see each other's rows; a copy of `template`,
+        which nothing may be connected to, if given (PostgreSQL copies it file by file)."""
+        self.postgres.psql(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}";' if template else ";"))
         return str(self.postgres.get_uri(name))
 
     def release_env(self, app_env: str, release: str, **extra: str) -> dict[str, str]:

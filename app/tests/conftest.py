@@ -47,14 +47,28 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[backing.Backi
     running.stop()
 
 
+@pytest.fixture(scope="session")
+def migrated(services: backing.Backing, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A database `alle migrate` has brought to head, once per session: each test gets a copy of it."""
+    name = "migrated"
+    env = _env(services, services.create_database(name), tmp_path_factory.mktemp("migrated"))
+    migrate = subprocess.run(["alle", "migrate"], env=env, capture_output=True, text=True, cwd=env["HOME"])
+    assert migrate.returncode == 0, migrate.stdout + migrate.stderr
+    return name
+
+
 @pytest.fixture
-def app_env(services: backing.Backing, tmp_path: Path) -> dict[str, str]:
+def app_env(services: backing.Backing, migrated: str, tmp_path: Path) -> dict[str, str]:
     """A fresh, migrated database and a fresh Redis namespace per test: no test sees another's rows."""
-    database_url = services.create_database(f"t_{uuid.uuid4().hex[:12]}")
+    database_url = services.create_database(f"t_{uuid.uuid4().hex[:12]}", template=migrated)
     services.redis.flushall()
-    env = {
+    return _env(services, database_url, tmp_path / "cwd")
+
+
+def _env(services: backing.Backing, database_url: str, home: Path) -> dict[str, str]:
+    return {
         "PATH": os.environ["PATH"],
-        "HOME": str(tmp_path / "cwd"),
+        "HOME": str(home),
         "APP_ENV": "test",
         "RELEASE": "test-release",
         "LOG_LEVEL": "INFO",
@@ -67,9 +81,6 @@ def app_env(services: backing.Backing, tmp_path: Path) -> dict[str, str]:
         # Every test logs in from 127.0.0.1; test_auth.py spawns its own web with the real limits.
         "LOGIN_ATTEMPTS_PER_ADDRESS": "100000/minute",
     }
-    migrate = subprocess.run(["alle", "migrate"], env=env, capture_output=True, text=True, cwd=tmp_path)
-    assert migrate.returncode == 0, migrate.stdout + migrate.stderr
-    return env
 
 
 class Spawn(Protocol):
