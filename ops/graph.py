@@ -128,9 +128,9 @@ def secret_keys(root: Path = ROOT) -> list[str]:
     return [f"alle:{key}" for key, spec in project["config"].items() if spec.get("secret")]
 
 
-#: Each run is forked from a server that has imported ops.program and the provider SDKs (ops/program.py).
+#: Each run is forked from a server that has imported ops.program and the provider SDKs (ops/program_server.py).
 _FORKSERVER = multiprocessing.get_context("forkserver")
-_FORKSERVER.set_forkserver_preload(["ops.program"])
+_FORKSERVER.set_forkserver_preload(["ops.program_server"])
 #: How long one run may take; it takes a few seconds.
 RUN_TIMEOUT = 120
 
