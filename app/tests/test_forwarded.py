@@ -8,6 +8,7 @@ import pytest
 from starlette.types import Message, Receive, Scope, Send
 
 from alle.api.forwarded import ForwardedClient, client_address
+from alle.api.throttle import address_key
 from alle.config import Settings
 from conftest import OFFLINE_ENV
 
@@ -59,3 +60,18 @@ def test_the_middleware_sets_the_client_and_scheme_and_leaves_the_socket_peer_wi
 def test_a_process_not_told_its_front_end_trusts_no_forwarded_entry() -> None:
     """Only the Pulumi program knows whether a load balancer sits in front; without it, 1 would trust a client."""
     assert Settings.model_validate(OFFLINE_ENV).TRUSTED_PROXY_HOPS == 0
+
+
+@pytest.mark.parametrize(
+    ("address", "key"),
+    [
+        ("203.0.113.9", "203.0.113.9"),
+        ("2001:db8:1:2:aaaa::1", "2001:db8:1:2::/64"),
+        ("2001:db8:1:2:ffff:ffff:ffff:ffff", "2001:db8:1:2::/64"),  # same subscriber, same allowance
+        ("2001:db8:1:3::1", "2001:db8:1:3::/64"),
+        ("::ffff:203.0.113.9", "203.0.113.9"),
+        ("unknown", "unknown"),
+    ],
+)
+def test_the_login_limit_counts_an_ipv6_client_by_its_64(address: str, key: str) -> None:
+    assert address_key(address) == key

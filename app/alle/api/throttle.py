@@ -8,6 +8,7 @@ each process then counts alone.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import time
 
@@ -22,6 +23,21 @@ from alle.config import Settings
 from alle.logs import get_logger
 
 log = get_logger(__name__)
+
+
+def address_key(address: str) -> str:
+    """What the per-address limit counts: an IPv4 address, or the /64 of an IPv6 one. One subscriber usually
+    holds a whole /64 (RFC 6177 suggests at least that per site), so counting single IPv6 addresses would give
+    a guesser 2^64 fresh allowances."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
 
 
 def _stricter(limit: RateLimitItem) -> RateLimitItem:
@@ -51,7 +67,7 @@ class LoginThrottle:
 
     async def hit(self, *, email: str, address: str) -> None:
         """Count one attempt for the account and the address; 429 with `Retry-After` when either is over its limit."""
-        for kind, identifier in (("account", email.casefold()), ("address", address)):
+        for kind, identifier in (("account", email.casefold()), ("address", address_key(address))):
             limit = self._limits[kind]
             limiter: MovingWindowRateLimiter = self._local
             if self._breaker.allow():
