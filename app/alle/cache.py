@@ -14,11 +14,10 @@ Dramatiq's broker needs the blocking client (`create_client`). Both get the same
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
 import redis.asyncio
@@ -32,6 +31,8 @@ from alle.db import AsyncPool, Pool
 from alle.logs import get_logger
 
 log = get_logger(__name__)
+
+P = TypeVar("P", redis.client.Pipeline, redis.asyncio.client.Pipeline)
 
 
 def task_key(task_id: uuid.UUID) -> str:
@@ -87,10 +88,7 @@ def invalidate(client: redis.Redis, pool: Pool, keys: list[str]) -> None:
     whatever Redis still holds is dead when it comes back. If PostgreSQL fails too, the error propagates.
     """
     try:
-        pipeline = client.pipeline(transaction=False)
-        for key in keys:
-            pipeline.set(key, _TOMBSTONE, ex=TOMBSTONE_SECONDS)
-        pipeline.execute()
+        _tombstones(client.pipeline(transaction=False), keys).execute()
         return
     except redis.RedisError as error:
         log.warning("cache invalidation failed; bumping the cache epoch", keys=len(keys), error=str(error))
@@ -113,6 +111,13 @@ if redis.call('GET', KEYS[1]) == ARGV[3] then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 return 1
 """
+
+
+def _tombstones(pipeline: P, keys: list[str] | tuple[str, ...]) -> P:
+    """One round trip that replaces each key's value with a tombstone, for the blocking or the asyncio client."""
+    for key in keys:
+        pipeline.set(key, _TOMBSTONE, ex=TOMBSTONE_SECONDS)
+    return pipeline
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,10 +260,6 @@ class Cache:
         stamp = str(epoch).encode() + _STAMP
         return [v[len(stamp) :] if v is not None and v.startswith(stamp) else None for v in values]
 
-    async def get(self, key: str) -> Any | None:
-        (raw,) = await self.get_many(key)
-        return None if raw is None else json.loads(raw)
-
     def lease(self) -> Lease | None:
         """Take before reading from PostgreSQL what `set_raw` will cache; None: the epoch is unknown, cache nothing."""
         return None if self.epoch is None else Lease(self.epoch, time.monotonic())
@@ -287,9 +288,6 @@ class Cache:
             return
         self.breaker.succeeded()
 
-    async def set(self, key: str, value: Any, lease: Lease | None, ttl_seconds: int | None = None) -> None:
-        await self.set_raw(key, json.dumps(value, default=str), lease, ttl_seconds)
-
     async def delete(self, *keys: str) -> None:
         """Invalidate after a committed write: a tombstone replaces each value, so a read that began before the
         write cannot cache its older copy afterwards (`set_raw`). If Redis cannot be reached, bump the epoch in
@@ -300,10 +298,7 @@ class Cache:
         """
         if self.breaker.allow():
             try:
-                pipeline = self.client.pipeline(transaction=False)
-                for key in keys:
-                    pipeline.set(key, _TOMBSTONE, ex=TOMBSTONE_SECONDS)
-                await pipeline.execute()
+                await _tombstones(self.client.pipeline(transaction=False), keys).execute()
             except redis.RedisError as error:
                 self._failed()
                 log.warning("cache invalidation failed; bumping the cache epoch", keys=keys, error=str(error))

@@ -45,9 +45,6 @@ def _rows(pool: Pool, owner_id: uuid.UUID | None) -> list[dict[str, Any]]:
         ).fetchall()
 
 
-_DONE = "SELECT row_count, object_name FROM reports WHERE id = %s AND status = 'done'"
-
-
 def write_report(pool: Pool, storage: Storage, *, report_id: uuid.UUID) -> Written | None:
     """Idempotent: a report already done is left alone.
 
@@ -55,13 +52,13 @@ def write_report(pool: Pool, storage: Storage, *, report_id: uuid.UUID) -> Writt
     first to finish records it; the other deletes its object. So the CSV served and the row count recorded always
     come from the same run, never one run's file under another's count.
     """
+    select = "SELECT owner_id, status, row_count, object_name FROM reports WHERE id = %s"
     with pool.connection() as conn:
-        report = conn.execute("SELECT owner_id, status FROM reports WHERE id = %s", (report_id,)).fetchone()
-        done = conn.execute(_DONE, (report_id,)).fetchone()
+        report = conn.execute(select, (report_id,)).fetchone()
     if report is None:
         return None
-    if done is not None:
-        return Written(int(done["row_count"]), str(done["object_name"]))
+    if report["status"] == "done":
+        return Written(int(report["row_count"]), str(report["object_name"]))
     rows = _rows(pool, report["owner_id"])
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
@@ -75,8 +72,10 @@ def write_report(pool: Pool, storage: Storage, *, report_id: uuid.UUID) -> Writt
             "WHERE id = %s AND status <> 'done'",
             (name, len(rows), report_id),
         ).rowcount
-        done = conn.execute(_DONE, (report_id,)).fetchone()
-    if not won:
-        storage.delete(name)
-    assert done is not None
-    return Written(int(done["row_count"]), str(done["object_name"]))
+        if not won:
+            report = conn.execute(select, (report_id,)).fetchone()
+    if won:
+        return Written(len(rows), name)
+    storage.delete(name)
+    assert report is not None
+    return Written(int(report["row_count"]), str(report["object_name"]))

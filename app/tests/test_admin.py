@@ -11,7 +11,7 @@ import httpx
 import psycopg
 from google.cloud.storage import Bucket
 
-from conftest import PrivateRedis, Proc, Spawn, cached_session, signup_and_login
+from conftest import PrivateRedis, Proc, Spawn, cached_session, read_until_cached, signup_and_login
 
 Db = psycopg.Connection[tuple[object, ...]]
 
@@ -54,15 +54,6 @@ def _run_while_redis_is_down(redis: PrivateRedis, env: dict[str, str], *args: st
     run = _alle({**env, "REDIS_URL": f"unix://{redis.socket}"}, *args)
     redis.start()
     assert run.returncode == 0, run.stdout + run.stderr
-
-
-def _read_until_cached(url: str, auth: dict[str, str], redis: PrivateRedis, key: str) -> None:
-    """A fresh process caches nothing until it knows the cache epoch, so the entry may take a second read."""
-    for _ in range(3):
-        assert httpx.get(url, headers=auth).status_code == 200
-        if redis.client.exists(key):
-            return
-    raise AssertionError(f"{key} was never cached")
 
 
 def test_cleanup_deletes_only_old_completed_tasks_and_their_attachments(
@@ -155,7 +146,7 @@ def test_a_task_cleaned_up_while_redis_is_down_is_not_served_when_redis_returns_
     httpx.post(f"{web.url}/v1/tasks/{ids['old-done']}/complete", headers=auth)
     _age(db, "old-done")
     url, key = f"{web.url}/v1/tasks/{ids['old-done']}", f"task:{ids['old-done']}"
-    _read_until_cached(url, auth, private_redis, key)
+    read_until_cached(url, auth, private_redis.client, key)
     _run_while_redis_is_down(private_redis, app_env, "cleanup-old-tasks", "--older-than-days", "30")
     assert _titles(db) == set()
     assert private_redis.client.exists(key)  # Redis came back holding the deleted task
