@@ -241,6 +241,14 @@ def rss_mib(pid: int) -> tuple[float, float]:
     return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
 
 
+def default_sizing() -> str:
+    """The sizing a run measures: the app's defaults."""
+    from alle.config import Settings
+
+    names = ("MAX_REQUESTS_IN_FLIGHT", "DATABASE_POOL_SIZE", "WEB_CONCURRENCY")
+    return ", ".join(f"{name}={Settings.model_fields[name].default}" for name in names)
+
+
 def machine() -> str:
     model = ""
     cpuinfo = Path("/proc/cpuinfo")
@@ -254,10 +262,13 @@ def percent(part: float, whole: float) -> str:
     return f"{100 * part / whole:5.1f}%" if whole else "  n/a "
 
 
-def report(results: list[Result], web_rss: tuple[float, float], started: datetime, duration: int, load: str) -> None:
+def report(
+    results: list[Result], web_rss: tuple[float, float], started: datetime, duration: int, load: str, sizing: str
+) -> None:
     print()
     print(f"alle HTTP benchmark, {started:%Y-%m-%d %H:%M} UTC, {machine()}, Python {platform.python_version()}")
     print(f"{duration} s per run, wrk -t2 --timeout {WRK_TIMEOUT} on the same machine; load average {load}")
+    print(f"alle web: one process, the app's default sizing ({sizing})")
     print()
     header = f"{'load':30} {'conc':>4} {'rate':>14} {'ratio':>22} {'p50':>9} {'p99':>9} {'max':>9}"
     print(header + f" {'2xx':>8} {'503':>7} {'other':>6} {'timeout':>7} {'sockerr':>7} {'cpu/req':>8}")
@@ -369,7 +380,7 @@ def run(duration: int, wrk_binary: str) -> None:
                 print(f"  done: {name} @{concurrency}", file=sys.stderr, flush=True)
         results.append(pg)
         web_rss = rss_mib(web.pid)
-        report(results, web_rss, started, duration, load)
+        report(results, web_rss, started, duration, load, default_sizing())
 
 
 def serve_hello(port: int) -> None:

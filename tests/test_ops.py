@@ -172,7 +172,7 @@ def test_plan_shows_the_settings_a_reviewer_cares_about(production: Graph) -> No
         "env APP_ENV: production",
         "secretData: (secret)",
         "invoker check: off (public)",
-        "concurrency: 80",
+        "concurrency: 64",
         "env WEB_CONCURRENCY: 2",
         "runs when image or release changes: yes, waits up to 40m",
         "secretData: (secret)",

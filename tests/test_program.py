@@ -309,7 +309,7 @@ def test_no_stack_declares_the_shared_registry_or_access_to_it(stack: Graph) -> 
 
 
 def test_web_runs_alle_web_with_probes_scaling_and_sizing_per_stack(staging: Graph, production: Graph) -> None:
-    expected = {"staging": (0, 3, 40, "1", "512Mi"), "production": (1, 20, 80, "2", "1Gi")}
+    expected = {"staging": (0, 3, 32, "1", "512Mi"), "production": (1, 20, 64, "2", "1Gi")}
     for graph in (staging, production):
         service = graph.one(SERVICE)
         template = service.inputs["template"]
@@ -475,7 +475,7 @@ def test_release_id_reaches_the_app_unchanged_and_gcp_fields_in_their_own_forms(
 def test_app_sizing_reaches_every_process_and_cloud_run_concurrency_is_its_product(
     staging: Graph, production: Graph
 ) -> None:
-    for graph, (processes, per_process, pool) in ((staging, (1, 40, 3)), (production, (2, 40, 4))):
+    for graph, (processes, per_process, pool) in ((staging, (1, 32, 3)), (production, (2, 32, 4))):
         for workload in workloads(graph):
             values = env(workload)
             assert (values["WEB_CONCURRENCY"], values["MAX_REQUESTS_IN_FLIGHT"], values["DATABASE_POOL_SIZE"]) == (

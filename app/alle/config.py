@@ -92,7 +92,9 @@ class Settings(BaseSettings):
     # Cloud Run concurrency = WEB_CONCURRENCY × MAX_REQUESTS_IN_FLIGHT; connections = processes × pool.
     DATABASE_POOL_SIZE: Annotated[int, Field(ge=1, le=100)] = 10
     WEB_CONCURRENCY: Annotated[int, Field(ge=1, le=16)] = 1
-    MAX_REQUESTS_IN_FLIGHT: Annotated[int, Field(ge=1, le=1000)] = 80
+    #: 32: what one process serves within the latency promised (p99 under 150 ms) on its slowest route, the task
+    #: list, at about 400 a second per vCPU (README "Performance"); the same default as alle:webRequestsPerProcess.
+    MAX_REQUESTS_IN_FLIGHT: Annotated[int, Field(ge=1, le=1000)] = 32
     #: How many X-Forwarded-For entries, from the right, our own front ends append; the client is the leftmost of
     #: them (alle/api/forwarded.py). 1: Cloud Run's run.app URL; 2: behind the external Application Load Balancer;
     #: 0: ignore the header (reached directly). The Pulumi program sets it from the stack's edge; the default is 0,

@@ -57,6 +57,60 @@ def test_a_request_over_the_bound_gets_the_next_free_slot_while_it_waits(monkeyp
     assert asyncio.run(scenario()) == [200, 200]
 
 
+def test_a_freed_slot_goes_to_the_request_that_has_waited_least(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under overload, newest first: the request that waited longest is the one left to get its 503."""
+    monkeypatch.setattr(limits, "QUEUE_SECONDS", 60)
+
+    async def scenario() -> list[str]:
+        order: list[str] = []
+        inner = Parked()
+        app = InFlightLimit(inner, limit=1)
+
+        async def request(name: str) -> None:
+            await _request(app)
+            order.append(name)
+
+        first = asyncio.create_task(request("first"))
+        while inner.entered == 0:
+            await asyncio.sleep(0)
+        older = asyncio.create_task(request("older"))
+        while len(app._waiters) < 1:
+            await asyncio.sleep(0)
+        newer = asyncio.create_task(request("newer"))
+        while len(app._waiters) < 2:
+            await asyncio.sleep(0)
+        inner.release.set()
+        await asyncio.gather(first, older, newer)
+        assert (app.in_flight, len(app._waiters)) == (0, 0)
+        return order
+
+    assert asyncio.run(scenario()) == ["first", "newer", "older"]
+
+
+def test_a_waiting_request_that_is_cancelled_leaves_the_queue_and_takes_no_slot(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(limits, "QUEUE_SECONDS", 60)
+
+    async def scenario() -> tuple[int, int]:
+        inner = Parked()
+        app = InFlightLimit(inner, limit=1)
+        first = asyncio.create_task(_request(app))
+        while inner.entered == 0:
+            await asyncio.sleep(0)
+        waiting = asyncio.create_task(_request(app))
+        while not app._waiters:
+            await asyncio.sleep(0)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        inner.release.set()
+        await first
+        return app.in_flight, len(app._waiters)
+
+    assert asyncio.run(scenario()) == (0, 0)
+
+
 def test_a_request_over_the_bound_gets_503_with_retry_after_and_probes_pass(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(limits, "QUEUE_SECONDS", 0)
 
@@ -71,6 +125,8 @@ def test_a_request_over_the_bound_gets_503_with_retry_after_and_probes_pass(monk
         while inner.entered < 2:
             await asyncio.sleep(0)
         inner.release.set()
+        # The refused request's wait ended at its deadline and left nothing queued.
+        assert not app._waiters
         return await first, refused, await probe
 
     assert asyncio.run(scenario()) == (200, 503, 200)

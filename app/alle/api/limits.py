@@ -16,10 +16,11 @@ log = get_logger(__name__)
 
 #: Cloud Run's probes must see the truth about the process, not the overload answer.
 PROBES = frozenset({"/healthz", "/readyz"})
-#: How long a request above the bound waits for a slot before its 503: short enough that the answer stays
-#: fast (well under 100 ms), long enough that a client retrying at once is not answered thousands of times a
-#: second at the expense of the requests being served.
-QUEUE_SECONDS = 0.05
+#: How long a request above the bound waits for a slot before its 503: within the 100 ms a refusal must take, and
+#: long enough that clients retrying at once (as load generators and naive clients do) are not answered thousands
+#: of times a second at the expense of the requests being served: each refusal still costs a request's parsing
+#: and a write.
+QUEUE_SECONDS = 0.075
 #: Refusals are counted and logged at most this often; Cloud Run's request log has each one anyway.
 LOG_EVERY_SECONDS = 1.0
 
@@ -27,16 +28,20 @@ LOG_EVERY_SECONDS = 1.0
 class InFlightLimit:
     """At most `limit` requests in this process at once; the next waits up to QUEUE_SECONDS, then gets 503.
 
-    Sized with the pool (app/README.md): requests beyond what the connections can serve would only queue
-    for the pool. Slots pass to waiters first come, first served. Probes are not counted. No lock: the
-    state lives on one event loop.
+    Sized so that `limit` requests are served within the latency the service promises (app/README.md). A slot
+    that comes free goes to the request that has waited least (last in, first out): under overload, first come,
+    first served would hand every slot to a request that has already spent most of its wait in the queue,
+    so each answer would take a queue wait plus a service time. Newest first keeps the served requests fast, and
+    the ones left waiting get their 503 at the deadline (Facebook's adaptive LIFO, "Fail at Scale", ACM Queue
+    2015). Probes are not counted. No lock: the state lives on one event loop.
     """
 
     def __init__(self, app: ASGIApp, *, limit: int, retry_after_seconds: int = 1) -> None:
         self.app = app
         self.limit = limit
         self.in_flight = 0
-        self._waiters: deque[asyncio.Future[None]] = deque()
+        #: Waiting requests, oldest on the left. A waiter's result is whether it was given a slot.
+        self._waiters: deque[asyncio.Future[bool]] = deque()
         self._refused = 0
         self._logged_at = 0.0
         body = json.dumps({"detail": "The server is at capacity; retry shortly."}).encode()
@@ -69,29 +74,34 @@ class InFlightLimit:
         if self.in_flight < self.limit and not self._waiters:
             self.in_flight += 1
             return True
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # A bare future and one timer: the cheapest wait asyncio offers, as refusals come when CPU is scarce.
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[bool] = loop.create_future()
         self._waiters.append(waiter)
+        deadline = loop.call_later(QUEUE_SECONDS, self._expire, waiter)
         try:
-            async with asyncio.timeout(QUEUE_SECONDS):
-                await waiter
-        except TimeoutError:
-            pass
+            return await waiter
         except BaseException:
-            if waiter.done() and not waiter.cancelled():
+            if waiter.cancelled():
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(waiter)
+            elif waiter.result():
                 self._release()  # handed a slot just as this request was cancelled: pass it on
             raise
         finally:
-            with contextlib.suppress(ValueError):
-                self._waiters.remove(waiter)
-        # Granted, possibly in the same loop iteration as the timeout: the slot is ours either way.
-        return waiter.done() and not waiter.cancelled()
+            deadline.cancel()
+
+    def _expire(self, waiter: asyncio.Future[bool]) -> None:
+        if not waiter.done():
+            waiter.set_result(False)
+            self._waiters.remove(waiter)  # the oldest expire first, and they sit at the left: a short scan
 
     def _release(self) -> None:
-        """Hand the slot to the oldest waiter still waiting, or free it."""
+        """Hand the slot to the newest waiter, or free it."""
         while self._waiters:
-            waiter = self._waiters.popleft()
+            waiter = self._waiters.pop()
             if not waiter.done():
-                waiter.set_result(None)
+                waiter.set_result(True)
                 return
         self.in_flight -= 1
 
