@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -34,6 +35,10 @@ log = get_logger(__name__)
 #: so more threads than cores only queue; transfers mostly wait on the network.
 STORAGE_THREADS = 16
 BLOCKING_THREADS = 4
+#: The cyclic collector's thresholds while serving. A request's objects are freed by reference counting, but with
+#: dozens of requests in flight the count of live allocations crosses CPython's default 700 hundreds of times a
+#: second, and each pass walks every request's objects: about 0.1 ms of CPU per request, measured in process.
+GC_THRESHOLDS = (10_000, 10, 10)
 
 
 class Bounded(FastAPI):
@@ -70,6 +75,7 @@ def create_app(settings: Settings) -> FastAPI:
             blocking=anyio.CapacityLimiter(BLOCKING_THREADS),
             breaker=breaker,
         )
+        settle_heap()
         log.info(
             "web started",
             release=settings.RELEASE,
@@ -113,6 +119,17 @@ def create_app(settings: Settings) -> FastAPI:
         )
 
     return app
+
+
+def settle_heap() -> None:
+    """Once the app is built: what exists now (modules, the app, its pools) lives as long as the process.
+
+    Frozen, it is left out of every later collection. Otherwise each full collection walks it all, about 0.2 s
+    during which no request is served, every thousand or so requests (measured in process). Then collections
+    run at GC_THRESHOLDS.
+    """
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def create_web_app() -> FastAPI:

@@ -1,0 +1,41 @@
+"""The web process's heap: what start-up builds is kept out of the collector's way while requests are served."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+
+from alle.api.app import create_app
+from alle.config import AppEnv, Settings
+from conftest import SECRET
+
+#: CPython's default threshold for a young collection.
+CPYTHON_GEN0 = 700
+
+
+def test_start_up_freezes_the_heap_and_young_collections_run_less_often_than_cpythons_default() -> None:
+    """A full collection that walks the start-up heap stalls every request for about 0.2 s; frozen, it does not."""
+    settings = Settings(
+        APP_ENV=AppEnv.test,
+        RELEASE="heap-test",
+        DATABASE_URL="postgresql://u:p@127.0.0.1:1/db",
+        REDIS_URL="redis://127.0.0.1:1/0",
+        STORAGE_BUCKET="alle-test",
+        SECRET_KEY=SECRET,
+    )
+    app = create_app(settings)
+    thresholds = gc.get_threshold()
+    gc.unfreeze()
+
+    async def serving() -> tuple[int, int]:
+        async with app.router.lifespan_context(app):
+            return gc.get_freeze_count(), gc.get_threshold()[0]
+
+    try:
+        frozen, young = asyncio.run(serving())
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*thresholds)
+    # The modules, the app and its services: far more than any one request allocates.
+    assert frozen > 50_000
+    assert young > CPYTHON_GEN0
