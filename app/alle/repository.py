@@ -12,8 +12,9 @@ import uuid
 from datetime import date, datetime
 from typing import Any
 
-from psycopg import AsyncConnection, Connection
+from psycopg import AsyncClientCursor, AsyncConnection, Connection
 from psycopg.errors import UniqueViolation
+from psycopg.rows import dict_row
 
 Row = dict[str, Any]
 Conn = Connection[Row]
@@ -144,17 +145,24 @@ async def get_task(conn: AsyncConn, *, owner_id: uuid.UUID, task_id: uuid.UUID) 
 async def list_tasks(
     conn: AsyncConn, *, owner_id: uuid.UUID, status: str | None, limit: int, offset: int
 ) -> tuple[list[Row], int]:
-    """The page and the total, sent together in one round trip (pipeline mode)."""
-    where = "owner_id = %s" + (" AND status = %s" if status else "")
-    params: tuple[Any, ...] = (owner_id, status) if status else (owner_id,)
-    async with conn.pipeline():
-        page = await conn.execute(
-            f"SELECT {TASK_COLUMNS} FROM tasks WHERE {where} ORDER BY created_at DESC, id LIMIT %s OFFSET %s",
-            (*params, limit, offset),
-        )
-        count = await conn.execute(f"SELECT count(*) AS n FROM tasks WHERE {where}", params)
-    rows = await page.fetchall()
-    total = await count.fetchone()
+    """The page and the total, sent together in one round trip.
+
+    Both statements go in one query string, which needs client-side binding (psycopg's ClientCursor quotes the
+    values). Pipeline mode did the same with server-side binding, at about an eighth of a list's CPU in psycopg's
+    pipeline machinery. A window count (`count(*) OVER ()`) would fetch every matching row in full for twenty.
+    """
+    where = "owner_id = %(owner)s" + (" AND status = %(status)s" if status else "")
+    params = {"owner": owner_id, "status": status, "limit": limit, "offset": offset}
+    cursor = AsyncClientCursor(conn, row_factory=dict_row)
+    await cursor.execute(
+        f"SELECT {TASK_COLUMNS} FROM tasks WHERE {where} "
+        "ORDER BY created_at DESC, id LIMIT %(limit)s OFFSET %(offset)s; "
+        f"SELECT count(*) AS n FROM tasks WHERE {where}",
+        params,
+    )
+    rows = await cursor.fetchall()
+    cursor.nextset()
+    total = await cursor.fetchone()
     assert total is not None
     return rows, int(total["n"])
 
