@@ -6,6 +6,7 @@ rules and the known cases, so a regression names itself.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
 from typing import Any
@@ -87,6 +88,29 @@ def test_every_operation_declares_the_errors_its_session_parameters_and_middlewa
         for method, path, op in _operations(document)
     }
     assert {label: statuses for label, statuses in missing.items() if statuses} == {}
+
+
+def test_an_operation_declares_the_bearer_scheme_exactly_when_it_refuses_a_request_without_a_token(
+    app: FastAPI, document: dict[str, Any]
+) -> None:
+    """Some routes read the token themselves (deps.SessionRoute, get_task), so their security entry is written by
+    hand: this holds it to what the route does. In process: the session check answers before any service is used."""
+
+    async def refused_without_a_token() -> dict[tuple[str, str], bool]:
+        app.state.services = object()  # never reached by a request that has no token
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        refused = {}
+        async with httpx.AsyncClient(transport=transport, base_url="http://alle.test") as client:
+            for method, path, _ in _operations(document):
+                url = re.sub(r"\{[^}]+\}", str(uuid.uuid4()), path)
+                refused[method, path] = (await client.request(method, url)).status_code == 401
+        del app.state.services
+        return refused
+
+    refused = asyncio.run(refused_without_a_token())
+    declared = {(method, path): bool(operation.get("security")) for method, path, operation in _operations(document)}
+    assert declared == refused
+    assert sum(refused.values()) >= 12
 
 
 def test_every_error_is_declared_as_a_problem_or_for_422_as_invalid_input(document: dict[str, Any]) -> None:

@@ -11,13 +11,13 @@ from fastapi import APIRouter, HTTPException, Request, status
 from pydantic import BaseModel
 
 from alle import repository
-from alle.api.deps import CallerDep, ServicesDep, SessionDep, cache_session
+from alle.api.deps import CallerDep, ServicesDep, SessionDep, SessionRoute, cache_session
 from alle.api.errors import answers, invalid
 from alle.api.schemas import Credentials, SignUp, TokenOut, UserOut
 from alle.cache import session_key
 from alle.security import hash_password, new_session_token, password_problem, verify_password
 
-router = APIRouter(prefix="/v1", tags=["auth"], responses=answers(503))
+router = APIRouter(prefix="/v1", tags=["auth"], responses=answers(503), route_class=SessionRoute)
 
 SIGNED_UP = "Signed up: log in with this email and password. An email that already had an account keeps its password."
 

@@ -9,13 +9,13 @@ from fastapi import APIRouter, HTTPException, Response, status
 from fastapi.responses import StreamingResponse
 
 from alle import repository
-from alle.api.deps import CallerDep, Services
+from alle.api.deps import CallerDep, Services, SessionRoute
 from alle.api.errors import NOSNIFF, answers
 from alle.api.schemas import ReportOut
 from alle.logs import get_logger
 
 log = get_logger(__name__)
-router = APIRouter(prefix="/v1/reports", tags=["reports"], responses=answers(503))
+router = APIRouter(prefix="/v1/reports", tags=["reports"], responses=answers(503), route_class=SessionRoute)
 
 
 @router.post("", status_code=status.HTTP_202_ACCEPTED, responses=answers(401, 413))

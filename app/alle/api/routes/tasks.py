@@ -20,14 +20,14 @@ from psycopg.errors import ForeignKeyViolation
 from pydantic import BaseModel
 
 from alle import repository
-from alle.api.deps import BEARER_SECURITY, CallerDep, Services, authenticate, bearer, services_of
+from alle.api.deps import BEARER_SECURITY, CallerDep, Services, SessionRoute, authenticate, bearer, services_of
 from alle.api.errors import NOSNIFF, answers, invalid
 from alle.api.schemas import AttachmentOut, TaskCreate, TaskOut, TaskPage, TaskStatus, TaskUpdate
 from alle.cache import task_key
 from alle.logs import get_logger
 from alle.storage import ATTACHMENT_TYPES, OCTET_STREAM, attachment_type
 
-router = APIRouter(prefix="/v1/tasks", tags=["tasks"], responses=answers(503))
+router = APIRouter(prefix="/v1/tasks", tags=["tasks"], responses=answers(503), route_class=SessionRoute)
 log = get_logger(__name__)
 
 MAX_ATTACHMENT_BYTES = 10 * 1024 * 1024
