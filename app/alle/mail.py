@@ -7,12 +7,13 @@ dropped by whoever reads it.
 
 from __future__ import annotations
 
-from typing import Protocol
-
-import httpx
+from typing import TYPE_CHECKING, Protocol
 
 from alle.config import Settings
 from alle.logs import get_logger
+
+if TYPE_CHECKING:
+    import httpx
 
 log = get_logger(__name__)
 
@@ -32,7 +33,11 @@ class SendGridMailer:
     def __init__(self, api_key: str, sender: str, *, url: str, client: httpx.Client | None = None) -> None:
         self.sender = sender
         self.url = url
-        self.client = client or httpx.Client(timeout=10, headers={"Authorization": f"Bearer {api_key}"})
+        if client is None:
+            import httpx  # only the worker sends mail; the web process never loads it
+
+            client = httpx.Client(timeout=10, headers={"Authorization": f"Bearer {api_key}"})
+        self.client = client
 
     def send(self, *, to: str, subject: str, body: str, notification_id: str) -> None:
         """Raises on any non-2xx so the queue retries the job with backoff."""
