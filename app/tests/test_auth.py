@@ -11,7 +11,7 @@ import pytest
 
 import backing
 from alle.security import TokenDigester, verify_password
-from conftest import SECRET, PrivateRedis, Spawn, cached_session, signup_and_login
+from conftest import SECRET, PrivateRedis, SharedWeb, Spawn, cached_session, signup_and_login
 
 PASSWORD = "correct horse battery"
 
@@ -56,15 +56,15 @@ def test_logout_and_writes_while_redis_is_down_hold_when_redis_returns_with_its_
     assert int(epoch) >= 1
 
 
-def test_a_cached_session_is_never_honoured_past_its_expiry(spawn: Spawn, services: backing.Backing) -> None:
-    web = spawn("web")
+def test_a_cached_session_is_never_honoured_past_its_expiry(shared_web: SharedWeb) -> None:
+    web = shared_web
     auth = signup_and_login(web.url)
-    key = cached_session(web.url, auth, services.redis)
-    stamp, _, value = services.redis.get(key).partition(b"\x1f")
+    key = cached_session(web.url, auth, web.redis)
+    stamp, _, value = web.redis.get(key).partition(b"\x1f")
     user_id, _, expires = value.decode().partition("\n")
     assert float(expires) > time.time()
     # The same entry, as if its expiry had passed while Redis kept it (no TTL at all).
-    services.redis.set(key, stamp + b"\x1f" + f"{user_id}\n{time.time() - 1}".encode())
+    web.redis.set(key, stamp + b"\x1f" + f"{user_id}\n{time.time() - 1}".encode())
     refused = httpx.get(f"{web.url}/v1/users/me", headers=auth)
     assert refused.status_code == 401
     assert "log in again" in refused.json()["detail"]
@@ -139,8 +139,8 @@ def test_an_unknown_email_costs_a_full_password_verification(monkeypatch: pytest
     assert verified[0].startswith("$argon2id$")
 
 
-def test_signup_answers_the_same_for_a_taken_email_and_keeps_its_password(spawn: Spawn) -> None:
-    web = spawn("web")
+def test_signup_answers_the_same_for_a_taken_email_and_keeps_its_password(shared_web: SharedWeb) -> None:
+    web = shared_web
     email = f"{uuid.uuid4().hex[:10]}@example.com"
     first = httpx.post(f"{web.url}/v1/auth/signup", json={"email": email, "password": PASSWORD})
     again = httpx.post(f"{web.url}/v1/auth/signup", json={"email": email, "password": "another good passphrase"})
@@ -158,8 +158,10 @@ def test_signup_answers_the_same_for_a_taken_email_and_keeps_its_password(spawn:
         ("{email}", "is the email address"),
     ],
 )
-def test_signup_refuses_weak_passwords_naming_the_field_not_the_value(spawn: Spawn, password: str, reason: str) -> None:
-    web = spawn("web")
+def test_signup_refuses_weak_passwords_naming_the_field_not_the_value(
+    shared_web: SharedWeb, password: str, reason: str
+) -> None:
+    web = shared_web
     email = f"{uuid.uuid4().hex[:10]}@example.com"
     password = password.format(email=email)
     refused = httpx.post(f"{web.url}/v1/auth/signup", json={"email": email, "password": password})

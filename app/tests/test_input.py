@@ -8,15 +8,16 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from conftest import Proc, Spawn, signup_and_login
+from conftest import SharedWeb, signup_and_login
 
 
 @pytest.fixture
-def web(spawn: Spawn) -> Proc:
-    return spawn("web")
+def web(shared_web: SharedWeb) -> SharedWeb:
+    """Shared: each test signs up a user of its own or sends what no route accepts."""
+    return shared_web
 
 
-def test_a_json_body_above_64_kib_is_refused_with_413_before_parsing(web: Proc) -> None:
+def test_a_json_body_above_64_kib_is_refused_with_413_before_parsing(web: SharedWeb) -> None:
     auth = signup_and_login(web.url)
     body = b'{"title": "x", "notes": "' + b"a" * (64 * 1024) + b'"}'
     declared = httpx.post(f"{web.url}/v1/tasks", content=body, headers={**auth, "Content-Type": "application/json"})
@@ -24,7 +25,7 @@ def test_a_json_body_above_64_kib_is_refused_with_413_before_parsing(web: Proc) 
     assert declared.json() == {"detail": "Request bodies are limited to 65536 bytes."}
 
 
-def test_a_chunked_body_without_a_length_is_counted_as_it_arrives(web: Proc) -> None:
+def test_a_chunked_body_without_a_length_is_counted_as_it_arrives(web: SharedWeb) -> None:
     def chunks() -> Iterator[bytes]:
         yield b'{"email": "a@example.com", "password": "'
         for _ in range(100):
@@ -36,14 +37,14 @@ def test_a_chunked_body_without_a_length_is_counted_as_it_arrives(web: Proc) -> 
     assert b"ppp" not in refused.content
 
 
-def test_a_body_under_the_limit_still_reaches_the_route(web: Proc) -> None:
+def test_a_body_under_the_limit_still_reaches_the_route(web: SharedWeb) -> None:
     auth = signup_and_login(web.url)
     created = httpx.post(f"{web.url}/v1/tasks", json={"title": "t", "notes": "n" * 10_000}, headers=auth)
     assert created.status_code == 201
     assert created.json()["notes"] == "n" * 10_000
 
 
-def test_validation_errors_name_the_field_and_never_echo_the_value(web: Proc) -> None:
+def test_validation_errors_name_the_field_and_never_echo_the_value(web: SharedWeb) -> None:
     secret = "Zq9x!"  # too short, and in no error message
     refused = httpx.post(f"{web.url}/v1/auth/signup", json={"email": "not-an-email!x", "password": secret})
     assert refused.status_code == 422
@@ -55,7 +56,7 @@ def test_validation_errors_name_the_field_and_never_echo_the_value(web: Proc) ->
         assert set(error) == {"loc", "msg", "type"}
 
 
-def test_an_invalid_json_body_is_not_echoed_either(web: Proc) -> None:
+def test_an_invalid_json_body_is_not_echoed_either(web: SharedWeb) -> None:
     refused = httpx.post(
         f"{web.url}/v1/auth/login",
         content=b'{"email": "a@example.com", "password": "hunter2-hunter2',
@@ -65,7 +66,7 @@ def test_an_invalid_json_body_is_not_echoed_either(web: Proc) -> None:
     assert "hunter2" not in refused.text
 
 
-def test_an_unknown_key_and_a_malformed_id_are_refused_without_quoting_them(web: Proc) -> None:
+def test_an_unknown_key_and_a_malformed_id_are_refused_without_quoting_them(web: SharedWeb) -> None:
     """Pydantic quotes an unknown key in `loc` and the offending characters of a UUID in `msg`."""
     auth = signup_and_login(web.url)
     extra = httpx.post(f"{web.url}/v1/tasks", json={"title": "t", "<script>zq9</script>": 1}, headers=auth)
@@ -83,7 +84,7 @@ def test_an_unknown_key_and_a_malformed_id_are_refused_without_quoting_them(web:
     [("title", "a\u0000b"), ("notes", "a\u0000b"), ("title", "a\ud800b"), ("notes", "\udfff")],
     ids=["nul-title", "nul-notes", "surrogate-title", "lone-low-surrogate-notes"],
 )
-def test_nul_and_unpaired_surrogates_are_422_naming_the_field(web: Proc, field: str, value: str) -> None:
+def test_nul_and_unpaired_surrogates_are_422_naming_the_field(web: SharedWeb, field: str, value: str) -> None:
     auth = signup_and_login(web.url)
     # json.dumps escapes both as \uXXXX, the way a hostile client would send them.
     body = json.dumps({"title": "t", field: value})
@@ -93,7 +94,7 @@ def test_nul_and_unpaired_surrogates_are_422_naming_the_field(web: Proc, field: 
     assert httpx.get(f"{web.url}/v1/tasks", headers=auth).json()["total"] == 0
 
 
-def test_a_nul_in_a_password_is_422_not_500(web: Proc) -> None:
+def test_a_nul_in_a_password_is_422_not_500(web: SharedWeb) -> None:
     refused = httpx.post(
         f"{web.url}/v1/auth/signup", json={"email": "nul@example.com", "password": "correct horse\u0000battery"}
     )
@@ -102,7 +103,7 @@ def test_a_nul_in_a_password_is_422_not_500(web: Proc) -> None:
 
 
 @pytest.mark.parametrize("due_date", [0, 1_700_000_000, "0", "1700000000", "2026-12-01T00:00:00", True])
-def test_a_due_date_must_be_written_as_a_date(web: Proc, due_date: object) -> None:
+def test_a_due_date_must_be_written_as_a_date(web: SharedWeb, due_date: object) -> None:
     auth = signup_and_login(web.url)
     refused = httpx.post(f"{web.url}/v1/tasks", json={"title": "t", "due_date": due_date}, headers=auth)
     assert refused.status_code == 422

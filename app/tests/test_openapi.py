@@ -17,13 +17,14 @@ import schemathesis
 from email_validator import SPECIAL_USE_DOMAIN_NAMES
 from fastapi import FastAPI
 from fastapi.routing import APIRoute, iter_route_contexts
+from limits import parse
 from pydantic import ValidationError
 
 from alle.api.app import create_app
 from alle.api.limits import PROBES
 from alle.api.schemas import SignUp
 from alle.config import AppEnv, Settings
-from conftest import SECRET, Proc, Spawn, signup_and_login
+from conftest import SECRET, SharedWeb, signup_and_login
 
 JSON_BODY = "application/json"
 
@@ -143,12 +144,14 @@ def test_sign_up_declares_the_password_policy_length(document: dict[str, Any]) -
 
 
 @pytest.fixture
-def web(spawn: Spawn) -> Proc:
-    # Two log-ins a minute per account: enough for signup_and_login, and a third attempt is throttled.
-    return spawn("web", {"LOGIN_ATTEMPTS_PER_ACCOUNT": "2/minute"})
+def web(shared_web: SharedWeb) -> SharedWeb:
+    """Shared: each test signs up a user of its own, and the throttled account is a new one too."""
+    return shared_web
 
 
-def test_every_error_a_route_raises_is_declared_and_matches_its_schema(web: Proc, document: dict[str, Any]) -> None:
+def test_every_error_a_route_raises_is_declared_and_matches_its_schema(
+    web: SharedWeb, document: dict[str, Any]
+) -> None:
     schema = schemathesis.openapi.from_dict(document)
     auth = signup_and_login(web.url)
     task = httpx.post(f"{web.url}/v1/tasks", json={"title": "t"}, headers=auth).json()
@@ -197,7 +200,7 @@ def test_every_error_a_route_raises_is_declared_and_matches_its_schema(web: Proc
         ),
     ]
     throttled = {"email": f"{uuid.uuid4().hex[:10]}@example.com", "password": "not the password either"}
-    for _ in range(2):
+    for _ in range(parse(Settings.model_fields["LOGIN_ATTEMPTS_PER_ACCOUNT"].default).amount):  # the web's default
         httpx.post(f"{web.url}/v1/auth/login", json=throttled)
     probes.append(("POST", "/v1/auth/login", 429, {"json": throttled}))
     failures = []
@@ -217,7 +220,7 @@ def test_every_error_a_route_raises_is_declared_and_matches_its_schema(web: Proc
     assert failures == []
 
 
-def test_a_method_the_path_does_not_have_is_405_with_every_method_it_has_in_allow(web: Proc) -> None:
+def test_a_method_the_path_does_not_have_is_405_with_every_method_it_has_in_allow(web: SharedWeb) -> None:
     """Starlette names only the first route's methods; RFC 9110 wants all of the target resource's."""
     refused = httpx.request("PUT", f"{web.url}/v1/tasks/{uuid.uuid4()}")
     assert refused.status_code == 405
@@ -225,7 +228,7 @@ def test_a_method_the_path_does_not_have_is_405_with_every_method_it_has_in_allo
     assert "use " in refused.json()["detail"]
 
 
-def test_the_document_is_the_one_the_live_web_serves(web: Proc, document: dict[str, Any]) -> None:
+def test_the_document_is_the_one_the_live_web_serves(web: SharedWeb, document: dict[str, Any]) -> None:
     """What the in-process tests above read is what clients and Schemathesis get."""
     served = httpx.get(f"{web.url}/openapi.json").json()
     assert (served["paths"], served["components"]) == (document["paths"], document["components"])
