@@ -321,7 +321,7 @@ def test_api_errors_show_next_to_the_field_that_caused_them(page: Browser) -> No
     message = page.driver.find_element(By.ID, str(email.get_attribute("aria-describedby")).split()[-1])
     assert message.is_displayed() and "email" in message.text.lower()
     page.open("#/login")
-    page.fill("Email", "nobody@example.com")
+    page.fill("Email", f"nobody-{uuid.uuid4().hex[:10]}@example.com")  # no account, and no attempts counted yet
     page.fill("Password", PASSWORD)
     page.click("Log in")
     page.wait(ec.text_to_be_present_in_element((By.CSS_SELECTOR, "form [role=alert]"), "Email or password is wrong."))

@@ -15,7 +15,7 @@ import httpx
 import psycopg
 from google.cloud.storage import Bucket
 
-from conftest import Proc, Spawn, blocked_on_lock, signup_and_login, wait_for
+from conftest import Proc, SharedWeb, Spawn, blocked_on_lock, signup_and_login, wait_for
 
 
 @contextlib.contextmanager
@@ -84,8 +84,9 @@ def test_cached_reads_and_sessions_found_in_redis_take_no_database_connection(
     assert requests[0].result().status_code == 200
 
 
-def test_downloads_hold_no_database_connection_while_their_bytes_stream(spawn: Spawn) -> None:
-    uploader, web = spawn("web"), spawn("web", {"DATABASE_POOL_SIZE": "1"})
+def test_downloads_hold_no_database_connection_while_their_bytes_stream(shared_web: SharedWeb, spawn: Spawn) -> None:
+    """The upload goes through the shared web; the downloads through a web of their own on the same data."""
+    uploader, web = shared_web, spawn("web", {**shared_web.env, "DATABASE_POOL_SIZE": "1"})
     auth = signup_and_login(web.url)
     task = _task(web, auth)
     payload = b"0123456789abcdef" * (10 * 1024 * 1024 // 16)  # 10 MiB: far more than socket buffers hold
