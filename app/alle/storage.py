@@ -122,20 +122,23 @@ class _Upload:
         after a failed close, raise "Stream is already exhausted" in place of the real error.
 
         BlobWriter.terminate() does this with the transport's 120 s default timeout, so its two steps are
-        taken here with REQUEST_TIMEOUT.
+        taken here with REQUEST_TIMEOUT. An upload whose resumable session was never opened (the bucket was
+        down from the start) sent no bytes, so no object can exist: nothing is deleted, and the client is not
+        kept waiting another RETRY_SECONDS for a delete that a dead bucket refuses too.
         """
         writer: Any = self.writer
         if writer is None:
             return False
+        session = writer._upload_and_transport
         try:
-            if writer._upload_and_transport:
-                upload, transport = writer._upload_and_transport
+            if session:
+                upload, transport = session
                 transport.delete(upload.upload_url, timeout=REQUEST_TIMEOUT)
         except Exception as error:  # noqa: BLE001 - the error being handled is the one to report
             log.warning("could not cancel an upload", object_name=self.name, error=repr(error))
         finally:
             writer._buffer.close()  # nothing is finalised when it is collected
-        return True
+        return session is not None
 
 
 #: Types served back as stored; anything else is stored and served as application/octet-stream, so an upload

@@ -87,7 +87,7 @@ def run(settings: Settings) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    worker = dramatiq.Worker(queue.broker, worker_threads=settings.WORKER_THREADS, worker_timeout=500)
+    worker = dramatiq.Worker(queue.broker, worker_threads=settings.WORKER_THREADS, worker_timeout=jobs.IDLE_POLL_MS)
     worker.start()
     log.info("worker started", release=settings.RELEASE, threads=settings.WORKER_THREADS)
     while not stop.wait(SWEEP_INTERVAL_SECONDS):

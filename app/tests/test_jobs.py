@@ -203,7 +203,10 @@ def test_job_that_keeps_failing_is_dead_lettered_in_postgresql_and_can_be_retrie
     broken = spawn("worker", {"STORAGE_BUCKET": "no-such-bucket"})
     auth = signup_and_login(web.url)
     report = httpx.post(f"{web.url}/v1/reports", headers=auth).json()
-    wait_for(lambda: len(_dead(app_env)) == 1, what="the job to be dead-lettered", timeout=30)
+    # Logged once the dead letter is committed: one listing then, rather than a listing process per poll.
+    wait_for(
+        lambda: '"job dead-lettered"' in broken.output(), what="the job to be dead-lettered", timeout=30, proc=broken
+    )
     assert broken.terminate() == 0
     [entry] = _dead(app_env)
     assert entry["actor"] == "generate_report" and entry["args"] == [report["id"]]
