@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import signal
 import sys
@@ -118,4 +119,11 @@ def main(argv: list[str] | None = None) -> None:
     settings = get_settings()
     configure(settings.LOG_LEVEL.value)
     run: Callable[[Settings, argparse.Namespace], int] = args.run
-    sys.exit(run(settings, args))
+    try:
+        code = run(settings, args)
+    finally:
+        # The process is exiting (also by SystemExit, as web does on SIGTERM): the interpreter's last garbage
+        # collections would walk the whole heap, about 120,000 objects and 0.5 s of CPU, for memory the OS
+        # reclaims anyway. Frozen objects are left out of them.
+        gc.freeze()
+    sys.exit(code)
