@@ -225,7 +225,7 @@ def local_release(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     sys.path.insert(0, str(ROOT / "app" / "dev"))
     import backing
 
-    services = backing.start(tmp_path_factory.mktemp("smoke"), persistent=False)
+    services = backing.start(tmp_path_factory.mktemp("smoke"), persistent=False, durable=False)
     env = services.release_env("test", "3f5e2a9")
     subprocess.run(["alle", "migrate"], env=env, check=True, capture_output=True)
     port = backing.free_port()

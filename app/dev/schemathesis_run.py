@@ -132,7 +132,7 @@ def run(scratch: Path, argv: list[str]) -> int:
     """Everything started here is stopped when this returns or raises, the last started first."""
     started = time.monotonic()
     with ExitStack() as stack:
-        services = backing.start(scratch / "backing", persistent=False)
+        services = backing.start(scratch / "backing", persistent=False, durable=False)
         stack.callback(services.stop)
         port = backing.free_port()
         url = f"http://127.0.0.1:{port}"

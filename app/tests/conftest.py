@@ -61,7 +61,7 @@ OFFLINE_ENV = {
 
 @pytest.fixture(scope="session")
 def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[backing.Backing]:
-    running = backing.start(tmp_path_factory.mktemp("backing"), persistent=False)
+    running = backing.start(tmp_path_factory.mktemp("backing"), persistent=False, durable=False)
     yield running
     running.stop()
 
