@@ -57,34 +57,64 @@ def test_a_request_over_the_bound_gets_the_next_free_slot_while_it_waits(monkeyp
     assert asyncio.run(scenario()) == [200, 200]
 
 
-def test_a_freed_slot_goes_to_the_request_that_has_waited_least(monkeypatch: pytest.MonkeyPatch) -> None:
+async def _serve_in_order() -> list[str]:
+    """One request holds the only slot while an older and a newer one wait; the order in which the three finish."""
+    order: list[str] = []
+    inner = Parked()
+    app = InFlightLimit(inner, limit=1)
+
+    async def request(name: str) -> None:
+        await _request(app)
+        order.append(name)
+
+    first = asyncio.create_task(request("first"))
+    while inner.entered == 0:
+        await asyncio.sleep(0)
+    older = asyncio.create_task(request("older"))
+    while len(app._waiters) < 1:
+        await asyncio.sleep(0)
+    newer = asyncio.create_task(request("newer"))
+    while len(app._waiters) < 2:
+        await asyncio.sleep(0)
+    inner.release.set()
+    await asyncio.gather(first, older, newer)
+    assert (app.in_flight, len(app._waiters)) == (0, 0)
+    return order
+
+
+def test_while_the_queue_is_young_a_freed_slot_goes_to_the_oldest_waiter(monkeypatch: pytest.MonkeyPatch) -> None:
+    """At or just below capacity, a short queue drains in arrival order: nobody is passed over into a 503."""
+    monkeypatch.setattr(limits, "QUEUE_SECONDS", 60)
+    monkeypatch.setattr(limits, "LIFO_AFTER_SECONDS", 60)
+    assert asyncio.run(_serve_in_order()) == ["first", "older", "newer"]
+
+
+def test_once_the_queue_is_building_a_freed_slot_goes_to_the_newest_waiter(monkeypatch: pytest.MonkeyPatch) -> None:
     """Under overload, newest first: the request that waited longest is the one left to get its 503."""
     monkeypatch.setattr(limits, "QUEUE_SECONDS", 60)
+    monkeypatch.setattr(limits, "LIFO_AFTER_SECONDS", 0)
+    assert asyncio.run(_serve_in_order()) == ["first", "newer", "older"]
 
-    async def scenario() -> list[str]:
-        order: list[str] = []
-        inner = Parked()
-        app = InFlightLimit(inner, limit=1)
 
-        async def request(name: str) -> None:
-            await _request(app)
-            order.append(name)
+def test_a_request_cancelled_just_after_it_was_handed_a_slot_passes_the_slot_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Otherwise the slot would stay taken for the life of the process, and enough of them would refuse everything."""
+    monkeypatch.setattr(limits, "QUEUE_SECONDS", 60)
 
-        first = asyncio.create_task(request("first"))
-        while inner.entered == 0:
+    async def scenario() -> tuple[int, int]:
+        app = InFlightLimit(Parked(), limit=1)
+        app.in_flight = 1  # a request elsewhere holds the only slot
+        waiting = asyncio.create_task(_request(app))
+        while not app._waiters:
             await asyncio.sleep(0)
-        older = asyncio.create_task(request("older"))
-        while len(app._waiters) < 1:
-            await asyncio.sleep(0)
-        newer = asyncio.create_task(request("newer"))
-        while len(app._waiters) < 2:
-            await asyncio.sleep(0)
-        inner.release.set()
-        await asyncio.gather(first, older, newer)
-        assert (app.in_flight, len(app._waiters)) == (0, 0)
-        return order
+        app._release()  # that request ends: the slot is handed to the waiter...
+        waiting.cancel()  # ...which is cancelled before it resumes
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        return app.in_flight, len(app._waiters)
 
-    assert asyncio.run(scenario()) == ["first", "newer", "older"]
+    assert asyncio.run(scenario()) == (0, 0)
 
 
 def test_a_waiting_request_that_is_cancelled_leaves_the_queue_and_takes_no_slot(

@@ -21,6 +21,8 @@ PROBES = frozenset({"/healthz", "/readyz"})
 #: of times a second at the expense of the requests being served: each refusal still costs a request's parsing
 #: and a write.
 QUEUE_SECONDS = 0.075
+#: A queue whose oldest request has waited this long is building faster than it drains: slots then go newest first.
+LIFO_AFTER_SECONDS = QUEUE_SECONDS / 3
 #: Refusals are counted and logged at most this often; Cloud Run's request log has each one anyway.
 LOG_EVERY_SECONDS = 1.0
 
@@ -29,10 +31,11 @@ class InFlightLimit:
     """At most `limit` requests in this process at once; the next waits up to QUEUE_SECONDS, then gets 503.
 
     Sized so that `limit` requests are served within the latency the service promises (app/README.md). A slot
-    that comes free goes to the request that has waited least (last in, first out): under overload, first come,
-    first served would hand every slot to a request that has already spent most of its wait in the queue,
-    so each answer would take a queue wait plus a service time. Newest first keeps the served requests fast, and
-    the ones left waiting get their 503 at the deadline (Facebook's adaptive LIFO, "Fail at Scale", ACM Queue
+    that comes free goes to the oldest waiter while the queue is young. Once the oldest has waited
+    LIFO_AFTER_SECONDS, the queue is building faster than it drains, and slots go to the newest waiter: first
+    come, first served would then hand every slot to a request that has already spent most of its wait
+    queueing, so each answer would take a queue wait plus a service time. Newest first keeps the served requests
+    fast, and the ones left waiting get their 503 at the deadline (adaptive LIFO, "Fail at Scale", ACM Queue
     2015). Probes are not counted. No lock: the state lives on one event loop.
     """
 
@@ -40,8 +43,9 @@ class InFlightLimit:
         self.app = app
         self.limit = limit
         self.in_flight = 0
-        #: Waiting requests, oldest on the left. A waiter's result is whether it was given a slot.
-        self._waiters: deque[asyncio.Future[bool]] = deque()
+        #: Waiting requests with the time each began to wait, oldest on the left. A waiter's result is whether it
+        #: was given a slot.
+        self._waiters: deque[tuple[float, asyncio.Future[bool]]] = deque()
         self._refused = 0
         self._logged_at = 0.0
         body = json.dumps({"detail": "The server is at capacity; retry shortly."}).encode()
@@ -77,29 +81,32 @@ class InFlightLimit:
         # A bare future and one timer: the cheapest wait asyncio offers, as refusals come when CPU is scarce.
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[bool] = loop.create_future()
-        self._waiters.append(waiter)
-        deadline = loop.call_later(QUEUE_SECONDS, self._expire, waiter)
+        entry = (loop.time(), waiter)
+        self._waiters.append(entry)
+        deadline = loop.call_later(QUEUE_SECONDS, self._expire, entry)
         try:
             return await waiter
         except BaseException:
             if waiter.cancelled():
                 with contextlib.suppress(ValueError):
-                    self._waiters.remove(waiter)
+                    self._waiters.remove(entry)
             elif waiter.result():
                 self._release()  # handed a slot just as this request was cancelled: pass it on
             raise
         finally:
             deadline.cancel()
 
-    def _expire(self, waiter: asyncio.Future[bool]) -> None:
+    def _expire(self, entry: tuple[float, asyncio.Future[bool]]) -> None:
+        waiter = entry[1]
         if not waiter.done():
             waiter.set_result(False)
-            self._waiters.remove(waiter)  # the oldest expire first, and they sit at the left: a short scan
+            self._waiters.remove(entry)  # the oldest expire first, and they sit at the left: a short scan
 
     def _release(self) -> None:
-        """Hand the slot to the newest waiter, or free it."""
+        """Hand the slot to a waiter (see the class docstring for which), or free it."""
         while self._waiters:
-            waiter = self._waiters.pop()
+            waited = asyncio.get_running_loop().time() - self._waiters[0][0]
+            _, waiter = self._waiters.popleft() if waited < LIFO_AFTER_SECONDS else self._waiters.pop()
             if not waiter.done():
                 waiter.set_result(True)
                 return
