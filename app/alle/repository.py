@@ -153,16 +153,16 @@ async def list_tasks(
     """
     where = "owner_id = %(owner)s" + (" AND status = %(status)s" if status else "")
     params = {"owner": owner_id, "status": status, "limit": limit, "offset": offset}
-    cursor = AsyncClientCursor(conn, row_factory=dict_row)
-    await cursor.execute(
-        f"SELECT {TASK_COLUMNS} FROM tasks WHERE {where} "
-        "ORDER BY created_at DESC, id LIMIT %(limit)s OFFSET %(offset)s; "
-        f"SELECT count(*) AS n FROM tasks WHERE {where}",
-        params,
-    )
-    rows = await cursor.fetchall()
-    cursor.nextset()
-    total = await cursor.fetchone()
+    async with AsyncClientCursor(conn, row_factory=dict_row) as cursor:
+        await cursor.execute(
+            f"SELECT {TASK_COLUMNS} FROM tasks WHERE {where} "
+            "ORDER BY created_at DESC, id LIMIT %(limit)s OFFSET %(offset)s; "
+            f"SELECT count(*) AS n FROM tasks WHERE {where}",
+            params,
+        )
+        rows = await cursor.fetchall()
+        assert cursor.nextset(), "the count's result set is missing"
+        total = await cursor.fetchone()
     assert total is not None
     return rows, int(total["n"])
 

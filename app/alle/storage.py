@@ -6,13 +6,15 @@ never waits on the bucket and a burst of transfers cannot take every thread.
 
 The client library is imported on first use, not at start-up: with google-api-core and google-auth it is about
 a third of a process's start (0.4-0.5 s of CPU), which a cold instance would spend before its first request even
-though most requests never touch the bucket. The first transfer in a process pays it instead.
+though most requests never touch the bucket. The first transfer in a process pays it instead, and a client that
+cannot be built fails that transfer (503), not the start.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import gc
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import IO, TYPE_CHECKING, Any, TypeVar, TypeVarTuple
 
@@ -52,7 +54,11 @@ class Storage:
         from google.cloud import storage
 
         # STORAGE_EMULATOR_HOST, when set, points the client at an emulator with anonymous credentials.
-        return storage.Client(project=self.settings.GOOGLE_CLOUD_PROJECT).bucket(self.settings.STORAGE_BUCKET)
+        bucket = storage.Client(project=self.settings.GOOGLE_CLOUD_PROJECT).bucket(self.settings.STORAGE_BUCKET)
+        # The library's modules live as long as the process: frozen with the start-up heap (alle.api.app,
+        # settle_heap), so full collections do not walk them.
+        gc.freeze()
+        return bucket
 
     @functools.cached_property
     def retry(self) -> Retry:

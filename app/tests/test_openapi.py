@@ -112,6 +112,10 @@ def test_an_operation_declares_the_bearer_scheme_exactly_when_it_refuses_a_reque
     declared = {(method, path): bool(operation.get("security")) for method, path, operation in _operations(document)}
     assert declared == refused
     assert sum(refused.values()) >= 12
+    named = {
+        name for _, _, operation in _operations(document) for entry in operation.get("security", []) for name in entry
+    }
+    assert named <= set(document["components"]["securitySchemes"])
 
 
 def test_every_error_is_declared_as_a_problem_or_for_422_as_invalid_input(document: dict[str, Any]) -> None:
