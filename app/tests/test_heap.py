@@ -6,8 +6,8 @@ import asyncio
 import gc
 
 from alle.api.app import create_app
-from alle.config import AppEnv, Settings
-from conftest import SECRET
+from alle.config import Settings
+from conftest import OFFLINE_ENV
 
 #: CPython's default threshold for a young collection.
 CPYTHON_GEN0 = 700
@@ -15,15 +15,7 @@ CPYTHON_GEN0 = 700
 
 def test_start_up_freezes_the_heap_and_young_collections_run_less_often_than_cpythons_default() -> None:
     """A full collection that walks the start-up heap stalls every request for about 0.2 s; frozen, it does not."""
-    settings = Settings(
-        APP_ENV=AppEnv.test,
-        RELEASE="heap-test",
-        DATABASE_URL="postgresql://u:p@127.0.0.1:1/db",
-        REDIS_URL="redis://127.0.0.1:1/0",
-        STORAGE_BUCKET="alle-test",
-        SECRET_KEY=SECRET,
-    )
-    app = create_app(settings)
+    app = create_app(Settings(**OFFLINE_ENV))  # type: ignore[arg-type]
     thresholds = gc.get_threshold()
     gc.unfreeze()
 
