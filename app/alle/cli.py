@@ -29,6 +29,7 @@ def _web(settings: Settings, _: argparse.Namespace) -> int:
         port=settings.PORT,
         log_config=None,
         access_log=False,  # the app writes its own access line (alle.api.access_log)
+        ws="none",  # the API serves no WebSockets: neither their library (about 25 ms of start-up) nor the upgrade path
         # The client address and scheme come from alle.api.forwarded, by hops from the right; uvicorn's own
         # handling with "*" trusts the leftmost X-Forwarded-For entry, which the client writes.
         proxy_headers=False,
