@@ -141,32 +141,39 @@ def spawn(app_env: dict[str, str], tmp_path: Path, workdir: Path) -> Iterator[Sp
     started: list[Proc] = []
 
     def _spawn(command: str, env: dict[str, str] | None = None, wait_ready: bool = True) -> Proc:
-        proc_env = {**app_env, **(env or {})}
-        port = None
-        if command == "web":
-            port = backing.free_port()
-            proc_env["PORT"] = str(port)
         log_path = tmp_path / f"{command}-{len(started)}.log"
-        with log_path.open("wb") as out:
-            popen = subprocess.Popen(
-                ["alle", command],
-                env=proc_env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=workdir,
-                start_new_session=True,
-            )
-        proc = Proc(popen, log_path, port)
-        started.append(proc)
-        if command == "web" and wait_ready:
-            wait_for(lambda: _healthy(proc), what=f"web on port {port}", proc=proc)
-        return proc
+        return launch(command, {**app_env, **(env or {})}, log_path, workdir, started, wait_ready=wait_ready)
 
     yield _spawn
     for proc in started:
-        if proc.popen.poll() is None:
-            os.killpg(proc.popen.pid, signal.SIGKILL)
-            proc.popen.wait()
+        kill(proc)
+
+
+def launch(
+    command: str, env: dict[str, str], log_path: Path, cwd: Path, started: list[Proc], *, wait_ready: bool = True
+) -> Proc:
+    """`alle COMMAND` in a session of its own, its output in `log_path`; a web gets a free port and, unless told
+    otherwise, is waited for until it answers /healthz. The process is added to `started` before any wait, so
+    whoever kills what was started also kills a web that never became healthy."""
+    port = None
+    if command == "web":
+        port = backing.free_port()
+        env = {**env, "PORT": str(port)}
+    with log_path.open("wb") as out:
+        popen = subprocess.Popen(
+            ["alle", command], env=env, stdout=out, stderr=subprocess.STDOUT, cwd=cwd, start_new_session=True
+        )
+    proc = Proc(popen, log_path, port)
+    started.append(proc)
+    if command == "web" and wait_ready:
+        wait_for(lambda: _healthy(proc), what=f"web on port {port}", proc=proc)
+    return proc
+
+
+def kill(proc: Proc) -> None:
+    if proc.popen.poll() is None:
+        os.killpg(proc.popen.pid, signal.SIGKILL)
+        proc.popen.wait()
 
 
 #: One client for polling: httpx.get builds a new TLS context (certifi's bundle) per call, about 85 ms of CPU,
@@ -316,26 +323,13 @@ def shared_web_session(
     redis_root = Path(tempfile.mkdtemp(prefix="redis-"))  # a unix socket path must stay under ~100 bytes
     redis = PrivateRedis(redis_root)
     env = {**_env(services, database_url, home), "REDIS_URL": f"unix://{redis.socket}"}
-    port = backing.free_port()
-    log_path = root / "web.log"
-    popen: subprocess.Popen[bytes] | None = None
+    started: list[Proc] = []
     try:
-        with log_path.open("wb") as out:
-            popen = subprocess.Popen(
-                ["alle", "web"],
-                env={**env, "PORT": str(port)},
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=home,
-                start_new_session=True,
-            )
-        proc = Proc(popen, log_path, port)
-        wait_for(lambda: _healthy(proc), what=f"the shared web on port {port}", proc=proc)
+        proc = launch("web", env, root / "web.log", home, started)
         yield SharedWeb(proc, env, redis.client)
     finally:
-        if popen is not None and popen.poll() is None:
-            os.killpg(popen.pid, signal.SIGKILL)
-            popen.wait()
+        for proc in started:
+            kill(proc)
         redis.client.shutdown()
         shutil.rmtree(redis_root)
 
