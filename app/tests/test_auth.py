@@ -7,6 +7,7 @@ import time
 import uuid
 
 import httpx
+import psycopg
 import pytest
 
 import backing
@@ -68,6 +69,40 @@ def test_a_cached_session_is_never_honoured_past_its_expiry(shared_web: SharedWe
     refused = httpx.get(f"{web.url}/v1/users/me", headers=auth)
     assert refused.status_code == 401
     assert "log in again" in refused.json()["detail"]
+
+
+def test_create_and_list_check_the_session_in_postgresql_not_the_cached_copy(
+    shared_web: SharedWeb, shared_db: psycopg.Connection[tuple[object, ...]]
+) -> None:
+    """A session PostgreSQL no longer holds creates and lists nothing, though Redis still holds a copy of it."""
+    web = shared_web
+    auth = signup_and_login(web.url)
+    assert httpx.post(f"{web.url}/v1/tasks", json={"title": "mine"}, headers=auth).status_code == 201
+    key = cached_session(web.url, auth, web.redis)
+    digest = key.removeprefix("session:")
+    owner = shared_db.execute("DELETE FROM sessions WHERE token_hash = %s RETURNING user_id", (digest,)).fetchone()
+    assert owner is not None
+    assert web.redis.exists(key)
+    for refused in (
+        httpx.post(f"{web.url}/v1/tasks", json={"title": "orphan"}, headers=auth),
+        httpx.get(f"{web.url}/v1/tasks", headers=auth),
+    ):
+        assert refused.status_code == 401
+        assert "log in again" in refused.json()["detail"]
+    assert shared_db.execute("SELECT count(*) FROM tasks WHERE owner_id = %s", owner).fetchone() == (1,)
+
+
+def test_an_idempotent_replay_needs_a_live_session_too(
+    shared_web: SharedWeb, shared_db: psycopg.Connection[tuple[object, ...]]
+) -> None:
+    web = shared_web
+    headers = {**signup_and_login(web.url), "Idempotency-Key": "replay-after-expiry"}
+    assert httpx.post(f"{web.url}/v1/tasks", json={"title": "once"}, headers=headers).status_code == 201
+    digest = TokenDigester(SECRET)(headers["Authorization"].removeprefix("Bearer "))
+    shared_db.execute("UPDATE sessions SET expires_at = now() - interval '1 second' WHERE token_hash = %s", (digest,))
+    replay = httpx.post(f"{web.url}/v1/tasks", json={"title": "once"}, headers=headers)
+    assert replay.status_code == 401
+    assert "log in again" in replay.json()["detail"]
 
 
 def test_the_session_cache_entry_lives_no_longer_than_the_session(spawn: Spawn, services: backing.Backing) -> None:

@@ -103,6 +103,14 @@ def _unauthorized(detail: str) -> HTTPException:
     return HTTPException(status.HTTP_401_UNAUTHORIZED, detail, headers={"WWW-Authenticate": "Bearer"})
 
 
+def _no_token() -> HTTPException:
+    return _unauthorized("Log in first: send `Authorization: Bearer <token>` from POST /v1/auth/login.")
+
+
+def session_gone() -> HTTPException:
+    return _unauthorized("The session is unknown or expired; log in again.")
+
+
 async def authenticate(
     services: Services, credentials: HTTPAuthorizationCredentials | None, *prefetch: str
 ) -> tuple[Session, list[bytes | None]]:
@@ -113,7 +121,7 @@ async def authenticate(
     expiry and is never honoured past it, whatever the Redis TTL says.
     """
     if credentials is None:
-        raise _unauthorized("Log in first: send `Authorization: Bearer <token>` from POST /v1/auth/login.")
+        raise _no_token()
     digest = services.digest(credentials.credentials)
     key = session_key(digest)
     cached, *prefetched = await services.cache.get_many(key, *prefetch)
@@ -122,11 +130,11 @@ async def authenticate(
         user_id, _, expires = cached.decode().partition("\n")
         if float(expires) > time.time():
             return Session(uuid.UUID(user_id), digest), prefetched
-        raise _unauthorized("The session is unknown or expired; log in again.")
+        raise session_gone()
     async with services.pool.connection() as conn:
         row = await repository.get_session(conn, token_hash=digest)
     if row is None:
-        raise _unauthorized("The session is unknown or expired; log in again.")
+        raise session_gone()
     await cache_session(services, digest, row["user_id"], row["expires_at"], lease)
     return Session(row["user_id"], digest), prefetched
 
@@ -173,10 +181,34 @@ async def current_caller(request: Request) -> Caller:
 CallerDep = Annotated[Caller, Depends(current_caller)]
 
 
+@dataclass
+class Token:
+    """The bearer token's digest and the process's services, for a handler whose statement checks the session.
+
+    A handler whose only I/O is one PostgreSQL statement checks the session in that statement (a join on
+    `sessions`), and so skips the Redis round trip `authenticate` makes: about a fifth of a create's CPU,
+    measured in process. Such a write also never relies on a cached session.
+    """
+
+    digest: str
+    services: Services
+
+
+async def current_token(request: Request) -> Token:
+    credentials = await bearer(request)
+    if credentials is None:
+        raise _no_token()
+    services = services_of(request)
+    return Token(services.digest(credentials.credentials), services)
+
+
+TokenDep = Annotated[Token, Depends(current_token)]
+
+
 class SessionRoute(APIRoute):
-    """A route that documents the bearer scheme when its endpoint takes CallerDep, which reads the token itself."""
+    """A route that documents the bearer scheme when its endpoint reads the token itself (CallerDep, TokenDep)."""
 
     def __init__(self, path: str, endpoint: Callable[..., Any], **options: Any) -> None:
         super().__init__(path, endpoint, **options)
-        if any(dependency.call is current_caller for dependency in self.dependant.dependencies):
+        if any(dependency.call in (current_caller, current_token) for dependency in self.dependant.dependencies):
             self.openapi_extra = {**BEARER_SECURITY, **(self.openapi_extra or {})}

@@ -20,7 +20,17 @@ from psycopg.errors import ForeignKeyViolation
 from pydantic import BaseModel
 
 from alle import repository
-from alle.api.deps import BEARER_SECURITY, CallerDep, Services, SessionRoute, authenticate, bearer, services_of
+from alle.api.deps import (
+    BEARER_SECURITY,
+    CallerDep,
+    Services,
+    SessionRoute,
+    TokenDep,
+    authenticate,
+    bearer,
+    services_of,
+    session_gone,
+)
 from alle.api.errors import NOSNIFF, answers, invalid
 from alle.api.schemas import AttachmentOut, TaskCreate, TaskOut, TaskPage, TaskStatus, TaskUpdate
 from alle.cache import task_key
@@ -85,20 +95,21 @@ async def _enqueue_notification(services: Services, task_id: uuid.UUID) -> None:
         **answers(400, 401, 409, 413, 422),
     },
 )
-async def create_task(body: TaskCreate, caller: CallerDep, idempotency_key: IdempotencyKey = None) -> Response:
-    user_id, services = caller.user_id, caller.services
+async def create_task(body: TaskCreate, token: TokenDep, idempotency_key: IdempotencyKey = None) -> Response:
     fingerprint = hashlib.sha256(body.model_dump_json().encode()).hexdigest() if idempotency_key else None
     try:
-        async with services.pool.connection() as conn:
+        async with token.services.pool.connection() as conn:
             row, created = await repository.create_task(
                 conn,
-                owner_id=user_id,
+                token_hash=token.digest,
                 title=body.title,
                 notes=body.notes,
                 due_date=body.due_date,
                 idempotency_key=idempotency_key,
                 fingerprint=fingerprint,
             )
+    except repository.SessionGoneError:
+        raise session_gone() from None
     except ValueError as error:
         # 409, not 422: the request is valid on its own and conflicts only with what the key recorded earlier.
         raise HTTPException(status.HTTP_409_CONFLICT, f"{error}; use a new key.") from error
@@ -109,19 +120,22 @@ async def create_task(body: TaskCreate, caller: CallerDep, idempotency_key: Idem
 
 @router.get("", response_model=TaskPage, responses=answers(401, 422))
 async def list_tasks(
-    caller: CallerDep,
+    token: TokenDep,
     status_filter: Annotated[TaskStatus | None, Query(alias="status")] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     offset: Annotated[int, Query(ge=0, le=100_000)] = 0,
 ) -> Response:
-    async with caller.services.pool.connection() as conn:
-        rows, total = await repository.list_tasks(
-            conn,
-            owner_id=caller.user_id,
-            status=status_filter.value if status_filter else None,
-            limit=limit,
-            offset=offset,
-        )
+    try:
+        async with token.services.pool.connection() as conn:
+            rows, total = await repository.list_tasks(
+                conn,
+                token_hash=token.digest,
+                status=status_filter.value if status_filter else None,
+                limit=limit,
+                offset=offset,
+            )
+    except repository.SessionGoneError:
+        raise session_gone() from None
     return json_response(TaskPage.model_validate({"items": rows, "total": total, "limit": limit, "offset": offset}))
 
 
