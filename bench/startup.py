@@ -1,17 +1,19 @@
 """How long `alle web` takes from exec to answering /healthz and /readyz, on embedded backing services.
 
-Prints figures; asserts nothing. Run: venv/bin/python bench/startup.py [RUNS]
+Measured for `alle` installed as the image installs it (the locked runtime set only), then for the dev venv's
+`alle`, which also imports what the dev tools brought in. Prints figures; asserts nothing.
+Run: venv/bin/python bench/startup.py [RUNS]
 """
 
 from __future__ import annotations
 
+import http.client
 import signal
 import statistics
 import subprocess
 import sys
 import time
-
-import httpx
+from pathlib import Path
 
 import harness
 
@@ -19,36 +21,52 @@ import harness
 READY_WITHIN = 120
 
 
-def until_ok(url: str, proc: subprocess.Popen[bytes]) -> float:
-    """When `url` first answered 200; fails if the process exits or never answers."""
+def answers_200(port: int, path: str) -> bool:
+    """One GET on a fresh connection: cheap, so polling every few ms takes no CPU the starting process needs."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=0.5)
+    try:
+        connection.request("GET", path)
+        return connection.getresponse().status == 200
+    except OSError:
+        return False
+    finally:
+        connection.close()
+
+
+def until_ok(port: int, path: str, proc: subprocess.Popen[bytes]) -> float:
+    """When `path` first answered 200; fails if the process exits or never answers."""
     deadline = time.monotonic() + READY_WITHIN
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise harness.BenchError(f"alle web exited with status {proc.returncode} before {url} answered 200")
-        try:
-            if httpx.get(url, timeout=0.2).status_code == 200:
-                return time.perf_counter()
-        except httpx.HTTPError:
-            pass
+            raise harness.BenchError(f"alle web exited with status {proc.returncode} before {path} answered 200")
+        if answers_200(port, path):
+            return time.perf_counter()
         time.sleep(0.005)
-    raise harness.BenchError(f"{url} did not answer 200 within {READY_WITHIN} s")
+    raise harness.BenchError(f"{path} did not answer 200 within {READY_WITHIN} s")
+
+
+def measure(label: str, alle: str, env: dict[str, str], runs: int) -> None:
+    live, ready, stop = [], [], []
+    for _ in range(runs):
+        port = harness.free_port()
+        started = time.perf_counter()
+        with harness.process([alle, "web"], env={**env, "PORT": str(port)}, stdout=subprocess.DEVNULL) as proc:
+            live.append(until_ok(port, "/healthz", proc) - started)
+            ready.append(until_ok(port, "/readyz", proc) - started)
+            stopping = time.perf_counter()
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(15)
+            stop.append(time.perf_counter() - stopping)
+    print(f"{label}: {alle}")
+    for name, values in (("exec → /healthz 200", live), ("exec → /readyz 200", ready), ("SIGTERM → exit", stop)):
+        print(f"  {name:22} median {statistics.median(values):.3f}s  max {max(values):.3f}s  ({runs} runs)")
 
 
 def main(runs: int) -> None:
-    live, ready, stop = [], [], []
+    runtime = harness.runtime_alle()
     with harness.release("bench", LOG_LEVEL="WARNING") as env:
-        for _ in range(runs):
-            port = harness.free_port()
-            started = time.perf_counter()
-            with harness.process(["alle", "web"], env={**env, "PORT": str(port)}, stdout=subprocess.DEVNULL) as proc:
-                live.append(until_ok(f"http://127.0.0.1:{port}/healthz", proc) - started)
-                ready.append(until_ok(f"http://127.0.0.1:{port}/readyz", proc) - started)
-                stopping = time.perf_counter()
-                proc.send_signal(signal.SIGTERM)
-                proc.wait(15)
-                stop.append(time.perf_counter() - stopping)
-    for label, values in (("exec → /healthz 200", live), ("exec → /readyz 200", ready), ("SIGTERM → exit", stop)):
-        print(f"{label:22} median {statistics.median(values):.3f}s  max {max(values):.3f}s  ({runs} runs)")
+        measure("runtime install, as in the image", runtime, env, runs)
+        measure("dev venv", str(Path(sys.executable).parent / "alle"), env, runs)
 
 
 if __name__ == "__main__":
