@@ -1,7 +1,8 @@
 """How long `alle web` takes from exec to answering /healthz and /readyz, on embedded backing services.
 
-Measured for `alle` installed as the image installs it (the locked runtime set only), then for the dev venv's
-`alle`, which also imports what the dev tools brought in. Prints figures; asserts nothing.
+Measured for `alle` installed as the image installs it (the locked runtime set only), with one process and with
+production's two, then for the dev venv's `alle`, which also imports what the dev tools brought in.
+Prints figures; asserts nothing.
 Run: venv/bin/python bench/startup.py [RUNS]
 """
 
@@ -66,6 +67,8 @@ def main(runs: int) -> None:
     runtime = harness.runtime_alle()
     with harness.release("bench", LOG_LEVEL="WARNING") as env:
         measure("runtime install, as in the image", runtime, env, runs)
+        # Production runs two processes per instance: uvicorn's supervisor spawns each, and each imports the app.
+        measure("runtime install, WEB_CONCURRENCY=2 as in production", runtime, {**env, "WEB_CONCURRENCY": "2"}, runs)
         measure("dev venv", str(Path(sys.executable).parent / "alle"), env, runs)
 
 
