@@ -32,12 +32,20 @@ class BenchError(Exception):
     """Something the benchmark needs went wrong; the message says what, in one sentence."""
 
 
-def arguments(doc: str | None, *, default_runs: int, runs_help: str) -> argparse.Namespace:
-    """Every benchmark takes the number of runs, and says what it measures under --help."""
+def arguments(
+    doc: str | None,
+    *,
+    default_runs: int,
+    runs_help: str,
+    options: Callable[[argparse.ArgumentParser], None] | None = None,
+) -> argparse.Namespace:
+    """Every benchmark takes the number of runs, and says what it measures under --help; `options` adds its own."""
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
         "runs", type=int, nargs="?", default=default_runs, help=f"{runs_help} (default: {default_runs})"
     )
+    if options is not None:
+        options(parser)
     return parser.parse_args()
 
 

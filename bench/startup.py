@@ -8,6 +8,7 @@ Run: venv/bin/python bench/startup.py [RUNS]
 
 from __future__ import annotations
 
+import argparse
 import http.client
 import signal
 import statistics
@@ -63,15 +64,30 @@ def measure(label: str, alle: str, env: dict[str, str], runs: int) -> None:
         print(f"  {name:22} median {statistics.median(values):.3f}s  max {max(values):.3f}s  ({runs} runs)")
 
 
-def main(runs: int) -> None:
-    runtime = harness.runtime_alle()
+def main(runs: int, install: str) -> None:
+    runtime = harness.runtime_alle() if install in ("runtime", "both") else None
     with harness.release("bench", LOG_LEVEL="WARNING") as env:
-        measure("runtime install, as in the image", runtime, env, runs)
-        # Production runs two processes per instance: uvicorn's supervisor spawns each, and each imports the app.
-        measure("runtime install, WEB_CONCURRENCY=2 as in production", runtime, {**env, "WEB_CONCURRENCY": "2"}, runs)
-        measure("dev venv", str(Path(sys.executable).parent / "alle"), env, runs)
+        if runtime is not None:
+            measure("runtime install, as in the image", runtime, env, runs)
+            # Production runs two processes per instance: uvicorn's supervisor spawns each, and each imports the app.
+            production = {**env, "WEB_CONCURRENCY": "2"}
+            measure("runtime install, WEB_CONCURRENCY=2 as in production", runtime, production, runs)
+        if install in ("dev", "both"):
+            measure("dev venv", str(Path(sys.executable).parent / "alle"), env, runs)
+
+
+def _options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--install",
+        choices=("runtime", "dev", "both"),
+        default="both",
+        help="which `alle` to start: the runtime install (built under .cache/bench on first use), the dev venv's, "
+        "or both (default)",
+    )
 
 
 if __name__ == "__main__":
-    runs = harness.arguments(__doc__, default_runs=5, runs_help="how many times to start and stop alle web").runs
-    sys.exit(harness.run(lambda: main(runs)))
+    args = harness.arguments(
+        __doc__, default_runs=5, runs_help="how many times to start and stop alle web", options=_options
+    )
+    sys.exit(harness.run(lambda: main(args.runs, args.install)))
