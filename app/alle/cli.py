@@ -12,6 +12,8 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from fastapi import FastAPI
+
     from alle.config import Settings
 
 
@@ -20,9 +22,9 @@ def _starting() -> Iterator[None]:
     """No garbage collection while a process imports its libraries and builds what it runs.
 
     A web process's start allocates about 100,000 tracked objects that live as long as the process: modules,
-    classes, the app. The 250 or so collections their allocation triggers free under a thousand objects between
-    them and cost about 0.1 s of CPU, a tenth of the start (bench/startup.py). Collection resumes afterwards,
-    with that heap frozen out of it.
+    classes, the app. The 130 or so collections their allocation triggers free under a thousand objects between
+    them and cost about 50 ms of CPU, 5% of the start (bench/startup.py). Collection resumes afterwards, with
+    that heap frozen out of it.
     """
     gc.disable()
     try:
@@ -32,16 +34,27 @@ def _starting() -> Iterator[None]:
         gc.enable()
 
 
+def web_app() -> FastAPI:
+    """uvicorn's factory in each process it spawns (WEB_CONCURRENCY > 1), which starts without the app imported."""
+    with _starting():
+        from alle.api.app import create_web_app
+
+        return create_web_app()
+
+
 def _web(settings: Settings, _: argparse.Namespace) -> int:
-    # With WEB_CONCURRENCY > 1 uvicorn supervises that many processes, each building the app from the env.
+    # With WEB_CONCURRENCY > 1 uvicorn supervises that many processes, each spawned afresh and building the app
+    # from the env (web_app); the supervisor itself only needs uvicorn.
     several = settings.WEB_CONCURRENCY > 1
     with _starting():
         import uvicorn
-        from uvicorn.supervisors import Multiprocess
 
-        from alle.api.app import create_app
+        if several:
+            app: FastAPI | str = "alle.cli:web_app"
+        else:
+            from alle.api.app import create_app
 
-        app = "alle.api.app:create_web_app" if several else create_app(settings)
+            app = create_app(settings)
     config = uvicorn.Config(
         app,
         factory=several,
@@ -58,6 +71,8 @@ def _web(settings: Settings, _: argparse.Namespace) -> int:
         timeout_graceful_shutdown=settings.SHUTDOWN_GRACE_SECONDS,
     )
     if several:
+        from uvicorn.supervisors.multiprocess import Multiprocess
+
         Multiprocess(config, sockets=[config.bind_socket()]).run()
         return 0
     # Uvicorn re-raises SIGTERM after its graceful shutdown; a clean drain should end with status 0.
@@ -138,8 +153,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = _parser().parse_args(argv)
     with _starting():
+        args = _parser().parse_args(argv)
         from alle.config import get_settings
         from alle.logs import configure
 

@@ -21,6 +21,10 @@ Conn = Connection[Row]
 AsyncConn = AsyncConnection[Row]
 
 TASK_COLUMNS = "id, title, notes, status, due_date, completed_at, created_at, updated_at"
+#: The same, from `tasks t` in a join.
+_OWNED_TASK_COLUMNS = ", ".join(f"t.{column}" for column in TASK_COLUMNS.split(", "))
+#: A create whose key's task is deleted under it inserts again; this many times at most.
+_CREATE_ATTEMPTS = 2
 
 
 class EmailTakenError(Exception):
@@ -120,37 +124,39 @@ async def create_task(
     The session is checked in the insert itself. Returns the task and whether this call created it. Raises
     SessionGoneError for a token with no live session, and ValueError for a replay with a different body.
     """
-    row = await _one(
-        conn,
-        f"""
-        INSERT INTO tasks (owner_id, title, notes, due_date, idempotency_key, request_fingerprint)
-        SELECT user_id, %s, %s, %s, %s, %s FROM sessions WHERE token_hash = %s AND expires_at > now()
-        ON CONFLICT (owner_id, idempotency_key) DO NOTHING
-        RETURNING {TASK_COLUMNS}
-        """,
-        (title, notes, due_date, idempotency_key, fingerprint, token_hash),
-    )
-    if row is not None:
-        return row, True
-    if idempotency_key is None:
-        raise SessionGoneError
-    # No row: no live session, or the key was used before. Both in one statement, so no race between them.
-    existing = await _one(
-        conn,
-        f"""
-        SELECT {", ".join(f"t.{column}" for column in TASK_COLUMNS.split(", "))}, t.request_fingerprint
-        FROM sessions s LEFT JOIN tasks t ON t.owner_id = s.user_id AND t.idempotency_key = %s
-        WHERE s.token_hash = %s AND s.expires_at > now()
-        """,
-        (idempotency_key, token_hash),
-    )
-    if existing is None:
-        raise SessionGoneError
-    if existing["id"] is None:
-        raise ValueError("The task this Idempotency-Key created was deleted meanwhile")
-    if existing.pop("request_fingerprint") != fingerprint:
-        raise ValueError("Idempotency-Key was already used with a different request body")
-    return existing, False
+    for _ in range(_CREATE_ATTEMPTS):
+        row = await _one(
+            conn,
+            f"""
+            INSERT INTO tasks (owner_id, title, notes, due_date, idempotency_key, request_fingerprint)
+            SELECT user_id, %s, %s, %s, %s, %s FROM sessions WHERE token_hash = %s AND expires_at > now()
+            ON CONFLICT (owner_id, idempotency_key) DO NOTHING
+            RETURNING {TASK_COLUMNS}
+            """,
+            (title, notes, due_date, idempotency_key, fingerprint, token_hash),
+        )
+        if row is not None:
+            return row, True
+        if idempotency_key is None:
+            raise SessionGoneError
+        # No row: no live session, or the key was used before. Both in one statement, so no race between them.
+        existing = await _one(
+            conn,
+            f"""
+            SELECT {_OWNED_TASK_COLUMNS}, t.request_fingerprint
+            FROM sessions s LEFT JOIN tasks t ON t.owner_id = s.user_id AND t.idempotency_key = %s
+            WHERE s.token_hash = %s AND s.expires_at > now()
+            """,
+            (idempotency_key, token_hash),
+        )
+        if existing is None:
+            raise SessionGoneError
+        if existing["id"] is not None:
+            if existing.pop("request_fingerprint") != fingerprint:
+                raise ValueError("Idempotency-Key was already used with a different request body")
+            return existing, False
+        # The task that held the key was deleted between the two statements: the key is free again.
+    raise ValueError("The task this Idempotency-Key names keeps being created and deleted")
 
 
 async def get_task(conn: AsyncConn, *, owner_id: uuid.UUID, task_id: uuid.UUID) -> Row | None:
@@ -165,20 +171,23 @@ async def list_tasks(
     Both statements go in one query string, which needs client-side binding (psycopg's ClientCursor quotes the
     values). Pipeline mode did the same with server-side binding, at about an eighth of a list's CPU in psycopg's
     pipeline machinery. A window count (`count(*) OVER ()`) would fetch every matching row in full for twenty.
+    The page comes first: a session that ends between the statements (each reads its own snapshot) is then
+    answered 401, never as an empty page.
     """
     session = "SELECT user_id FROM sessions WHERE token_hash = %(token)s AND expires_at > now()"
     matching = " AND status = %(status)s" if status else ""
     params = {"token": token_hash, "status": status, "limit": limit, "offset": offset}
     async with AsyncClientCursor(conn, row_factory=dict_row) as cursor:
         await cursor.execute(
-            f"SELECT (SELECT count(*) FROM tasks WHERE owner_id = s.user_id{matching}) AS n FROM ({session}) s; "
             f"SELECT {TASK_COLUMNS} FROM tasks WHERE owner_id = ({session}){matching} "
-            "ORDER BY created_at DESC, id LIMIT %(limit)s OFFSET %(offset)s",
+            "ORDER BY created_at DESC, id LIMIT %(limit)s OFFSET %(offset)s; "
+            f"SELECT (SELECT count(*) FROM tasks WHERE owner_id = s.user_id{matching}) AS n FROM ({session}) s",
             params,
         )
-        total = await cursor.fetchone()
-        assert cursor.nextset(), "the page's result set is missing"
         rows = await cursor.fetchall()
+        if not cursor.nextset():
+            raise RuntimeError("PostgreSQL answered the list without the count's result")
+        total = await cursor.fetchone()
     if total is None:
         raise SessionGoneError
     return rows, int(total["n"])

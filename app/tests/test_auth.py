@@ -71,16 +71,24 @@ def test_a_cached_session_is_never_honoured_past_its_expiry(shared_web: SharedWe
     assert "log in again" in refused.json()["detail"]
 
 
+@pytest.mark.parametrize(
+    "ending",
+    [
+        "DELETE FROM sessions WHERE token_hash = %s RETURNING user_id",
+        "UPDATE sessions SET expires_at = now() - interval '1 second' WHERE token_hash = %s RETURNING user_id",
+    ],
+    ids=["deleted", "expired"],
+)
 def test_create_and_list_check_the_session_in_postgresql_not_the_cached_copy(
-    shared_web: SharedWeb, shared_db: psycopg.Connection[tuple[object, ...]]
+    shared_web: SharedWeb, shared_db: psycopg.Connection[tuple[object, ...]], ending: str
 ) -> None:
-    """A session PostgreSQL no longer holds creates and lists nothing, though Redis still holds a copy of it."""
+    """A session PostgreSQL no longer honours creates and lists nothing, though Redis still holds a live copy."""
     web = shared_web
     auth = signup_and_login(web.url)
     assert httpx.post(f"{web.url}/v1/tasks", json={"title": "mine"}, headers=auth).status_code == 201
     key = cached_session(web.url, auth, web.redis)
     digest = key.removeprefix("session:")
-    owner = shared_db.execute("DELETE FROM sessions WHERE token_hash = %s RETURNING user_id", (digest,)).fetchone()
+    owner = shared_db.execute(ending, (digest,)).fetchone()
     assert owner is not None
     assert web.redis.exists(key)
     for refused in (

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 
+import backing
 from alle.api.app import create_app
 from alle.config import Settings
 from conftest import OFFLINE_ENV
@@ -40,22 +41,47 @@ def test_start_up_freezes_the_heap_and_young_collections_run_less_often_than_cpy
     assert young > CPYTHON_GEN0
 
 
-def test_web_start_up_runs_no_collection_and_leaves_collection_enabled_with_its_heap_frozen() -> None:
-    """The collections start-up would trigger free almost nothing and cost a tenth of a web process's start."""
-    probe = """
+#: Reports the collector's state once the web is built; the marker line stands in for serving.
+_PROBE = """
 import gc, sys
 import uvicorn
+from uvicorn.supervisors.multiprocess import Multiprocess
 from alle import cli
 
 collections = []
 gc.callbacks.append(lambda phase, info: phase == "start" and collections.append(info["generation"]))
-# Stands in for serving: reports the collector's state at the moment the server would start listening.
-uvicorn.Server.run = lambda self, sockets=None: print(len(collections), gc.isenabled(), gc.get_freeze_count())
-cli.main(["web"])
+def report(*_, **__):
+    print("probe:", len(collections), gc.isenabled(), gc.get_freeze_count(), "alle.api.app" in sys.modules)
+uvicorn.Server.run = report
+Multiprocess.run = report
 """
-    env = {**os.environ, **OFFLINE_ENV}
-    done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=60)
+
+
+def _probe(start: str, **env: str) -> tuple[str, str, int, str]:
+    done = subprocess.run(
+        [sys.executable, "-c", _PROBE + start],
+        env={**os.environ, **OFFLINE_ENV, "PORT": str(backing.free_port()), **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
-    collections, enabled, frozen = done.stdout.split()
+    [line] = [line for line in done.stdout.splitlines() if line.startswith("probe:")]
+    collections, enabled, frozen, app_imported = line.split()[1:]
+    return collections, enabled, int(frozen), app_imported
+
+
+def test_web_start_up_runs_no_collection_and_leaves_collection_enabled_with_its_heap_frozen() -> None:
+    """The collections start-up would trigger free almost nothing and cost 5% of a web process's start."""
+    collections, enabled, frozen, _ = _probe('cli.main(["web"])', WEB_CONCURRENCY="1")
     assert (collections, enabled) == ("0", "True")
-    assert int(frozen) > 50_000
+    assert frozen > 50_000
+
+
+def test_each_spawned_web_process_builds_the_app_without_collection_and_the_supervisor_never_imports_it() -> None:
+    """With WEB_CONCURRENCY > 1 uvicorn spawns fresh interpreters; each imports the app through `cli.web_app`."""
+    collections, enabled, frozen, _ = _probe("cli.web_app(); report()")
+    assert (collections, enabled) == ("0", "True")
+    assert frozen > 50_000
+    *_, app_imported = _probe('cli.main(["web"])', WEB_CONCURRENCY="2")
+    assert app_imported == "False"

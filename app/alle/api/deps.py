@@ -181,13 +181,14 @@ async def current_caller(request: Request) -> Caller:
 CallerDep = Annotated[Caller, Depends(current_caller)]
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class Token:
     """The bearer token's digest and the process's services, for a handler whose statement checks the session.
 
     A handler whose only I/O is one PostgreSQL statement checks the session in that statement (a join on
-    `sessions`), and so skips the Redis round trip `authenticate` makes: about a fifth of a create's CPU,
-    measured in process. Such a write also never relies on a cached session.
+    `sessions`), and so skips the Redis round trip `authenticate` makes: about a fifth of a create's Python calls,
+    measured in process. Such a handler also never relies on a cached session. The token is then checked after
+    the request's parameters and body: a bad token with a bad body gets 422, not 401.
     """
 
     digest: str
