@@ -1,4 +1,8 @@
-"""Benchmarks run as the README writes them, with nothing on PATH, and stop everything they started when stopped."""
+"""Benchmarks run as the README writes them, with nothing on PATH, and stop everything they started when stopped.
+
+The start-up benchmark runs with `--install dev` here: its runtime install is a venv built from the package index
+on first use, which a test should not wait for.
+"""
 
 from __future__ import annotations
 
