@@ -130,7 +130,8 @@ class Hung:
 
 @pytest.fixture
 def hung(spawn: Spawn, services: backing.Backing) -> Iterator[Hung]:
-    """`alle web` through the relay, with a user logged in and a task created (so its connections are warm)."""
+    """`alle web` through the relay, with a user logged in, a task created and the session read through Redis (a
+    create checks it in PostgreSQL), so its Redis connection is warm."""
     short = Path(tempfile.mkdtemp(prefix="relay-"))  # a unix socket path has at most 107 bytes
     relay = RedisRelay(short / "redis.sock", services.redis.socket_file)
     # A breaker pause longer than any test, so the order of events, not the clock, decides what is skipped.
@@ -138,6 +139,7 @@ def hung(spawn: Spawn, services: backing.Backing) -> Iterator[Hung]:
     auth = signup_and_login(web.url)
     task = httpx.post(f"{web.url}/v1/tasks", json={"title": "t"}, headers=auth)
     assert task.status_code == 201, task.text
+    assert httpx.get(f"{web.url}/v1/users/me", headers=auth).status_code == 200
     yield Hung(web, auth, task.json()["id"], relay)
     relay.close()
     shutil.rmtree(short)
