@@ -27,6 +27,7 @@ sys.path.insert(0, str(APP / "dev"))
 
 import backing  # noqa: E402
 from alle.security import TokenDigester  # noqa: E402
+from zygote import Zygote  # noqa: E402
 
 T = TypeVar("T")
 
@@ -103,14 +104,29 @@ def _env(services: backing.Backing, database_url: str, home: Path) -> dict[str, 
 
 
 class Spawn(Protocol):
-    def __call__(self, command: str, env: dict[str, str] | None = None, wait_ready: bool = True) -> Proc: ...
+    def __call__(
+        self, command: str, env: dict[str, str] | None = None, wait_ready: bool = True, *, fresh: bool = False
+    ) -> Proc: ...
+
+
+class Process(Protocol):
+    """What the tests use of a started process: `subprocess.Popen`, or a forked one (zygote.Forked)."""
+
+    @property
+    def pid(self) -> int: ...
+
+    def poll(self) -> int | None: ...
+
+    def wait(self, timeout: float | None = None) -> int: ...
+
+    def send_signal(self, sig: int) -> None: ...
 
 
 @dataclass
 class Proc:
     """A running `alle` process whose stdout is captured to a file for assertions."""
 
-    popen: subprocess.Popen[bytes]
+    popen: Process
     log_path: Path
     port: int | None = None
     extra: dict[str, str] = field(default_factory=dict)
@@ -136,13 +152,26 @@ def workdir(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def zygote() -> Iterator[Zygote]:
+    """This xdist worker's fork server: `alle` imported once, each start a fork of it (app/tests/zygote.py)."""
+    server = Zygote()
+    yield server
+    server.close()
+
+
 @pytest.fixture
-def spawn(app_env: dict[str, str], tmp_path: Path, workdir: Path) -> Iterator[Spawn]:
+def spawn(app_env: dict[str, str], tmp_path: Path, workdir: Path, zygote: Zygote) -> Iterator[Spawn]:
+    """Starts `alle COMMAND`, forked from the zygote; `fresh=True` execs a new interpreter instead, for the tests
+    about start-up itself (imports, their warnings, a process that re-executes itself)."""
     started: list[Proc] = []
 
-    def _spawn(command: str, env: dict[str, str] | None = None, wait_ready: bool = True) -> Proc:
+    def _spawn(
+        command: str, env: dict[str, str] | None = None, wait_ready: bool = True, *, fresh: bool = False
+    ) -> Proc:
         log_path = tmp_path / f"{command}-{len(started)}.log"
-        return launch(command, {**app_env, **(env or {})}, log_path, workdir, started, wait_ready=wait_ready)
+        env = {**app_env, **(env or {})}
+        return launch(command, env, log_path, workdir, started, wait_ready=wait_ready, via=None if fresh else zygote)
 
     yield _spawn
     for proc in started:
@@ -150,19 +179,36 @@ def spawn(app_env: dict[str, str], tmp_path: Path, workdir: Path) -> Iterator[Sp
 
 
 def launch(
-    command: str, env: dict[str, str], log_path: Path, cwd: Path, started: list[Proc], *, wait_ready: bool = True
+    command: str,
+    env: dict[str, str],
+    log_path: Path,
+    cwd: Path,
+    started: list[Proc],
+    *,
+    wait_ready: bool = True,
+    via: Zygote | None = None,
 ) -> Proc:
-    """`alle COMMAND` in a session of its own, its output in `log_path`; a web gets a free port and, unless told
-    otherwise, is waited for until it answers /healthz. The process is added to `started` before any wait, so
-    whoever kills what was started also kills a web that never became healthy."""
+    """`alle COMMAND` in a session of its own, its output in `log_path`, forked `via` a zygote or else exec'd; a web
+    gets a free port and, unless told otherwise, is waited for until it answers /healthz. The process is added to
+    `started` before any wait, so whoever kills what was started also kills a web that never became healthy."""
     port = None
     if command == "web":
         port = backing.free_port()
         env = {**env, "PORT": str(port)}
-    with log_path.open("wb") as out:
-        popen = subprocess.Popen(
-            ["alle", command], env=env, stdout=out, stderr=subprocess.STDOUT, cwd=cwd, start_new_session=True
-        )
+    popen: Process
+    with log_path.open("wb") as out, open(os.devnull, "rb") as nothing:
+        if via is not None:
+            popen = via.start([command], env, cwd, (nothing.fileno(), out.fileno(), out.fileno()))
+        else:
+            popen = subprocess.Popen(
+                ["alle", command],
+                env=env,
+                stdin=nothing,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=cwd,
+                start_new_session=True,
+            )
     proc = Proc(popen, log_path, port)
     started.append(proc)
     if command == "web" and wait_ready:
@@ -312,7 +358,7 @@ class SharedWeb:
 
 @pytest.fixture(scope="session")
 def shared_web_session(
-    services: backing.Backing, migrated: str, tmp_path_factory: pytest.TempPathFactory
+    services: backing.Backing, migrated: str, tmp_path_factory: pytest.TempPathFactory, zygote: Zygote
 ) -> Iterator[SharedWeb]:
     """Started once per session, that is once per xdist worker, at its first use: a web start costs about 2.3 s of
     CPU. Not per module: xdist hands a worker tests of several modules in turn, and each switch would restart it."""
@@ -325,7 +371,7 @@ def shared_web_session(
     env = {**_env(services, database_url, home), "REDIS_URL": f"unix://{redis.socket}"}
     started: list[Proc] = []
     try:
-        proc = launch("web", env, root / "web.log", home, started)
+        proc = launch("web", env, root / "web.log", home, started, via=zygote)
         yield SharedWeb(proc, env, redis.client)
     finally:
         for proc in started:

@@ -121,7 +121,8 @@ def test_worker_exits_zero_on_sigterm(spawn: Spawn) -> None:
 
 
 def test_web_concurrency_starts_that_many_processes_which_all_drain_on_sigterm(spawn: Spawn) -> None:
-    web = spawn("web", {"WEB_CONCURRENCY": "2"}, wait_ready=False)
+    # Fresh: uvicorn's processes are new interpreters that import what `alle` is run as, not the zygote.
+    web = spawn("web", {"WEB_CONCURRENCY": "2"}, wait_ready=False, fresh=True)
     # Each process imports and builds the app on its own: allow a busy machine the time for two.
     wait_for(lambda: web.output().count('"web started"') == 2, what="two web processes to start", proc=web, timeout=90)
     auth = signup_and_login(web.url)

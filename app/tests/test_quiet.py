@@ -8,7 +8,8 @@ from conftest import Spawn, wait_for
 
 
 def test_web_and_worker_start_and_stop_without_warnings(spawn: Spawn) -> None:
-    web, worker = spawn("web"), spawn("worker")
+    # Fresh interpreters: a forked process would have done its imports, and printed their warnings, in the zygote.
+    web, worker = spawn("web", fresh=True), spawn("worker", fresh=True)
     wait_for(lambda: "worker started" in worker.output(), what="worker start", proc=worker)
     assert web.terminate() == 0 and worker.terminate() == 0
     for proc in (web, worker):
