@@ -68,11 +68,11 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[backing.Backi
 
 
 @pytest.fixture(scope="session")
-def migrated(services: backing.Backing, tmp_path_factory: pytest.TempPathFactory) -> str:
+def migrated(services: backing.Backing, tmp_path_factory: pytest.TempPathFactory, zygote: Zygote) -> str:
     """A database `alle migrate` has brought to head, once per session: each test gets a copy of it."""
     name = "migrated"
     env = _env(services, services.create_database(name), tmp_path_factory.mktemp("migrated"))
-    migrate = subprocess.run(["alle", "migrate"], env=env, capture_output=True, text=True, cwd=env["HOME"])
+    migrate = zygote.run(["migrate"], env, Path(env["HOME"]))
     assert migrate.returncode == 0, migrate.stdout + migrate.stderr
     return name
 
@@ -158,6 +158,20 @@ def zygote() -> Iterator[Zygote]:
     server = Zygote()
     yield server
     server.close()
+
+
+class RunAlle(Protocol):
+    def __call__(self, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]: ...
+
+
+@pytest.fixture
+def run_alle(zygote: Zygote, workdir: Path) -> RunAlle:
+    """`alle ARGS` run to its exit with `env`, its stdout and stderr captured as text: forked from the zygote."""
+
+    def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+        return zygote.run(list(args), env, workdir)
+
+    return run
 
 
 @pytest.fixture

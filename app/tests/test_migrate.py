@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import uuid
 from pathlib import Path
 
@@ -16,10 +15,12 @@ import backing
 from alle import migrate
 from alle.config import Settings
 from alle.migrate import alembic_config
+from zygote import Captured, Zygote
 
 
-def _migrate(env: dict[str, str]) -> subprocess.Popen[str]:
-    return subprocess.Popen(["alle", "migrate"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+def _migrate(zygote: Zygote, env: dict[str, str], cwd: Path) -> Captured:
+    """`alle migrate`, forked, its stdout and stderr in one pipe; started, not waited for."""
+    return zygote.captured(["migrate"], env, cwd, merged=True)
 
 
 def _tables(url: str) -> set[str]:
@@ -42,18 +43,20 @@ EXPECTED = {
 HEAD = "0003"
 
 
-def test_migrate_twice_is_a_no_op_the_second_time(app_env: dict[str, str]) -> None:
-    again = _migrate(app_env)
+def test_migrate_twice_is_a_no_op_the_second_time(zygote: Zygote, workdir: Path, app_env: dict[str, str]) -> None:
+    again = _migrate(zygote, app_env, workdir)
     output, _ = again.communicate(timeout=60)
     assert again.returncode == 0, output
     assert "Running upgrade" not in output
     assert _tables(app_env["DATABASE_URL"]) == EXPECTED
 
 
-def test_two_concurrent_migrations_leave_the_schema_correct(services: backing.Backing, app_env: dict[str, str]) -> None:
+def test_two_concurrent_migrations_leave_the_schema_correct(
+    zygote: Zygote, workdir: Path, services: backing.Backing, app_env: dict[str, str]
+) -> None:
     url = services.create_database(f"c_{uuid.uuid4().hex[:12]}")
     env = {**app_env, "DATABASE_URL": url}
-    runs = [_migrate(env), _migrate(env)]
+    runs = [_migrate(zygote, env, workdir), _migrate(zygote, env, workdir)]
     outputs = [run.communicate(timeout=60)[0] for run in runs]
     assert [run.returncode for run in runs] == [0, 0], outputs
     assert sum("Running upgrade  -> 0001" in out for out in outputs) == 1
@@ -63,13 +66,13 @@ def test_two_concurrent_migrations_leave_the_schema_correct(services: backing.Ba
 
 
 def test_failed_migration_says_what_to_do_and_keeps_existing_data(
-    services: backing.Backing, app_env: dict[str, str]
+    zygote: Zygote, workdir: Path, services: backing.Backing, app_env: dict[str, str]
 ) -> None:
     url = services.create_database(f"f_{uuid.uuid4().hex[:12]}")
     with psycopg.connect(url) as conn:
         conn.execute("CREATE TABLE users (legacy text)")
         conn.execute("INSERT INTO users VALUES ('keep me')")
-    run = _migrate({**app_env, "DATABASE_URL": url})
+    run = _migrate(zygote, {**app_env, "DATABASE_URL": url}, workdir)
     output, _ = run.communicate(timeout=60)
     assert run.returncode == 1
     failure = [json.loads(line) for line in output.splitlines() if "migration failed" in line]
@@ -109,12 +112,14 @@ def _at_revision(url: str, revision: str) -> None:
         conn.execute("UPDATE alembic_version SET version_num = %s", (revision,))
 
 
-def test_a_rollback_to_an_older_image_leaves_the_newer_schema_as_it_is(app_env: dict[str, str]) -> None:
+def test_a_rollback_to_an_older_image_leaves_the_newer_schema_as_it_is(
+    zygote: Zygote, workdir: Path, app_env: dict[str, str]
+) -> None:
     url = app_env["DATABASE_URL"]
     later = f"{int(HEAD) + 1:04d}"  # what the next release's first migration will be called
     _at_revision(url, later)
     before = _schema(url)
-    rollback = _migrate(app_env)
+    rollback = _migrate(zygote, app_env, workdir)
     output, _ = rollback.communicate(timeout=60)
     assert rollback.returncode == 0, output
     [warning] = [json.loads(line) for line in output.splitlines() if "newer than this release" in line]
@@ -126,10 +131,12 @@ def test_a_rollback_to_an_older_image_leaves_the_newer_schema_as_it_is(app_env: 
 
 
 @pytest.mark.parametrize("revision", ["abc123", "0000"])
-def test_a_revision_that_is_neither_known_nor_later_stops_the_release(app_env: dict[str, str], revision: str) -> None:
+def test_a_revision_that_is_neither_known_nor_later_stops_the_release(
+    zygote: Zygote, workdir: Path, app_env: dict[str, str], revision: str
+) -> None:
     url = app_env["DATABASE_URL"]
     _at_revision(url, revision)
-    run = _migrate(app_env)
+    run = _migrate(zygote, app_env, workdir)
     output, _ = run.communicate(timeout=60)
     assert run.returncode == 1, output
     [refused] = [json.loads(line) for line in output.splitlines() if "migration refused" in line]

@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -172,6 +173,37 @@ class Forked:
         self.send_signal(signal.SIGKILL)
 
 
+class Captured(Forked):
+    """A forked `alle` whose stdout and stderr are pipes to the test: `communicate` as in `subprocess.Popen`."""
+
+    def __init__(self, args: list[str], connection: socket.socket, stdout: int, stderr: int | None) -> None:
+        super().__init__(args, connection)
+        self._pipes = {fd: bytearray() for fd in (stdout, stderr) if fd is not None}
+        self._stdout, self._stderr = stdout, stderr
+
+    def communicate(self, timeout: float | None = None) -> tuple[str, str | None]:
+        """Read until the child closes its output (text, like `text=True`), then wait for its exit status."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with selectors.DefaultSelector() as selector:
+            for fd in self._pipes:
+                selector.register(fd, selectors.EVENT_READ)
+            while selector.get_map():
+                left = None if deadline is None else deadline - time.monotonic()
+                ready = selector.select(left)
+                if not ready:
+                    raise subprocess.TimeoutExpired(self.args, timeout or 0)
+                for key, _ in ready:
+                    chunk = os.read(key.fd, 1 << 16)
+                    if chunk:
+                        self._pipes[key.fd] += chunk
+                    else:
+                        selector.unregister(key.fd)
+                        os.close(key.fd)
+        self.wait(None if deadline is None else max(deadline - time.monotonic(), 0))
+        stderr = None if self._stderr is None else self._pipes[self._stderr].decode()
+        return self._pipes[self._stdout].decode(), stderr
+
+
 class Zygote:
     """The fork server for this test process, started at the first start and stopped by `close`."""
 
@@ -201,12 +233,32 @@ class Zygote:
 
     def start(self, argv: list[str], env: dict[str, str], cwd: Path, stdio: tuple[int, int, int]) -> Forked:
         """`alle ARGV`, forked, with `stdio` (stdin, stdout, stderr fds) as its own; returns at once."""
+        return Forked(["alle", *argv], self._request(argv, env, cwd, stdio))
+
+    def _request(self, argv: list[str], env: dict[str, str], cwd: Path, stdio: tuple[int, int, int]) -> socket.socket:
         self._started()
         connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         connection.connect(self._path)
         request = {"argv": argv, "env": env, "cwd": str(cwd), "executable": self._executable}
         socket.send_fds(connection, [json.dumps(request).encode()], list(stdio))
-        return Forked(["alle", *argv], connection)
+        return connection
+
+    def captured(self, argv: list[str], env: dict[str, str], cwd: Path, *, merged: bool = False) -> Captured:
+        """`alle ARGV` forked with pipes for its stdout and stderr (one pipe for both if `merged`), stdin empty."""
+        out_read, out_write = os.pipe()
+        err_read, err_write = (None, out_write) if merged else os.pipe()
+        with open(os.devnull, "rb") as nothing:
+            connection = self._request(argv, env, cwd, (nothing.fileno(), out_write, err_write))
+        os.close(out_write)
+        if err_read is not None:
+            os.close(err_write)
+        return Captured(["alle", *argv], connection, out_read, err_read)
+
+    def run(self, argv: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+        """`subprocess.run(["alle", *argv], capture_output=True, text=True)`, forked."""
+        forked = self.captured(argv, env, cwd)
+        stdout, stderr = forked.communicate()
+        return subprocess.CompletedProcess(forked.args, forked.wait(), stdout, stderr)
 
     def close(self) -> None:
         if self._server is not None:
