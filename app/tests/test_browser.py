@@ -54,6 +54,9 @@ MISSING = (
 )
 if MISSING and os.environ.get("CI") != "true":
     pytest.skip(MISSING, allow_module_level=True)
+#: One xdist worker runs the whole module in a row (bin/test's --dist loadgroup): one Chromium start, not one per
+#: worker and again each time a worker comes back to the module.
+pytestmark = pytest.mark.xdist_group("browser")
 
 #: Runs before the page's own script on every document, so no violation goes unseen.
 RECORD_CSP_VIOLATIONS = """

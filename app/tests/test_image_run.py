@@ -34,7 +34,9 @@ if MISSING:
     pytest.skip(_MESSAGE, allow_module_level=True)
 
 #: A cold build (debootstrap, then pip in the build stage) takes minutes; the project default is 120 s per test.
-pytestmark = pytest.mark.timeout(900)
+#: One xdist worker runs the whole module in a row (bin/test's --dist loadgroup): the image's migrate, web and
+#: worker start once, not once per worker and again each time a worker comes back to the module.
+pytestmark = [pytest.mark.timeout(900), pytest.mark.xdist_group("image")]
 
 
 @pytest.fixture(scope="module")
