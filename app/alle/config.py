@@ -88,6 +88,8 @@ class Settings(BaseSettings):
     QUEUE_MAX_RETRIES: Annotated[int, Field(ge=0, le=50)] = 8
     QUEUE_MIN_BACKOFF_MS: Annotated[int, Field(ge=10)] = 5_000
     SHUTDOWN_GRACE_SECONDS: Annotated[int, Field(ge=1, le=9)] = 8
+    #: Argon2id's memory per password hash (alle.security); only development and test may set less than 64 MiB.
+    PASSWORD_HASH_MEMORY_KIB: Annotated[int, Field(ge=64, le=1_048_576)] = 65536
     # Capacity, set together by the Pulumi program (app/README.md, "Concurrency and connections"):
     # Cloud Run concurrency = WEB_CONCURRENCY × MAX_REQUESTS_IN_FLIGHT; connections = processes × pool.
     DATABASE_POOL_SIZE: Annotated[int, Field(ge=1, le=100)] = 10
@@ -138,6 +140,10 @@ class Settings(BaseSettings):
         deployed = self.APP_ENV in (AppEnv.staging, AppEnv.production)
         if deployed and self.SECRET_KEY.lower() in _PLACEHOLDERS:
             raise ValueError("SECRET_KEY: a placeholder value is not allowed in staging or production")
+        if deployed and self.PASSWORD_HASH_MEMORY_KIB < 65536:
+            raise ValueError(
+                "PASSWORD_HASH_MEMORY_KIB: less than 65536 (64 MiB) is not allowed in staging or production"
+            )
         return self
 
     @property

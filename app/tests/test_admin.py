@@ -10,7 +10,7 @@ import httpx
 import psycopg
 from google.cloud.storage import Bucket
 
-from conftest import PrivateRedis, Proc, RunAlle, Spawn, cached_session, read_until_cached, signup_and_login
+from conftest import ForkedAlle, PrivateRedis, Proc, Spawn, cached_session, read_until_cached, signup_and_login
 
 Db = psycopg.Connection[tuple[object, ...]]
 
@@ -43,10 +43,10 @@ def _web_on(spawn: Spawn, redis: PrivateRedis) -> tuple[Proc, dict[str, str]]:
     return web, signup_and_login(web.url)
 
 
-def _run_while_redis_is_down(run_alle: RunAlle, redis: PrivateRedis, env: dict[str, str], *args: str) -> None:
+def _run_while_redis_is_down(forked_alle: ForkedAlle, redis: PrivateRedis, env: dict[str, str], *args: str) -> None:
     """Run an admin command with Redis stopped; Redis comes back holding every entry it had."""
     redis.stop()
-    run = run_alle({**env, "REDIS_URL": f"unix://{redis.socket}"}, *args)
+    run = forked_alle({**env, "REDIS_URL": f"unix://{redis.socket}"}, *args)
     redis.start()
     assert run.returncode == 0, run.stdout + run.stderr
 
@@ -56,7 +56,7 @@ def test_cleanup_deletes_only_old_completed_tasks_and_their_attachments(
     app_env: dict[str, str],
     db: Db,
     bucket: Bucket,
-    run_alle: RunAlle,
+    forked_alle: ForkedAlle,
 ) -> None:
     web = spawn("web")
     auth = signup_and_login(web.url)
@@ -70,7 +70,7 @@ def test_cleanup_deletes_only_old_completed_tasks_and_their_attachments(
     _age(db, "old-done")
     db.execute("UPDATE tasks SET created_at = now() - interval '41 days' WHERE title = 'old-open'")
     assert len(list(bucket.list_blobs(prefix=f"attachments/{ids['old-done']}/"))) == 1
-    run = run_alle(app_env, "cleanup-old-tasks", "--older-than-days", "30")
+    run = forked_alle(app_env, "cleanup-old-tasks", "--older-than-days", "30")
     assert run.returncode == 0, run.stdout
     assert _titles(db) == {"new-done", "old-open"}
     assert list(bucket.list_blobs(prefix=f"attachments/{ids['old-done']}/")) == []
@@ -82,7 +82,7 @@ def test_cleanup_keeps_old_completed_tasks_edited_or_given_an_attachment_since(
     app_env: dict[str, str],
     db: Db,
     bucket: Bucket,
-    run_alle: RunAlle,
+    forked_alle: ForkedAlle,
 ) -> None:
     web = spawn("web")
     auth = signup_and_login(web.url)
@@ -97,7 +97,7 @@ def test_cleanup_keeps_old_completed_tasks_edited_or_given_an_attachment_since(
         f"{web.url}/v1/tasks/{ids['attached']}/attachments", params={"filename": "b.txt"}, content=b"y", headers=auth
     )
     assert attached.status_code == 201
-    run = run_alle(app_env, "cleanup-old-tasks", "--older-than-days", "30")
+    run = forked_alle(app_env, "cleanup-old-tasks", "--older-than-days", "30")
     assert run.returncode == 0, run.stdout
     assert _titles(db) == {"edited", "attached"}
 
@@ -107,7 +107,7 @@ def test_cleanup_dry_run_prints_what_it_would_delete_and_deletes_nothing(
     app_env: dict[str, str],
     db: Db,
     bucket: Bucket,
-    run_alle: RunAlle,
+    forked_alle: ForkedAlle,
 ) -> None:
     web = spawn("web")
     auth = signup_and_login(web.url)
@@ -119,7 +119,7 @@ def test_cleanup_dry_run_prints_what_it_would_delete_and_deletes_nothing(
     for task_id in ids.values():
         httpx.post(f"{web.url}/v1/tasks/{task_id}/complete", headers=auth)
     _age(db, "old-done")
-    run = run_alle(app_env, "cleanup-old-tasks", "--older-than-days", "30", "--dry-run")
+    run = forked_alle(app_env, "cleanup-old-tasks", "--older-than-days", "30", "--dry-run")
     assert run.returncode == 0, run.stdout
     records = _records(run.stdout)
     would = [r for r in records if r["message"] == "would delete task"]
@@ -134,7 +134,7 @@ def test_a_task_deleted_by_cleanup_is_no_longer_served_from_the_cache(
     spawn: Spawn,
     app_env: dict[str, str],
     db: Db,
-    run_alle: RunAlle,
+    forked_alle: ForkedAlle,
 ) -> None:
     web = spawn("web")
     auth = signup_and_login(web.url)
@@ -143,13 +143,13 @@ def test_a_task_deleted_by_cleanup_is_no_longer_served_from_the_cache(
     _age(db, "old-done")
     url = f"{web.url}/v1/tasks/{ids['old-done']}"
     assert httpx.get(url, headers=auth).status_code == 200  # now in the read cache
-    assert run_alle(app_env, "cleanup-old-tasks", "--older-than-days", "30").returncode == 0
+    assert forked_alle(app_env, "cleanup-old-tasks", "--older-than-days", "30").returncode == 0
     assert _titles(db) == set()
     assert httpx.get(url, headers=auth).status_code == 404
 
 
 def test_a_task_cleaned_up_while_redis_is_down_is_not_served_when_redis_returns_with_its_data(
-    spawn: Spawn, run_alle: RunAlle, app_env: dict[str, str], db: Db, private_redis: PrivateRedis
+    spawn: Spawn, forked_alle: ForkedAlle, app_env: dict[str, str], db: Db, private_redis: PrivateRedis
 ) -> None:
     web, auth = _web_on(spawn, private_redis)
     ids = _create(web.url, auth, "old-done")
@@ -157,15 +157,15 @@ def test_a_task_cleaned_up_while_redis_is_down_is_not_served_when_redis_returns_
     _age(db, "old-done")
     url, key = f"{web.url}/v1/tasks/{ids['old-done']}", f"task:{ids['old-done']}"
     read_until_cached(url, auth, private_redis.client, key)
-    _run_while_redis_is_down(run_alle, private_redis, app_env, "cleanup-old-tasks", "--older-than-days", "30")
+    _run_while_redis_is_down(forked_alle, private_redis, app_env, "cleanup-old-tasks", "--older-than-days", "30")
     assert _titles(db) == set()
     assert private_redis.client.exists(key)  # Redis came back holding the deleted task
     # The first read after a reconnect misses anyway; the second trusts Redis again, under the epoch it re-read.
     assert [httpx.get(url, headers=auth).status_code for _ in range(2)] == [404, 404]
 
 
-def test_cleanup_refuses_a_nonsense_age(run_alle: RunAlle, app_env: dict[str, str]) -> None:
-    run = run_alle(app_env, "cleanup-old-tasks", "--older-than-days", "0")
+def test_cleanup_refuses_a_nonsense_age(forked_alle: ForkedAlle, app_env: dict[str, str]) -> None:
+    run = forked_alle(app_env, "cleanup-old-tasks", "--older-than-days", "0")
     assert run.returncode == 2
     assert "--older-than-days" in run.stderr
 
@@ -174,7 +174,7 @@ def test_prune_sessions_deletes_expired_sessions_and_their_cache_entries(
     spawn: Spawn,
     app_env: dict[str, str],
     db: Db,
-    run_alle: RunAlle,
+    forked_alle: ForkedAlle,
 ) -> None:
     web = spawn("web")
     expired, current = signup_and_login(web.url), signup_and_login(web.url)
@@ -182,7 +182,7 @@ def test_prune_sessions_deletes_expired_sessions_and_their_cache_entries(
         assert httpx.get(f"{web.url}/v1/users/me", headers=auth).status_code == 200
     expired_user = httpx.get(f"{web.url}/v1/users/me", headers=expired).json()["id"]
     db.execute("UPDATE sessions SET expires_at = now() - interval '1 second' WHERE user_id = %s", (expired_user,))
-    run = run_alle(app_env, "prune-sessions")
+    run = forked_alle(app_env, "prune-sessions")
     assert run.returncode == 0, run.stdout + run.stderr
     [done] = [r for r in _records(run.stdout) if r["message"] == "expired sessions pruned"]
     assert done["deleted_sessions"] == 1
@@ -193,13 +193,13 @@ def test_prune_sessions_deletes_expired_sessions_and_their_cache_entries(
 
 
 def test_a_session_pruned_while_redis_is_down_is_not_honoured_when_redis_returns_with_its_data(
-    spawn: Spawn, run_alle: RunAlle, app_env: dict[str, str], db: Db, private_redis: PrivateRedis
+    spawn: Spawn, forked_alle: ForkedAlle, app_env: dict[str, str], db: Db, private_redis: PrivateRedis
 ) -> None:
     web, auth = _web_on(spawn, private_redis)
     key = cached_session(web.url, auth, private_redis.client)
     # Ended in PostgreSQL only: the cached copy still carries the expiry it was issued with.
     db.execute("UPDATE sessions SET expires_at = now() - interval '1 second'")
-    _run_while_redis_is_down(run_alle, private_redis, app_env, "prune-sessions")
+    _run_while_redis_is_down(forked_alle, private_redis, app_env, "prune-sessions")
     assert db.execute("SELECT count(*) FROM sessions").fetchone() == (0,)
     assert private_redis.client.exists(key)
     assert [httpx.get(f"{web.url}/v1/users/me", headers=auth).status_code for _ in range(2)] == [401, 401]
@@ -209,12 +209,12 @@ def test_generate_report_writes_a_csv_of_all_tasks_to_the_bucket(
     spawn: Spawn,
     app_env: dict[str, str],
     bucket: Bucket,
-    run_alle: RunAlle,
+    forked_alle: ForkedAlle,
 ) -> None:
     web = spawn("web")
     for title in ("mine", "theirs"):
         httpx.post(f"{web.url}/v1/tasks", json={"title": title}, headers=signup_and_login(web.url))
-    run = run_alle(app_env, "generate-report")
+    run = forked_alle(app_env, "generate-report")
     assert run.returncode == 0, run.stdout
     [written] = [json.loads(line) for line in run.stdout.splitlines() if '"report written"' in line]
     rows = list(csv.DictReader(io.StringIO(bucket.blob(written["object_name"]).download_as_text())))

@@ -12,7 +12,7 @@ import pytest
 
 import backing
 from alle.security import TokenDigester, verify_password
-from conftest import SECRET, PrivateRedis, SharedWeb, Spawn, cached_session, signup_and_login
+from conftest import OFFLINE_ENV, SECRET, PrivateRedis, SharedWeb, Spawn, cached_session, signup_and_login
 
 PASSWORD = "correct horse battery"
 
@@ -180,6 +180,25 @@ def test_an_unknown_email_costs_a_full_password_verification(monkeypatch: pytest
     assert verify_password(PASSWORD, None) is False
     assert len(verified) == 1
     assert verified[0].startswith("$argon2id$")
+
+
+def test_passwords_are_hashed_with_64_mib_unless_configured_otherwise(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tests' processes hash with 1 MiB (conftest's PASSWORD_HASH_MEMORY_KIB); an app built without it, as in
+    staging and production, with RFC 9106's 64 MiB. Unknown emails are verified against a hash of the same cost."""
+    from alle import security
+    from alle.api.app import create_app
+    from alle.config import Settings
+
+    monkeypatch.setattr(security, "_hasher", security._hasher)  # restored afterwards, with its dummy hash
+    try:
+        security.configure_password_hashing(1024)
+        assert security.hash_password(PASSWORD).startswith("$argon2id$v=19$m=1024,t=3,p=4$")
+        assert security._dummy_hash().startswith("$argon2id$v=19$m=1024,t=3,p=4$")
+        create_app(Settings(**OFFLINE_ENV))  # type: ignore[arg-type]
+        assert security.hash_password(PASSWORD).startswith("$argon2id$v=19$m=65536,t=3,p=4$")
+        assert security._dummy_hash().startswith("$argon2id$v=19$m=65536,t=3,p=4$")
+    finally:
+        security._dummy_hash.cache_clear()
 
 
 def test_signup_answers_the_same_for_a_taken_email_and_keeps_its_password(shared_web: SharedWeb) -> None:

@@ -54,6 +54,17 @@ def test_placeholder_secret_key_is_refused_in_production() -> None:
     assert "placeholder" in json.loads(result.stdout)["message"]
 
 
+@pytest.mark.parametrize("app_env", ["staging", "production"])
+def test_less_than_64_mib_per_password_hash_is_refused_in_staging_and_production(app_env: str) -> None:
+    from pydantic import ValidationError
+
+    from alle.config import Settings
+
+    with pytest.raises(ValidationError, match="PASSWORD_HASH_MEMORY_KIB: less than 65536"):
+        Settings.model_validate({**OFFLINE_ENV, "APP_ENV": app_env, "PASSWORD_HASH_MEMORY_KIB": "65535"})
+    assert Settings.model_validate({**OFFLINE_ENV, "APP_ENV": app_env}).PASSWORD_HASH_MEMORY_KIB == 65536
+
+
 def test_placeholder_secret_key_is_allowed_in_development() -> None:
     from alle.config import Settings
 

@@ -18,7 +18,7 @@ from alle.config import Settings
 from alle.db import create_pool
 from alle.storage import Storage
 from alle.worker import REDELIVER_AFTER_SECONDS, sweep_outbox
-from conftest import RunAlle, Spawn, signup_and_login, wait_for
+from conftest import ForkedAlle, Spawn, signup_and_login, wait_for
 
 #: Older than the sweep's redelivery deadline.
 DEADLINE = REDELIVER_AFTER_SECONDS + 1
@@ -185,15 +185,15 @@ def test_outbox_sweep_redelivers_overdue_jobs_that_redis_lost_with_its_data(
     )
 
 
-def _dead(run_alle: RunAlle, env: dict[str, str]) -> list[dict[str, object]]:
-    listing = run_alle(env, "dead-jobs", "list")
+def _dead(forked_alle: ForkedAlle, env: dict[str, str]) -> list[dict[str, object]]:
+    listing = forked_alle(env, "dead-jobs", "list")
     assert listing.returncode == 0, listing.stdout + listing.stderr
     return [json.loads(line) for line in listing.stdout.splitlines() if line.startswith('{"id"')]
 
 
 def test_job_that_keeps_failing_is_dead_lettered_in_postgresql_and_can_be_retried(
     spawn: Spawn,
-    run_alle: RunAlle,
+    forked_alle: ForkedAlle,
     app_env: dict[str, str],
     db: psycopg.Connection[tuple[object, ...]],
     services: backing.Backing,
@@ -208,7 +208,7 @@ def test_job_that_keeps_failing_is_dead_lettered_in_postgresql_and_can_be_retrie
         lambda: '"job dead-lettered"' in broken.output(), what="the job to be dead-lettered", timeout=30, proc=broken
     )
     assert broken.terminate() == 0
-    [entry] = _dead(run_alle, app_env)
+    [entry] = _dead(forked_alle, app_env)
     assert entry["actor"] == "generate_report" and entry["args"] == [report["id"]]
     assert entry["attempts"] == 1 + int(app_env["QUEUE_MAX_RETRIES"])  # tried, then retried up to the limit
     assert "NotFound" in str(entry["error"])
@@ -218,14 +218,14 @@ def test_job_that_keeps_failing_is_dead_lettered_in_postgresql_and_can_be_retrie
     assert (logged["actor"], logged["job_id"]) == ("generate_report", entry["id"])
 
     services.redis.flushall()  # Redis loses its data: the dead letter is still listed, from PostgreSQL
-    assert _dead(run_alle, app_env) == [entry]
+    assert _dead(forked_alle, app_env) == [entry]
     _backdate(db, "reports")
     with _sweeper(app_env) as sweep:
         assert sweep() == 0, "a dead job waits for `alle dead-jobs retry`"
 
     spawn("worker")
-    retry = run_alle(app_env, "dead-jobs", "retry")
+    retry = forked_alle(app_env, "dead-jobs", "retry")
     assert json.loads(retry.stdout.splitlines()[-1]) == {"retried": 1}
-    assert _dead(run_alle, app_env) == []
+    assert _dead(forked_alle, app_env) == []
     url = f"{web.url}/v1/reports/{report['id']}"
     wait_for(lambda: httpx.get(url, headers=auth).json()["status"] == "done", what="the retried report")

@@ -26,7 +26,7 @@ from alle.config import Settings, get_settings
 from alle.db import create_async_pool
 from alle.jobs import ENQUEUE_TIMEOUT_SECONDS, create_queue
 from alle.logs import configure, get_logger
-from alle.security import TokenDigester
+from alle.security import TokenDigester, configure_password_hashing
 from alle.storage import AsyncStorage, Storage
 
 log = get_logger(__name__)
@@ -57,6 +57,8 @@ class Bounded(FastAPI):
 
 
 def create_app(settings: Settings) -> FastAPI:
+    configure_password_hashing(settings.PASSWORD_HASH_MEMORY_KIB)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         pool = create_async_pool(settings)
