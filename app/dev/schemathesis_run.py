@@ -121,6 +121,9 @@ def main(argv: list[str]) -> int:
         epilog="Any other argument goes to `schemathesis run` (see `venv/bin/schemathesis run --help`).",
     )
     _, passed_on = parser.parse_known_args(argv)
+    # bin/test runs this alongside the program's tests and stops it with SIGTERM when one of them fails: a SIGTERM
+    # unwinds like Ctrl-C does, so what was started is stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="alle-schemathesis-") as scratch:
         status = run(Path(scratch), passed_on)
