@@ -74,8 +74,12 @@ def serve(path: str) -> None:
             elif key.fileobj is listener:
                 connection, _ = listener.accept()
                 message, fds, _, _ = socket.recv_fds(connection, 1 << 20, 3)
+                # The pid is answered once the child has its session, stdio, directory and environment, as
+                # Popen returns only once its child has: a test may signal its process group at once.
+                set_up, setting_up = os.pipe()
                 pid = os.fork()
                 if pid == 0:
+                    os.close(set_up)
                     for pidfd, (_, other) in running.items():
                         os.close(pidfd)
                         other.close()
@@ -84,11 +88,19 @@ def serve(path: str) -> None:
                     selector.close()
                     listener.close()
                     connection.close()
-                    _become(json.loads(message), fds)
+                    try:
+                        _become(json.loads(message), fds)
+                    except OSError as error:  # e.g. a working directory that does not exist, as Popen raises it
+                        os.write(setting_up, f"{type(error).__name__}: {error}".encode())
+                        os._exit(127)
+                    os.close(setting_up)
                     return
+                os.close(setting_up)
+                failure = os.read(set_up, 1 << 16).decode()
+                os.close(set_up)
                 for fd in fds:
                     os.close(fd)
-                connection.sendall(f"{pid}\n".encode())
+                connection.sendall(f"!{failure}\n".encode() if failure else f"{pid}\n".encode())
                 pidfd = os.pidfd_open(pid)
                 running[pidfd] = (pid, connection)
                 selector.register(pidfd, selectors.EVENT_READ)
@@ -120,16 +132,22 @@ def _become(request: dict[str, Any], fds: list[int]) -> None:
     os.environ.clear()
     os.environ.update(request["env"])
     sys.argv = [request["executable"], *request["argv"]]
+    sys.path[0] = str(Path(request["executable"]).parent)  # as for venv/bin/alle: its directory, not app/tests
 
 
 class Forked:
     """The test's handle on a forked `alle`: what the tests use of `subprocess.Popen`, with the same meanings."""
 
-    def __init__(self, args: list[str], connection: socket.socket) -> None:
+    def __init__(self, args: list[str], connection: socket.socket, log: Path) -> None:
         self.args = args
         self._connection = connection
+        self._log = log
         self._received = b""
-        self.pid = int(self._line(block=True) or "0")
+        answer = self._line(block=True) or ""
+        if answer.startswith("!"):
+            connection.close()
+            raise OSError(f"`{' '.join(args)}` could not start: {answer[1:]}")
+        self.pid = int(answer)
         self.returncode: int | None = None
 
     def _line(self, *, block: bool, timeout: float | None = None) -> str | None:
@@ -140,7 +158,7 @@ class Forked:
             except (BlockingIOError, TimeoutError):
                 return None
             if not chunk:
-                raise RuntimeError(f"the fork server hung up on `{' '.join(self.args)}`; its log says why")
+                raise RuntimeError(f"the fork server hung up on `{' '.join(self.args)}`; {self._log} says why")
             self._received += chunk
         line, _, self._received = self._received.partition(b"\n")
         return line.decode()
@@ -176,8 +194,8 @@ class Forked:
 class Captured(Forked):
     """A forked `alle` whose stdout and stderr are pipes to the test: `communicate` as in `subprocess.Popen`."""
 
-    def __init__(self, args: list[str], connection: socket.socket, stdout: int, stderr: int | None) -> None:
-        super().__init__(args, connection)
+    def __init__(self, args: list[str], connection: socket.socket, log: Path, stdout: int, stderr: int | None) -> None:
+        super().__init__(args, connection, log)
         self._pipes = {fd: bytearray() for fd in (stdout, stderr) if fd is not None}
         self._stdout, self._stderr = stdout, stderr
 
@@ -210,6 +228,7 @@ class Zygote:
     def __init__(self) -> None:
         self._root = Path(tempfile.mkdtemp(prefix="zygote-"))  # a unix socket path must stay under ~100 bytes
         self._path = str(self._root / "socket")
+        self._log = self._root / "server.log"
         self._executable = str(Path(sys.executable).with_name("alle"))
         self._lock = threading.Lock()
         self._server: subprocess.Popen[bytes] | None = None
@@ -218,22 +237,22 @@ class Zygote:
         with self._lock:
             if self._server is not None:
                 return
-            log = (self._root / "server.log").open("wb")
-            self._server = subprocess.Popen(
-                [sys.executable, __file__, self._path],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=log,
-                env={"PATH": os.environ["PATH"], "HOME": str(self._root)},
-                cwd=self._root,
-            )
+            with self._log.open("wb") as log:
+                self._server = subprocess.Popen(
+                    [sys.executable, __file__, self._path],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=log,
+                    env={"PATH": os.environ["PATH"], "HOME": str(self._root)},
+                    cwd=self._root,
+                )
             assert self._server.stdout is not None
             if self._server.stdout.readline() != b"ready\n":
-                raise RuntimeError(f"the fork server did not start:\n{(self._root / 'server.log').read_text()}")
+                raise RuntimeError(f"the fork server did not start:\n{self._log.read_text()}")
 
     def start(self, argv: list[str], env: dict[str, str], cwd: Path, stdio: tuple[int, int, int]) -> Forked:
         """`alle ARGV`, forked, with `stdio` (stdin, stdout, stderr fds) as its own; returns at once."""
-        return Forked(["alle", *argv], self._request(argv, env, cwd, stdio))
+        return Forked(["alle", *argv], self._request(argv, env, cwd, stdio), self._log)
 
     def _request(self, argv: list[str], env: dict[str, str], cwd: Path, stdio: tuple[int, int, int]) -> socket.socket:
         self._started()
@@ -252,7 +271,7 @@ class Zygote:
         os.close(out_write)
         if err_read is not None:
             os.close(err_write)
-        return Captured(["alle", *argv], connection, out_read, err_read)
+        return Captured(["alle", *argv], connection, self._log, out_read, err_read)
 
     def run(self, argv: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
         """`subprocess.run(["alle", *argv], capture_output=True, text=True)`, forked."""
