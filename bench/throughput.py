@@ -3,8 +3,9 @@
 Runs, each for the same duration: a bare ASGI hello app (uvicorn + httptools + uvloop) at 16, 64 and 128
 concurrent connections; `alle web` (APP_ENV=production, one process, access log on) serving a cached
 `GET /v1/tasks/{id}`, `GET /v1/tasks` and `POST /v1/tasks` at the same concurrencies; and pgbench's single-row
-insert with 16 clients on the same embedded PostgreSQL. Prints req/s, the ratio to the baseline, p50, p99,
-errors by kind and the web process's RSS. Asserts nothing.
+insert with 16 clients on the same embedded PostgreSQL. Each alle run comes right after the run it is compared
+with: the hello app at the same concurrency before each cached read and list, pgbench before the creates. Prints
+req/s, the ratio to the baseline, p50, p99, errors by kind and the web process's RSS. Asserts nothing.
 
 Run: venv/bin/python bench/throughput.py [--duration SECONDS]. Needs wrk (Debian/Ubuntu: `sudo apt-get install wrk`,
 macOS: `brew install wrk`). Everything it starts is stopped and its files removed, also on Ctrl-C or error.
@@ -282,7 +283,9 @@ def report(
     print()
     print(f"alle web RSS after the runs: {web_rss[0]:.0f} MiB (peak {web_rss[1]:.0f} MiB)")
     by = {(r.name, r.concurrency): r for r in results}
-    read64, hello64 = by[("cached GET /v1/tasks/{id}", 64)], by[("bare ASGI hello", 64)]
+    read64 = by[("cached GET /v1/tasks/{id}", 64)]
+    hello64 = read64.baseline
+    assert hello64 is not None
     create16, pg = by[("create POST /v1/tasks", 16)], by[("pgbench single-row insert", PGBENCH_CLIENTS)]
     print("targets (issue 7):")
     print(f"  cached read @64 / hello @64      {percent(read64.rate, hello64.rate)}  (at least 5%, aim 25%)")
@@ -352,32 +355,30 @@ def run(duration: int, wrk_binary: str) -> None:
             ("create POST /v1/tasks", lua_request("POST", "/v1/tasks", token, '{"title": "bench"}')),
         ]
         results: list[Result] = []
-        hello_at: dict[int, Result] = {}
-        for concurrency in CONCURRENCY:
-            result = wrk(
-                wrk_binary,
-                workdir,
-                "bare ASGI hello",
-                f"http://127.0.0.1:{hello_port}/",
-                concurrency,
-                duration,
-                "",
-                count=False,
-                server=hello_proc.pid,
-            )
-            hello_at[concurrency] = result
+
+        def measure(name: str, url: str, concurrency: int, request: str, server: int, *, app: bool) -> Result:
+            result = wrk(wrk_binary, workdir, name, url, concurrency, duration, request, count=app, server=server)
             results.append(result)
-            print(f"  done: {result.name} @{concurrency}", file=sys.stderr, flush=True)
+            print(f"  done: {name} @{concurrency}", file=sys.stderr, flush=True)
+            return result
+
+        # Each ratio compares runs made one right after the other: this VM's speed drifts by a third within
+        # minutes, and a baseline measured a minute earlier would carry that drift into the ratio.
+        (cached, cached_request), (listing, list_request), (create, create_request) = loads
+        for concurrency in CONCURRENCY:
+            hello_run = measure(
+                "bare ASGI hello", f"http://127.0.0.1:{hello_port}/", concurrency, "", hello_proc.pid, app=False
+            )
+            measure(cached, base + "/", concurrency, cached_request, web.pid, app=True).baseline = hello_run
+        for concurrency in CONCURRENCY:
+            hello_run = measure(
+                "bare ASGI hello", f"http://127.0.0.1:{hello_port}/", concurrency, "", hello_proc.pid, app=False
+            )
+            measure(listing, base + "/", concurrency, list_request, web.pid, app=True).baseline = hello_run
         pg = pgbench(services, workdir, duration)
         print(f"  done: {pg.name} @{pg.concurrency}", file=sys.stderr, flush=True)
-        for name, request in loads:
-            for concurrency in CONCURRENCY:
-                result = wrk(
-                    wrk_binary, workdir, name, base + "/", concurrency, duration, request, count=True, server=web.pid
-                )
-                result.baseline = pg if name.startswith("create") else hello_at[concurrency]
-                results.append(result)
-                print(f"  done: {name} @{concurrency}", file=sys.stderr, flush=True)
+        for concurrency in CONCURRENCY:
+            measure(create, base + "/", concurrency, create_request, web.pid, app=True).baseline = pg
         results.append(pg)
         web_rss = rss_mib(web.pid)
         report(results, web_rss, started, duration, load, default_sizing())
