@@ -1,6 +1,7 @@
 """How long `alle web` takes from exec to answering /healthz and /readyz, on embedded backing services.
 
-Measured for `alle` installed as the image installs it (the locked runtime set only), with one process and with
+Measured first for uvicorn serving a bare ASGI app (the baseline: how fast this machine starts a server now), then
+for `alle` installed as the image installs it (the locked runtime set only), with one process and with
 production's two, then for the dev venv's `alle`, which also imports what the dev tools brought in.
 Prints figures; asserts nothing.
 Run: venv/bin/python bench/startup.py [RUNS]
@@ -47,34 +48,50 @@ def until_ok(port: int, path: str, proc: subprocess.Popen[bytes]) -> float:
     raise harness.BenchError(f"{path} did not answer 200 within {READY_WITHIN} s")
 
 
-def measure(label: str, alle: str, env: dict[str, str], runs: int) -> None:
+#: The baseline: uvicorn serving a bare ASGI app, started by the same interpreter, with the same server stack.
+HELLO = """
+import os, uvicorn
+
+async def app(scope, receive, send):
+    if scope["type"] == "http":
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+uvicorn.run(app, host="127.0.0.1", port=int(os.environ["PORT"]), loop="uvloop", http="httptools", lifespan="off")
+"""
+
+
+def measure(label: str, argv: list[str], env: dict[str, str], runs: int) -> None:
     live, ready, stop = [], [], []
     for _ in range(runs):
         port = harness.free_port()
         started = time.perf_counter()
-        with harness.process([alle, "web"], env={**env, "PORT": str(port)}, stdout=subprocess.DEVNULL) as proc:
+        with harness.process(argv, env={**env, "PORT": str(port)}, stdout=subprocess.DEVNULL) as proc:
             live.append(until_ok(port, "/healthz", proc) - started)
             ready.append(until_ok(port, "/readyz", proc) - started)
             stopping = time.perf_counter()
             proc.send_signal(signal.SIGTERM)
             proc.wait(15)
             stop.append(time.perf_counter() - stopping)
-    print(f"{label}: {alle}")
+    print(f"{label}: {' '.join(argv[:2])}")
     for name, values in (("exec → /healthz 200", live), ("exec → /readyz 200", ready), ("SIGTERM → exit", stop)):
         print(f"  {name:22} median {statistics.median(values):.3f}s  max {max(values):.3f}s  ({runs} runs)")
 
 
 def main(runs: int, install: str) -> None:
     runtime = harness.runtime_alle() if install in ("runtime", "both") else None
+    python = str(Path(runtime).parent / "python") if runtime is not None else sys.executable
     with harness.release("bench", LOG_LEVEL="WARNING") as env:
+        # This VM's speed drifts by a third within minutes: the bare server's start says how fast it is now.
+        measure("baseline, uvicorn with a bare ASGI app", [python, "-c", HELLO], env, runs)
         if runtime is not None:
-            measure("runtime install, as in the image", runtime, env, runs)
+            measure("runtime install, as in the image", [runtime, "web"], env, runs)
             # Production runs two processes per instance: uvicorn's supervisor spawns each, and each imports the app.
             production = {**env, "WEB_CONCURRENCY": "2"}
             label = "runtime install, WEB_CONCURRENCY=2 as in production (ready: the first process to answer)"
-            measure(label, runtime, production, runs)
+            measure(label, [runtime, "web"], production, runs)
         if install in ("dev", "both"):
-            measure("dev venv", str(Path(sys.executable).parent / "alle"), env, runs)
+            measure("dev venv", [str(Path(sys.executable).parent / "alle"), "web"], env, runs)
 
 
 def _options(parser: argparse.ArgumentParser) -> None:
