@@ -32,7 +32,7 @@ def short_tmp() -> Iterator[Path]:
 def test_startup_bench_interrupted_mid_run_stops_web_and_the_backing_services(short_tmp: Path) -> None:
     tmp_path = short_tmp
     bench = subprocess.Popen(
-        [sys.executable, "bench/startup.py", "50", "--install", "dev"],  # the runtime install takes a minute
+        [sys.executable, "bench/startup.py", "5", "--install", "dev"],  # the runtime install takes a minute
         cwd=ROOT,
         env={"HOME": str(tmp_path), "TMPDIR": str(tmp_path)},  # no PATH: the README's command must work as is
         stdout=subprocess.PIPE,
