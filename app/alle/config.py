@@ -34,6 +34,8 @@ CONTRACT_ENV = (
 
 #: A rate such as `10/minute`: a count per second, minute, hour or day.
 _RATE = r"^[1-9][0-9]{0,5}/(second|minute|hour|day)$"
+#: Argon2id's memory per password hash as RFC 9106's second recommended option (pwdlib's `recommended()`): 64 MiB.
+FULL_HASH_MEMORY_KIB = 65536
 _PLACEHOLDERS = {"changeme", "change-me", "secret", "development-secret-key-not-for-production"}
 
 
@@ -89,7 +91,7 @@ class Settings(BaseSettings):
     QUEUE_MIN_BACKOFF_MS: Annotated[int, Field(ge=10)] = 5_000
     SHUTDOWN_GRACE_SECONDS: Annotated[int, Field(ge=1, le=9)] = 8
     #: Argon2id's memory per password hash (alle.security); only development and test may set less than 64 MiB.
-    PASSWORD_HASH_MEMORY_KIB: Annotated[int, Field(ge=64, le=1_048_576)] = 65536
+    PASSWORD_HASH_MEMORY_KIB: Annotated[int, Field(ge=64, le=1_048_576)] = FULL_HASH_MEMORY_KIB
     # Capacity, set together by the Pulumi program (app/README.md, "Concurrency and connections"):
     # Cloud Run concurrency = WEB_CONCURRENCY × MAX_REQUESTS_IN_FLIGHT; connections = processes × pool.
     DATABASE_POOL_SIZE: Annotated[int, Field(ge=1, le=100)] = 10
@@ -140,9 +142,10 @@ class Settings(BaseSettings):
         deployed = self.APP_ENV in (AppEnv.staging, AppEnv.production)
         if deployed and self.SECRET_KEY.lower() in _PLACEHOLDERS:
             raise ValueError("SECRET_KEY: a placeholder value is not allowed in staging or production")
-        if deployed and self.PASSWORD_HASH_MEMORY_KIB < 65536:
+        if deployed and self.PASSWORD_HASH_MEMORY_KIB < FULL_HASH_MEMORY_KIB:
             raise ValueError(
-                "PASSWORD_HASH_MEMORY_KIB: less than 65536 (64 MiB) is not allowed in staging or production"
+                f"PASSWORD_HASH_MEMORY_KIB: less than {FULL_HASH_MEMORY_KIB} (64 MiB) is not allowed in staging or "
+                "production"
             )
         return self
 

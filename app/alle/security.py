@@ -11,8 +11,6 @@ from importlib import resources
 from pwdlib import PasswordHash
 from pwdlib.hashers.argon2 import Argon2Hasher
 
-#: RFC 9106's second recommended Argon2id option (pwdlib's `recommended()`): 64 MiB, 3 passes, 4 lanes.
-FULL_MEMORY_KIB = 65536
 _hasher = PasswordHash.recommended()
 
 

@@ -114,6 +114,12 @@ def wfc_document(accounts: dict[str, dict[str, str]]) -> dict[str, object]:
     }
 
 
+def _stop(*_: object) -> None:
+    """Unwind once; a second SIGTERM must not cut short the clean-up the first one started."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    sys.exit(128 + signal.SIGTERM)
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="app/dev/schemathesis_run.py",
@@ -123,7 +129,7 @@ def main(argv: list[str]) -> int:
     _, passed_on = parser.parse_known_args(argv)
     # bin/test runs this alongside the program's tests and stops it with SIGTERM when one of them fails: a SIGTERM
     # unwinds like Ctrl-C does, so what was started is stopped.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    signal.signal(signal.SIGTERM, _stop)
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="alle-schemathesis-") as scratch:
         status = run(Path(scratch), passed_on)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import shutil
@@ -233,9 +234,16 @@ def launch(
 
 
 def kill(proc: Proc) -> None:
-    if proc.popen.poll() is None:
-        os.killpg(proc.popen.pid, signal.SIGKILL)
-        proc.popen.wait()
+    """SIGKILL to the process's group; also when its fork server is gone and cannot say whether it still runs."""
+    try:
+        running = proc.popen.poll() is None
+    except RuntimeError:  # the fork server hung up
+        running = True
+    if running:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.popen.pid, signal.SIGKILL)
+        with contextlib.suppress(RuntimeError):
+            proc.popen.wait()
 
 
 #: One client for polling: httpx.get builds a new TLS context (certifi's bundle) per call, about 85 ms of CPU,

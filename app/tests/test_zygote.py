@@ -7,9 +7,13 @@ import json
 import os
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
+import pytest
+
 from conftest import OFFLINE_ENV, ForkedAlle, Spawn, wait_for
+from zygote import PRELOAD, Zygote
 
 
 def test_a_forked_alle_exits_and_writes_exactly_as_an_execd_one(forked_alle: ForkedAlle, workdir: Path) -> None:
@@ -35,3 +39,18 @@ def test_a_forked_alle_reads_the_tests_environment_and_runs_in_its_directory(spa
     [started] = [json.loads(line) for line in web.output().splitlines() if '"web started"' in line]
     assert started["release"] == "forked-release"
     assert web.terminate() == 0
+
+
+@pytest.mark.parametrize("module", [name for name in PRELOAD if name.startswith("alle.")])
+def test_each_module_the_fork_server_preloads_imports_on_its_own(module: str) -> None:
+    """The server imports them all, in one order: a module that imports only after another one (a circular import,
+    a submodule used but not imported) would pass every test of a forked `alle`."""
+    done = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+
+
+def test_a_variable_read_only_as_an_interpreter_starts_cannot_be_given_to_a_forked_alle(
+    zygote: Zygote, workdir: Path
+) -> None:
+    with pytest.raises(ValueError, match="PYTHONHASHSEED take effect only as an interpreter starts"):
+        zygote.run(["--help"], {"PATH": os.environ["PATH"], "PYTHONHASHSEED": "7"}, workdir)

@@ -222,6 +222,11 @@ class Captured(Forked):
         return self._pipes[self._stdout].decode(), stderr
 
 
+def _read_at_start(name: str) -> bool:
+    """Read by the interpreter or the C library as a process starts."""
+    return name.startswith(("PYTHON", "LC_")) or name in ("LANG", "LANGUAGE", "TZ")
+
+
 class Zygote:
     """The fork server for this test process, started at the first start and stopped by `close`."""
 
@@ -238,6 +243,9 @@ class Zygote:
             if self._server is not None:
                 return
             with self._log.open("wb") as log:
+                # A session of its own: a Ctrl-C to the test run's process group must not take the server down
+                # before the tests' teardown has killed what it forked. It exits when this process's end of its
+                # stdin closes, however this process ends.
                 self._server = subprocess.Popen(
                     [sys.executable, __file__, self._path],
                     stdin=subprocess.PIPE,
@@ -245,6 +253,7 @@ class Zygote:
                     stderr=log,
                     env={"PATH": os.environ["PATH"], "HOME": str(self._root)},
                     cwd=self._root,
+                    start_new_session=True,
                 )
             assert self._server.stdout is not None
             if self._server.stdout.readline() != b"ready\n":
@@ -255,6 +264,13 @@ class Zygote:
         return Forked(["alle", *argv], self._request(argv, env, cwd, stdio), self._log)
 
     def _request(self, argv: list[str], env: dict[str, str], cwd: Path, stdio: tuple[int, int, int]) -> socket.socket:
+        # The server started without any of them, and a forked child has what the server had.
+        given = sorted(name for name in env if _read_at_start(name))
+        if given:
+            raise ValueError(
+                f"{', '.join(given)} take effect only as an interpreter starts, and a forked `alle` does not start "
+                "one: spawn it with fresh=True"
+            )
         self._started()
         connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         connection.connect(self._path)
