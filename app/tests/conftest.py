@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import gc
 import os
 import shutil
 import signal
@@ -153,6 +154,15 @@ def workdir(tmp_path: Path) -> Path:
     path = tmp_path / "cwd"
     path.mkdir()
     return path
+
+
+@pytest.fixture(autouse=True)
+def _heap_unfrozen_after_each_test() -> Iterator[None]:
+    """A test that runs the app's lifespan in this process freezes this process's heap (settle_heap); left frozen,
+    its objects are hidden from `gc.get_referrers`, and Hypothesis, under test_openapi, then warned that trio's
+    random generator had no referrers."""
+    yield
+    gc.unfreeze()
 
 
 @pytest.fixture(scope="session")
