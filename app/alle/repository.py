@@ -25,6 +25,8 @@ TASK_COLUMNS = "id, title, notes, status, due_date, completed_at, created_at, up
 _OWNED_TASK_COLUMNS = ", ".join(f"t.{column}" for column in TASK_COLUMNS.split(", "))
 #: A create whose key's task is deleted under it inserts again; this many times at most.
 _CREATE_ATTEMPTS = 2
+#: The user of the live session behind `%(token)s` (a token's digest): no row once it has expired or ended.
+_LIVE_SESSION = "SELECT user_id FROM sessions WHERE token_hash = %(token)s AND expires_at > now()"
 
 
 class EmailTakenError(Exception):
@@ -124,16 +126,24 @@ async def create_task(
     The session is checked in the insert itself. Returns the task and whether this call created it. Raises
     SessionGoneError for a token with no live session, and ValueError for a replay with a different body.
     """
+    params = {
+        "token": token_hash,
+        "title": title,
+        "notes": notes,
+        "due": due_date,
+        "key": idempotency_key,
+        "fingerprint": fingerprint,
+    }
     for _ in range(_CREATE_ATTEMPTS):
         row = await _one(
             conn,
             f"""
             INSERT INTO tasks (owner_id, title, notes, due_date, idempotency_key, request_fingerprint)
-            SELECT user_id, %s, %s, %s, %s, %s FROM sessions WHERE token_hash = %s AND expires_at > now()
+            SELECT s.user_id, %(title)s, %(notes)s, %(due)s, %(key)s, %(fingerprint)s FROM ({_LIVE_SESSION}) s
             ON CONFLICT (owner_id, idempotency_key) DO NOTHING
             RETURNING {TASK_COLUMNS}
             """,
-            (title, notes, due_date, idempotency_key, fingerprint, token_hash),
+            params,
         )
         if row is not None:
             return row, True
@@ -144,10 +154,9 @@ async def create_task(
             conn,
             f"""
             SELECT {_OWNED_TASK_COLUMNS}, t.request_fingerprint
-            FROM sessions s LEFT JOIN tasks t ON t.owner_id = s.user_id AND t.idempotency_key = %s
-            WHERE s.token_hash = %s AND s.expires_at > now()
+            FROM ({_LIVE_SESSION}) s LEFT JOIN tasks t ON t.owner_id = s.user_id AND t.idempotency_key = %(key)s
             """,
-            (idempotency_key, token_hash),
+            params,
         )
         if existing is None:
             raise SessionGoneError
@@ -174,14 +183,13 @@ async def list_tasks(
     The page comes first: a session that ends between the statements (each reads its own snapshot) is then
     answered 401, never as an empty page.
     """
-    session = "SELECT user_id FROM sessions WHERE token_hash = %(token)s AND expires_at > now()"
     matching = " AND status = %(status)s" if status else ""
     params = {"token": token_hash, "status": status, "limit": limit, "offset": offset}
     async with AsyncClientCursor(conn, row_factory=dict_row) as cursor:
         await cursor.execute(
-            f"SELECT {TASK_COLUMNS} FROM tasks WHERE owner_id = ({session}){matching} "
+            f"SELECT {TASK_COLUMNS} FROM tasks WHERE owner_id = ({_LIVE_SESSION}){matching} "
             "ORDER BY created_at DESC, id LIMIT %(limit)s OFFSET %(offset)s; "
-            f"SELECT (SELECT count(*) FROM tasks WHERE owner_id = s.user_id{matching}) AS n FROM ({session}) s",
+            f"SELECT (SELECT count(*) FROM tasks WHERE owner_id = s.user_id{matching}) AS n FROM ({_LIVE_SESSION}) s",
             params,
         )
         rows = await cursor.fetchall()
