@@ -364,17 +364,13 @@ def run(duration: int, wrk_binary: str) -> None:
 
         # Each ratio compares runs made one right after the other: this VM's speed drifts by a third within
         # minutes, and a baseline measured a minute earlier would carry that drift into the ratio.
-        (cached, cached_request), (listing, list_request), (create, create_request) = loads
-        for concurrency in CONCURRENCY:
-            hello_run = measure(
-                "bare ASGI hello", f"http://127.0.0.1:{hello_port}/", concurrency, "", hello_proc.pid, app=False
-            )
-            measure(cached, base + "/", concurrency, cached_request, web.pid, app=True).baseline = hello_run
-        for concurrency in CONCURRENCY:
-            hello_run = measure(
-                "bare ASGI hello", f"http://127.0.0.1:{hello_port}/", concurrency, "", hello_proc.pid, app=False
-            )
-            measure(listing, base + "/", concurrency, list_request, web.pid, app=True).baseline = hello_run
+        *read_loads, (create, create_request) = loads
+        for name, request in read_loads:
+            for concurrency in CONCURRENCY:
+                hello_run = measure(
+                    "bare ASGI hello", f"http://127.0.0.1:{hello_port}/", concurrency, "", hello_proc.pid, app=False
+                )
+                measure(name, base + "/", concurrency, request, web.pid, app=True).baseline = hello_run
         pg = pgbench(services, workdir, duration)
         print(f"  done: {pg.name} @{pg.concurrency}", file=sys.stderr, flush=True)
         for concurrency in CONCURRENCY:
