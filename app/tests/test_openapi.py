@@ -7,18 +7,24 @@ rules and the known cases, so a regression names itself.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import uuid
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import schemathesis
+import schemathesis_run
 from email_validator import SPECIAL_USE_DOMAIN_NAMES
 from fastapi import FastAPI
 from fastapi.routing import APIRoute, iter_route_contexts
 from limits import parse
 from pydantic import ValidationError
+from schemathesis.config import SchemathesisConfig
+from schemathesis.core.result import Ok
+from schemathesis.core.warnings import SchemathesisWarning
 
 from alle.api.app import create_app
 from alle.api.limits import PROBES
@@ -249,3 +255,24 @@ def test_the_email_pattern_refuses_exactly_what_the_validator_refuses(document: 
     except ValidationError:
         accepted = False
     assert (re.search(pattern, address) is not None) == accepted
+
+
+def test_every_warning_fails_the_schemathesis_run_but_missing_auth_on_the_log_in_alone(
+    document: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run's settings as Schemathesis resolves them for each operation: a warning that a Schemathesis upgrade
+    adds fails the log-in's cases too, and a broken log-in still fails every other operation's."""
+    wfc = tmp_path / "wfc.json"
+    wfc.write_text(json.dumps(schemathesis_run.wfc_document({name: {} for name in schemathesis_run.USERS})))
+    monkeypatch.setenv("ALLE_WFC_AUTH", str(wfc))
+    config = SchemathesisConfig.from_path(schemathesis_run.CONFIG)
+    run_wide = set(config.projects.default.warnings.fail_on)
+    failing: dict[str, set[SchemathesisWarning]] = {}
+    for found in schemathesis.openapi.from_dict(document, config=config).get_all_operations():
+        assert isinstance(found, Ok), found
+        operation = found.ok()
+        warnings = operation.schema.config.warnings_for(operation=operation)
+        failing[operation.label] = {warning for warning in SchemathesisWarning if warnings.should_fail(warning)}
+    assert SchemathesisWarning.MISSING_AUTH in run_wide
+    assert failing.pop("POST /v1/auth/login") == run_wide - {SchemathesisWarning.MISSING_AUTH}
+    assert failing and all(fails == run_wide for fails in failing.values())
