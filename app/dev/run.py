@@ -171,6 +171,16 @@ class Supervisor:
     def on_signal(self, signum: int, _: object) -> None:
         self.events.put(Signalled(signum))  # SimpleQueue.put is safe to call from a signal handler
 
+    def next_event(self) -> Event:
+        """Waits in short steps. The kernel may hand a signal to another thread (a log reader, the storage
+        emulator's); its handler then runs only once this thread runs Python again, and a wait without end would
+        never see it."""
+        while True:
+            try:
+                return self.events.get(timeout=0.5)
+            except queue.Empty:
+                continue
+
     def run(self) -> int:
         if not port_free(self.port):
             self.console.say(
@@ -184,7 +194,7 @@ class Supervisor:
         # A signal that came while the services started is already queued and wins over migrate's exit.
         migrate = Child.spawn("migrate", "alle migrate", env, self.console, self.events)
         self.children.append(migrate)
-        event = self.events.get()
+        event = self.next_event()
         if isinstance(event, Signalled):
             return self.stopped_by(event)
         self.children.remove(migrate)
@@ -203,7 +213,7 @@ class Supervisor:
             return self.crashed(event.child, f"before web listened on port {self.port}")
         for text in banner(self.port, self.args.data_dir):
             self.console.say(text)
-        event = self.events.get()
+        event = self.next_event()
         if isinstance(event, Signalled):
             return self.stopped_by(event)
         return self.crashed(event.child, "while running")
