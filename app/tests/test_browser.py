@@ -45,6 +45,9 @@ FLAGS = [
     "--window-size=1280,900",
 ]
 PASSWORD = "plum-orchard-lantern-42"
+#: How often a wait looks at the page again. Selenium's default, 0.5 s, is paid by almost every step of a test that
+#: waits for the page to react: a journey spent about half its time asleep.
+POLL_SECONDS = 0.02
 _absent = [path for path in (CHROMIUM, CHROMEDRIVER) if not os.access(path, os.X_OK)]
 MISSING = (
     f"browser tests need Chromium and its driver, and {' and '.join(_absent)} is missing: "
@@ -156,7 +159,7 @@ class Browser:
     def wait(self, condition: Any, timeout: float = 30) -> Any:
         """On a timeout, say what the page showed instead (and keep a picture of it)."""
         try:
-            return WebDriverWait(self.driver, timeout).until(condition)
+            return WebDriverWait(self.driver, timeout, poll_frequency=POLL_SECONDS).until(condition)
         except TimeoutException:
             picture = self.shots / f"timeout-{uuid.uuid4().hex[:8]}.png"
             self.driver.save_screenshot(str(picture))
