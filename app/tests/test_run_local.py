@@ -84,6 +84,10 @@ def run_local(tmp_path: Path) -> Iterator[RunLocal]:
     started = RunLocal(tmp_path / "local", backing.free_port())
     yield started
     if started.popen.poll() is None:
+        # Its web and worker first: they run from the checkout, not the data directory, and a supervisor killed
+        # outright leaves them running (a test that failed on a hung supervisor once left both behind).
+        for pid in procfs.children(started.popen.pid):
+            os.kill(pid, signal.SIGKILL)
         started.popen.kill()
         started.popen.wait()
     for pid in processes_with_cwd_under(started.data_dir):
