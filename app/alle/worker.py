@@ -75,17 +75,28 @@ def sweep_outbox(
     return len(notifications) + len(due_reports)
 
 
-def run(settings: Settings) -> int:
-    # Blocked before any thread starts, so every thread inherits the mask, and taken by the main thread's
-    # sigtimedwait below. With a handler instead, the kernel may hand SIGTERM to one of Dramatiq's threads: the
-    # main thread then slept on until its next sweep, up to 30 s, past Cloud Run's 10 s before SIGKILL (one stop in
-    # 40 did so, here).
-    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+def start(settings: Settings) -> tuple[jobs.Queue, jobs.Runtime, dramatiq.Worker]:
+    """The queue, the handlers' runtime and the running Dramatiq worker, as `run` serves them."""
     queue = jobs.create_queue(settings)
     runtime = jobs.build_runtime(settings)
     jobs.set_runtime(runtime)
+    # Dramatiq's own CLI announces the boot, and only then does TimeLimit start the thread that stops a job past its
+    # time limit. Without it, a hung job ran for ever, and the sweep's redelivery then ran a second copy beside it.
+    queue.broker.emit_after("process_boot")
     worker = dramatiq.Worker(queue.broker, worker_threads=settings.WORKER_THREADS, worker_timeout=jobs.IDLE_POLL_MS)
     worker.start()
+    return queue, runtime, worker
+
+
+def run(settings: Settings) -> int:
+    # Blocked before any thread starts, so every thread inherits the mask, and taken by the main thread's
+    # sigtimedwait below: a stop can neither wait on another thread nor hang in a handler. With a handler that set a
+    # threading.Event, a SIGTERM that came while the main thread held the Event's lock (entering or leaving its
+    # wait) deadlocked it, and one the kernel handed to another thread left it asleep until the next sweep, 30 s
+    # on, past Cloud Run's 10 s before SIGKILL (one stop in 40 ran into the kill, here). A child process would
+    # inherit the mask: one started from here must clear it (os.posix_spawn's setsigmask).
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    queue, runtime, worker = start(settings)
     log.info("worker started", release=settings.RELEASE, threads=settings.WORKER_THREADS)
     while (received := signal.sigtimedwait(STOP_SIGNALS, SWEEP_INTERVAL_SECONDS)) is None:
         try:

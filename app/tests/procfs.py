@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
-import os
 from pathlib import Path
 
 
@@ -50,28 +48,18 @@ def children(parent: int) -> list[int]:
     return found
 
 
+def threads(pid: int) -> list[int]:
+    return sorted(int(task.name) for task in Path(f"/proc/{pid}/task").iterdir())
+
+
 def blocked_signals_by_thread(pid: int) -> dict[int, set[int]]:
     """Each thread's blocked signal numbers (SigBlk in /proc/PID/task/TID/status, a hex bit mask from signal 1)."""
     found = {}
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        for line in (task / "status").read_text().splitlines():
-            if line.startswith("SigBlk:"):
-                mask = int(line.split()[1], 16)
-                found[int(task.name)] = {number for number in range(1, 65) if mask >> (number - 1) & 1}
+    for tid in threads(pid):
+        try:
+            status = Path(f"/proc/{pid}/task/{tid}/status").read_text()
+        except OSError:
+            continue  # the thread ended meanwhile
+        mask = int(next(line for line in status.splitlines() if line.startswith("SigBlk:")).split()[1], 16)
+        found[tid] = {number for number in range(1, 65) if mask >> (number - 1) & 1}
     return found
-
-
-#: tgkill's number in the syscall table, by architecture: os and signal offer no way to signal one thread of
-#: another process.
-_TGKILL = {"x86_64": 234, "aarch64": 131}
-
-
-def signal_thread(pid: int, tid: int, signum: int) -> None:
-    """Deliver `signum` to thread `tid` of process `pid`, as the kernel may when it picks that thread."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.syscall(_TGKILL[os.uname().machine], pid, tid, signum) != 0:
-        raise OSError(ctypes.get_errno(), f"tgkill({pid}, {tid}, {signum})")
-
-
-def threads(pid: int) -> list[int]:
-    return sorted(int(task.name) for task in Path(f"/proc/{pid}/task").iterdir())

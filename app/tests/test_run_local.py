@@ -110,19 +110,17 @@ def listening(port: int) -> bool:
 def test_stop_signal_to_its_pid_stops_web_worker_then_backing_services_and_exits_zero(
     run_local: RunLocal, signum: signal.Signals, to_a_thread: bool
 ) -> None:
-    """The kernel gives a signal sent to the pid to any thread that does not block it: to one of the supervisor's
-    log readers too, whose handler call then waits until the main thread runs Python again."""
+    """The kernel offers a signal for the process to its main thread first, but one sent to another thread's id goes
+    to that thread (as does one that comes while the main thread cannot take it): to a log reader or the storage
+    emulator's thread, say, and its Python handler then waits until the main thread runs Python again."""
     web, worker = run_local.pid("web"), run_local.pid("worker")
     run_local.wait_line(r"Alle is running: http://127\.0\.0\.1:\d+$")
     assert listening(run_local.port), "the banner came before web listened"
     backing_pids = processes_with_cwd_under(run_local.data_dir)
     assert len(backing_pids) >= 2, "PostgreSQL and Redis should be running from the data directory"
 
-    if to_a_thread:
-        pid = run_local.popen.pid
-        procfs.signal_thread(pid, next(tid for tid in procfs.threads(pid) if tid != pid), signum)
-    else:
-        os.kill(run_local.popen.pid, signum)
+    pid = run_local.popen.pid
+    os.kill(next(tid for tid in procfs.threads(pid) if tid != pid) if to_a_thread else pid, signum)
 
     assert run_local.finish() == 0, "\n".join(run_local.lines)
     order = [
