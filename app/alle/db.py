@@ -21,14 +21,20 @@ AsyncPool = AsyncConnectionPool[AsyncConnection[DictRow]]
 WEB_POOL_TIMEOUT_SECONDS = 2.0
 
 
-def create_pool(settings: Settings, *, max_size: int = 10, name: str = "alle") -> Pool:
-    """Open lazily so a process starts fast even while the database is still coming up."""
+def create_pool(
+    settings: Settings, *, max_size: int = 10, name: str = "alle", server_settings: dict[str, str] | None = None
+) -> Pool:
+    """Open lazily so a process starts fast even while the database is still coming up. `server_settings` are
+    PostgreSQL settings for each of the pool's sessions (libpq's `options`)."""
+    kwargs: dict[str, object] = {"row_factory": dict_row, "application_name": f"alle-{name}"}
+    if server_settings:
+        kwargs["options"] = " ".join(f"-c {key}={value}" for key, value in server_settings.items())
     return ConnectionPool(
         settings.DATABASE_URL,
         connection_class=Connection[DictRow],
         min_size=1,
         max_size=max_size,
-        kwargs={"row_factory": dict_row, "application_name": f"alle-{name}"},
+        kwargs=kwargs,
         open=False,
         timeout=10,
         name=name,

@@ -19,7 +19,7 @@ from typing import Any
 import dramatiq
 from dramatiq.brokers.redis import MAINTENANCE_SCALE, RedisBroker
 from dramatiq.errors import ActorNotFound
-from dramatiq.middleware import Middleware
+from dramatiq.middleware import Middleware, TimeLimit, default_middleware
 from psycopg.types.json import Jsonb
 
 from alle import cache, reports
@@ -192,6 +192,7 @@ ENQUEUE_TIMEOUT_SECONDS = 0.5
 def create_queue(settings: Settings, *, timeout: float = 10) -> Queue:
     """Declare the actors on a broker built from the settings (never Dramatiq's global default)."""
     broker = RedisBroker(  # type: ignore[no-untyped-call]
+        middleware=[middleware() for middleware in default_middleware if middleware is not TimeLimit],
         client=cache.create_client(settings, timeout=timeout),
         namespace=NAMESPACE,
         heartbeat_timeout=settings.QUEUE_HEARTBEAT_TIMEOUT_SECONDS * 1000,
@@ -205,7 +206,6 @@ def create_queue(settings: Settings, *, timeout: float = 10) -> Queue:
         "max_retries": settings.QUEUE_MAX_RETRIES,
         "min_backoff": settings.QUEUE_MIN_BACKOFF_MS,
         "max_backoff": 15 * 60 * 1000,
-        "time_limit": 5 * 60 * 1000,
     }
     return Queue(
         broker=broker,
@@ -214,8 +214,22 @@ def create_queue(settings: Settings, *, timeout: float = 10) -> Queue:
     )
 
 
+#: What bounds an attempt, in place of Dramatiq's TimeLimit. TimeLimit raises an exception into the job's thread
+#: from another: it cannot stop a job blocked in libpq (it lands when the query returns), and landing in psycopg
+#: pool's wait for a connection it loses that connection for good. So each blocking step is bounded where it
+#: blocks instead: PostgreSQL cancels a job's statement after 60 s and its wait for a row lock after 30 s (the
+#: job fails and is retried), the mail API call times out after 10 s (alle.mail), each bucket call after 4 s with
+#: 5 s of retries (alle.storage), a Redis command after 10 s, and the wait for a pooled connection after 10 s.
+JOB_SERVER_SETTINGS = {"statement_timeout": "60s", "lock_timeout": "30s"}
+
+
 def build_runtime(settings: Settings) -> Runtime:
-    pool = create_pool(settings, max_size=min(settings.WORKER_THREADS + 1, settings.DATABASE_POOL_SIZE), name="worker")
+    pool = create_pool(
+        settings,
+        max_size=min(settings.WORKER_THREADS + 1, settings.DATABASE_POOL_SIZE),
+        name="worker",
+        server_settings=JOB_SERVER_SETTINGS,
+    )
     pool.open()
     return Runtime(pool=pool, storage=Storage(settings), mailer=create_mailer(settings))
 

@@ -17,9 +17,10 @@ SWEEP_INTERVAL_SECONDS = 30
 STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 #: A completion or report the web could not enqueue (Redis was down) is enqueued by the sweep after this long.
 UNENQUEUED_AFTER_SECONDS = 60
-#: A job enqueued this long ago and still not done is enqueued again: Redis may have lost it. Longer than one
-#: attempt's time limit (5 min), so a job still running is not doubled; a copy of a job that is only waiting
-#: out a retry backoff is harmless, since handlers are idempotent.
+#: A job enqueued this long ago and still not done is enqueued again: Redis may have lost it. Each step of an
+#: attempt is bounded (alle.jobs.JOB_SERVER_SETTINGS), so a copy seldom meets a running attempt; when it does (a
+#: late retry), nothing happens twice: handlers are idempotent, and a notification's row stays locked from its
+#: claim to the commit of its send, which the copy waits for and the sweep skips.
 REDELIVER_AFTER_SECONDS = 10 * 60
 SWEEP_BATCH = 100
 
@@ -75,19 +76,6 @@ def sweep_outbox(
     return len(notifications) + len(due_reports)
 
 
-def start(settings: Settings) -> tuple[jobs.Queue, jobs.Runtime, dramatiq.Worker]:
-    """The queue, the handlers' runtime and the running Dramatiq worker, as `run` serves them."""
-    queue = jobs.create_queue(settings)
-    runtime = jobs.build_runtime(settings)
-    jobs.set_runtime(runtime)
-    # Dramatiq's own CLI announces the boot, and only then does TimeLimit start the thread that stops a job past its
-    # time limit. Without it, a hung job ran for ever, and the sweep's redelivery then ran a second copy beside it.
-    queue.broker.emit_after("process_boot")
-    worker = dramatiq.Worker(queue.broker, worker_threads=settings.WORKER_THREADS, worker_timeout=jobs.IDLE_POLL_MS)
-    worker.start()
-    return queue, runtime, worker
-
-
 def run(settings: Settings) -> int:
     # Blocked before any thread starts, so every thread inherits the mask, and taken by the main thread's
     # sigtimedwait below: a stop can neither wait on another thread nor hang in a handler. With a handler that set a
@@ -96,7 +84,11 @@ def run(settings: Settings) -> int:
     # on, past Cloud Run's 10 s before SIGKILL (one stop in 40 ran into the kill, here). A child process would
     # inherit the mask: one started from here must clear it (os.posix_spawn's setsigmask).
     signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
-    queue, runtime, worker = start(settings)
+    queue = jobs.create_queue(settings)
+    runtime = jobs.build_runtime(settings)
+    jobs.set_runtime(runtime)
+    worker = dramatiq.Worker(queue.broker, worker_threads=settings.WORKER_THREADS, worker_timeout=jobs.IDLE_POLL_MS)
+    worker.start()
     log.info("worker started", release=settings.RELEASE, threads=settings.WORKER_THREADS)
     while (received := signal.sigtimedwait(STOP_SIGNALS, SWEEP_INTERVAL_SECONDS)) is None:
         try:

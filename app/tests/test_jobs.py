@@ -5,15 +5,11 @@ from __future__ import annotations
 import csv
 import io
 import json
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-import dramatiq
 import httpx
 import psycopg
-import pytest
-from dramatiq.middleware import TimeLimitExceeded
 from google.cloud.storage import Bucket
 
 import backing
@@ -21,7 +17,7 @@ from alle import jobs, reports
 from alle.config import Settings
 from alle.db import create_pool
 from alle.storage import Storage
-from alle.worker import REDELIVER_AFTER_SECONDS, start, sweep_outbox
+from alle.worker import REDELIVER_AFTER_SECONDS, sweep_outbox
 from conftest import ForkedAlle, Spawn, signup_and_login, wait_for
 
 #: Older than the sweep's redelivery deadline.
@@ -235,27 +231,14 @@ def test_job_that_keeps_failing_is_dead_lettered_in_postgresql_and_can_be_retrie
     wait_for(lambda: httpx.get(url, headers=auth).json()["status"] == "done", what="the retried report")
 
 
-def test_a_job_past_its_time_limit_is_stopped(app_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
-    """Dramatiq's TimeLimit starts the thread that stops such a job only when the process boot is announced, which
-    Dramatiq's own CLI does and `alle worker` must do itself: a hung job ran for ever, and the sweep's redelivery
-    then ran a second copy beside it. The worker is started as `alle worker` starts it, in this process."""
-    monkeypatch.setattr(jobs, "_runtime", None)  # start() sets the handlers' runtime; this puts it back after
-    queue, runtime, worker = start(Settings.model_validate(app_env))
-    stopped, given_up = threading.Event(), threading.Event()
-
-    def hang() -> None:
-        try:
-            while not given_up.wait(0.01):
-                pass
-        except TimeLimitExceeded:
-            stopped.set()
-            raise
-
+def test_postgresql_cancels_a_jobs_statement_after_60_s_and_its_wait_for_a_row_lock_after_30_s(
+    app_env: dict[str, str],
+) -> None:
+    """What bounds an attempt (alle.jobs.JOB_SERVER_SETTINGS) is set on each of the worker pool's sessions."""
+    runtime = jobs.build_runtime(Settings.model_validate(app_env))
     try:
-        dramatiq.actor(broker=queue.broker, queue_name=jobs.QUEUE, time_limit=100, max_retries=0)(hang).send()
-        assert stopped.wait(20), "the job ran on past its 0.1 s time limit"
+        with runtime.pool.connection() as conn:
+            shown = {key: conn.execute(f"SHOW {key}").fetchone() for key in ("statement_timeout", "lock_timeout")}
     finally:
-        given_up.set()
-        worker.stop(timeout=5000)
-        queue.broker.close()
         runtime.pool.close()
+    assert shown == {"statement_timeout": {"statement_timeout": "1min"}, "lock_timeout": {"lock_timeout": "30s"}}
