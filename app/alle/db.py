@@ -6,13 +6,27 @@ threaded one. Both are capped by DATABASE_POOL_SIZE, which the connection budget
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from psycopg import AsyncConnection, Connection
+from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from alle.config import Settings
 
 Pool = ConnectionPool[Connection[DictRow]]
+
+
+@dataclass(frozen=True)
+class ConnectionBounds:
+    """How long a pool's sessions may block: PostgreSQL settings for each session (libpq's `options`), which the
+    server enforces, and libpq connection parameters, which the client does when the server stops answering."""
+
+    server_settings: dict[str, str]
+    connection: dict[str, object]
+
+
 AsyncPool = AsyncConnectionPool[AsyncConnection[DictRow]]
 
 #: How long a request waits for a free connection before it gets a 503. Short on purpose: requests in flight
@@ -22,13 +36,15 @@ WEB_POOL_TIMEOUT_SECONDS = 2.0
 
 
 def create_pool(
-    settings: Settings, *, max_size: int = 10, name: str = "alle", server_settings: dict[str, str] | None = None
+    settings: Settings, *, max_size: int = 10, name: str = "alle", bounds: ConnectionBounds | None = None
 ) -> Pool:
-    """Open lazily so a process starts fast even while the database is still coming up. `server_settings` are
-    PostgreSQL settings for each of the pool's sessions (libpq's `options`)."""
+    """Open lazily so a process starts fast even while the database is still coming up."""
     kwargs: dict[str, object] = {"row_factory": dict_row, "application_name": f"alle-{name}"}
-    if server_settings:
-        kwargs["options"] = " ".join(f"-c {key}={value}" for key, value in server_settings.items())
+    if bounds is not None:
+        # Added to what DATABASE_URL's own `options` set, which a keyword would otherwise replace.
+        given = conninfo_to_dict(settings.DATABASE_URL).get("options")
+        ours = " ".join(f"-c {key}={value}" for key, value in bounds.server_settings.items())
+        kwargs |= bounds.connection | {"options": f"{given} {ours}" if given else ours}
     return ConnectionPool(
         settings.DATABASE_URL,
         connection_class=Connection[DictRow],

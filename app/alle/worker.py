@@ -18,9 +18,9 @@ STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 #: A completion or report the web could not enqueue (Redis was down) is enqueued by the sweep after this long.
 UNENQUEUED_AFTER_SECONDS = 60
 #: A job enqueued this long ago and still not done is enqueued again: Redis may have lost it. Each step of an
-#: attempt is bounded (alle.jobs.JOB_SERVER_SETTINGS), so a copy seldom meets a running attempt; when it does (a
-#: late retry), nothing happens twice: handlers are idempotent, and a notification's row stays locked from its
-#: claim to the commit of its send, which the copy waits for and the sweep skips.
+#: attempt is bounded (alle.jobs.JOB_BOUNDS), so a copy seldom meets a running attempt; when it does (a late
+#: retry), nothing happens twice: handlers are idempotent, and a notification's row stays locked from its claim to
+#: the commit of its send, which the sweep skips and the copy waits for (or, after 30 s, is retried).
 REDELIVER_AFTER_SECONDS = 10 * 60
 SWEEP_BATCH = 100
 
@@ -37,7 +37,7 @@ _DUE_NOTIFICATIONS = f"""
 
 _DUE_REPORTS = f"""
     SELECT r.id FROM reports r
-    WHERE r.status = 'pending'
+    WHERE r.status = 'pending' AND r.owner_id IS NOT NULL
       AND (r.enqueued_at IS NULL AND r.created_at < now() - make_interval(secs => %(unenqueued)s)
            OR r.enqueued_at < now() - make_interval(secs => %(redeliver)s))
       AND NOT EXISTS (SELECT 1 FROM dead_jobs d WHERE d.retried_at IS NULL

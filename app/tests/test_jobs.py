@@ -10,6 +10,7 @@ from contextlib import contextmanager
 
 import httpx
 import psycopg
+from dramatiq.middleware import TimeLimit
 from google.cloud.storage import Bucket
 
 import backing
@@ -231,14 +232,44 @@ def test_job_that_keeps_failing_is_dead_lettered_in_postgresql_and_can_be_retrie
     wait_for(lambda: httpx.get(url, headers=auth).json()["status"] == "done", what="the retried report")
 
 
-def test_postgresql_cancels_a_jobs_statement_after_60_s_and_its_wait_for_a_row_lock_after_30_s(
+def test_a_jobs_steps_are_bounded_by_postgresql_and_libpq_and_not_by_dramatiqs_time_limit(
     app_env: dict[str, str],
 ) -> None:
-    """What bounds an attempt (alle.jobs.JOB_SERVER_SETTINGS) is set on each of the worker pool's sessions."""
-    runtime = jobs.build_runtime(Settings.model_validate(app_env))
+    """What bounds an attempt (alle.jobs.JOB_BOUNDS) reaches each of the worker pool's sessions; TimeLimit, which
+    can lose a pooled connection, is not on the broker."""
+    settings = Settings.model_validate(app_env)
+    runtime = jobs.build_runtime(settings)
     try:
         with runtime.pool.connection() as conn:
             shown = {key: conn.execute(f"SHOW {key}").fetchone() for key in ("statement_timeout", "lock_timeout")}
+            parameters = conn.info.get_parameters()
     finally:
         runtime.pool.close()
     assert shown == {"statement_timeout": {"statement_timeout": "1min"}, "lock_timeout": {"lock_timeout": "30s"}}
+    assert {key: parameters.get(key) for key in ("tcp_user_timeout", "keepalives_idle", "connect_timeout")} == {
+        "tcp_user_timeout": "30000",
+        "keepalives_idle": "10",
+        "connect_timeout": "10",
+    }
+    queue = jobs.create_queue(settings)
+    try:
+        assert not [middleware for middleware in queue.broker.middleware if isinstance(middleware, TimeLimit)]
+    finally:
+        queue.broker.close()
+
+
+def test_the_sweep_leaves_a_report_that_alle_generate_report_runs_itself_alone(
+    app_env: dict[str, str], db: psycopg.Connection[tuple[object, ...]]
+) -> None:
+    """An admin report is written by the job that asked for it; a second, all-users run on the worker would only
+    duplicate it, and under the worker's 60 s statement limit."""
+    user = db.execute("INSERT INTO users (email, password_hash) VALUES ('a@example.com', 'x') RETURNING id").fetchone()
+    assert user is not None
+    db.execute("INSERT INTO reports (owner_id) VALUES (NULL), (%s)", (user[0],))
+    db.execute("UPDATE reports SET created_at = now() - interval '5 minutes'")
+    with _sweeper(app_env) as sweep:
+        assert sweep() == 1
+    assert db.execute("SELECT owner_id IS NULL, enqueued_at IS NULL FROM reports ORDER BY 1").fetchall() == [
+        (False, False),
+        (True, True),
+    ]
