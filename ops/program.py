@@ -44,7 +44,8 @@ def import_provider_sdks() -> None:
     Only speed depends on this list: a subpackage left out is imported by the run that needs it.
     """
     sources = [ROOT / "__main__.py", *sorted((ROOT / "components").glob("*.py"))]
-    used = sorted({m for path in sources for m in re.findall(r"\bgcp\.([a-z0-9_]+)\.", path.read_text())})
+    # `gcp.sql.DatabaseInstance(...)`, or `gcp.monitoring` kept in a name; not a call such as `gcp.get_project()`.
+    used = sorted({m for path in sources for m in re.findall(r"\bgcp\.([a-z0-9_]+)\b(?!\s*\()", path.read_text())})
     for name in [*PROVIDERS, *(f"pulumi_gcp.{m}" for m in used)]:
         # Reading an attribute (other than __dict__, __name__ and the like) runs a lazily imported module.
         getattr(importlib.import_module(name), "__all__", None)
