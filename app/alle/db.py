@@ -16,6 +16,12 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool
 from alle.config import Settings
 
 Pool = ConnectionPool[Connection[DictRow]]
+AsyncPool = AsyncConnectionPool[AsyncConnection[DictRow]]
+
+#: How long a request waits for a free connection before it gets a 503. Short on purpose: requests in flight
+#: are bounded (MAX_REQUESTS_IN_FLIGHT) so a healthy pool hands out a connection in milliseconds; a long wait
+#: means the database is in trouble, and a quick answer lets the client or Cloud Run retry elsewhere.
+WEB_POOL_TIMEOUT_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -25,14 +31,6 @@ class ConnectionBounds:
 
     server_settings: dict[str, str]
     connection: dict[str, object]
-
-
-AsyncPool = AsyncConnectionPool[AsyncConnection[DictRow]]
-
-#: How long a request waits for a free connection before it gets a 503. Short on purpose: requests in flight
-#: are bounded (MAX_REQUESTS_IN_FLIGHT) so a healthy pool hands out a connection in milliseconds; a long wait
-#: means the database is in trouble, and a quick answer lets the client or Cloud Run retry elsewhere.
-WEB_POOL_TIMEOUT_SECONDS = 2.0
 
 
 def create_pool(
