@@ -86,7 +86,7 @@ def main(runs: int, install: str) -> None:
         measure("baseline, uvicorn with a bare ASGI app", [python, "-c", HELLO], env, runs)
         if runtime is not None:
             measure("runtime install, as in the image", [runtime, "web"], env, runs)
-            # Production runs two processes per instance: uvicorn's supervisor spawns each, and each imports the app.
+            # Production runs two processes per instance, forked by gunicorn from one that built the app.
             production = {**env, "WEB_CONCURRENCY": "2"}
             label = "runtime install, WEB_CONCURRENCY=2 as in production (ready: the first process to answer)"
             measure(label, [runtime, "web"], production, runs)

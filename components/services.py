@@ -28,7 +28,7 @@ class WebArgs:
     sizing: Sizing
     min_instances: int
     max_instances: int
-    #: Cloud Run's requests per instance: uvicorn processes × requests in flight per process (components/config.py).
+    #: Cloud Run's requests per instance: web processes × requests in flight per process (components/config.py).
     concurrency: int
     depends_on: list[pulumi.Resource]
     #: This release, the revision that keeps the traffic it does not take, and its share (components/delivery.py).

@@ -12,8 +12,6 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from fastapi import FastAPI
-
     from alle.config import Settings
 
 
@@ -34,51 +32,13 @@ def _starting() -> Iterator[None]:
         gc.enable()
 
 
-def web_app() -> FastAPI:
-    """uvicorn's factory in each process it spawns (WEB_CONCURRENCY > 1), which starts without the app imported."""
-    with _starting():
-        from alle.api.app import create_web_app
-
-        return create_web_app()
-
-
 def _web(settings: Settings, _: argparse.Namespace) -> int:
-    # With WEB_CONCURRENCY > 1 uvicorn supervises that many processes, each spawned afresh and building the app
-    # from the env (web_app); the supervisor itself only needs uvicorn.
-    several = settings.WEB_CONCURRENCY > 1
     with _starting():
-        import uvicorn
+        from alle.api.app import create_app
+        from alle.api.server import server
 
-        if several:
-            app: FastAPI | str = "alle.cli:web_app"
-        else:
-            from alle.api.app import create_app
-
-            app = create_app(settings)
-    config = uvicorn.Config(
-        app,
-        factory=several,
-        workers=settings.WEB_CONCURRENCY,
-        host="0.0.0.0",  # noqa: S104 - Cloud Run routes to the container's port
-        port=settings.PORT,
-        log_config=None,
-        access_log=False,  # the app writes its own access line (alle.api.access_log)
-        ws="none",  # the API serves no WebSockets: neither their library (about 25 ms of start-up) nor the upgrade path
-        # The client address and scheme come from alle.api.forwarded, by hops from the right; uvicorn's own
-        # handling with "*" trusts the leftmost X-Forwarded-For entry, which the client writes.
-        proxy_headers=False,
-        # Shorter than Cloud Run's 10 s between SIGTERM and SIGKILL, so in-flight requests finish.
-        timeout_graceful_shutdown=settings.SHUTDOWN_GRACE_SECONDS,
-    )
-    if several:
-        from uvicorn.supervisors.multiprocess import Multiprocess
-
-        Multiprocess(config, sockets=[config.bind_socket()]).run()
-        return 0
-    # Uvicorn re-raises SIGTERM after its graceful shutdown; a clean drain should end with status 0.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    uvicorn.Server(config).run()
-    return 0
+        serve = server(create_app(settings), settings)
+    return serve()
 
 
 def _worker(settings: Settings, _: argparse.Namespace) -> int:

@@ -126,7 +126,8 @@ def release(built: str, services: backing.Backing) -> Iterator[Release]:
     )
     port = backing.free_port()
     url = f"http://127.0.0.1:{port}"
-    web_env = {**env, "PORT": str(port)}
+    # Two processes per instance, as production runs them (Pulumi.production.yaml webProcesses).
+    web_env = {**env, "PORT": str(port), "WEB_CONCURRENCY": "2"}
     try:
         for kind, kind_env in (("web", web_env), ("worker", env)):
             args = image.run_args(built, kind, name=names[kind], env=kind_env, mounts=attached.mounts, detach=True)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import psycopg
+import pytest
 
 import procfs
 from conftest import Spawn, blocked_on_lock, signup_and_login, wait_for
@@ -30,10 +31,12 @@ def test_two_web_processes_share_sessions_and_data(spawn: Spawn) -> None:
     assert httpx.get(f"{first.url}/v1/tasks/{task['id']}", headers=auth).json()["title"] == "edited"
 
 
+@pytest.mark.parametrize("processes", ["1", "2"], ids=["one-process", "two-forked-processes-as-in-production"])
 def test_sigterm_during_a_request_lets_it_complete_then_exits_zero(
-    spawn: Spawn, db: psycopg.Connection[tuple[object, ...]], app_env: dict[str, str]
+    spawn: Spawn, db: psycopg.Connection[tuple[object, ...]], app_env: dict[str, str], processes: str
 ) -> None:
-    web = spawn("web")
+    """With two processes the SIGTERM goes to gunicorn's arbiter, which has each process drain on its own."""
+    web = spawn("web", {"WEB_CONCURRENCY": processes})
     auth = signup_and_login(web.url)
     task = httpx.post(f"{web.url}/v1/tasks", json={"title": "slow"}, headers=auth).json()
     result: dict[str, httpx.Response] = {}
@@ -138,13 +141,21 @@ def test_worker_stops_on_sigterm_within_cloud_runs_10_s_whichever_of_its_threads
     assert "worker stopped" in worker.output()
 
 
-def test_web_concurrency_starts_that_many_processes_which_all_drain_on_sigterm(spawn: Spawn) -> None:
-    # Fresh: uvicorn's processes are new interpreters that import what `alle` is run as, not the zygote.
-    web = spawn("web", {"WEB_CONCURRENCY": "2"}, wait_ready=False, fresh=True)
-    # Each process imports and builds the app on its own: allow a busy machine the time for two.
-    wait_for(lambda: web.output().count('"web started"') == 2, what="two web processes to start", proc=web, timeout=90)
+def test_web_concurrency_forks_that_many_processes_replaces_one_that_dies_and_all_drain_on_sigterm(
+    spawn: Spawn,
+) -> None:
+    web = spawn("web", {"WEB_CONCURRENCY": "2"}, wait_ready=False)
+    wait_for(lambda: web.output().count('"web started"') == 2, what="two web processes to start", proc=web)
+    forked = procfs.children(web.popen.pid)
+    assert len(forked) == 2, forked
     auth = signup_and_login(web.url)
     assert httpx.post(f"{web.url}/v1/tasks", json={"title": "served"}, headers=auth).status_code == 201
+
+    os.kill(forked[0], signal.SIGKILL)
+    wait_for(lambda: web.output().count('"web started"') == 3, what="a process in place of the killed one", proc=web)
+    assert len(procfs.children(web.popen.pid)) == 2
+    assert httpx.get(f"{web.url}/v1/tasks", headers=auth).status_code == 200
+
     assert web.terminate() == 0
     assert web.output().count("web stopped; pools closed") == 2
 

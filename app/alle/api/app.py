@@ -22,10 +22,10 @@ from alle.api.limits import InFlightLimit
 from alle.api.routes import auth, health, reports, tasks
 from alle.api.throttle import LoginThrottle
 from alle.cache import Breaker, Cache, create_async_client
-from alle.config import Settings, get_settings
+from alle.config import Settings
 from alle.db import create_async_pool
 from alle.jobs import ENQUEUE_TIMEOUT_SECONDS, create_queue
-from alle.logs import configure, get_logger
+from alle.logs import get_logger
 from alle.security import TokenDigester, configure_password_hashing
 from alle.storage import AsyncStorage, Storage
 
@@ -132,10 +132,3 @@ def settle_heap() -> None:
     """
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
-
-
-def create_web_app() -> FastAPI:
-    """Factory for uvicorn's worker processes (WEB_CONCURRENCY > 1): each configures its own logging."""
-    settings = get_settings()
-    configure(settings.LOG_LEVEL.value)
-    return create_app(settings)

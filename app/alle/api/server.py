@@ -1,0 +1,55 @@
+"""How `alle web` serves the app: one uvicorn process, or WEB_CONCURRENCY of them forked by gunicorn.
+
+Several processes are forked from one that has imported and built the app (gunicorn's preload), not spawned
+afresh to import it again each: an instance with two starts in about the time of one, and its processes share
+the start-up heap, frozen before the fork, instead of holding a copy each.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import uvicorn
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from alle.config import Settings
+
+HOST = "0.0.0.0"  # noqa: S104 - Cloud Run routes to the container's port
+
+
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """Every web process's uvicorn settings, whichever way it was started."""
+    return {
+        "log_config": None,
+        "access_log": False,  # the app writes its own access line (alle.api.access_log)
+        # The API serves no WebSockets: neither their library (about 25 ms of start-up) nor the upgrade path.
+        "ws": "none",
+        # The client address and scheme come from alle.api.forwarded, by hops from the right; uvicorn's own
+        # handling with "*" trusts the leftmost X-Forwarded-For entry, which the client writes.
+        "proxy_headers": False,
+        # Shorter than Cloud Run's 10 s between SIGTERM and SIGKILL, so in-flight requests finish.
+        "timeout_graceful_shutdown": settings.SHUTDOWN_GRACE_SECONDS,
+    }
+
+
+def server(app: FastAPI, settings: Settings) -> Callable[[], int]:
+    """What serves on 0.0.0.0:PORT until SIGTERM or SIGINT has drained the requests in flight, returning 0 after a
+    clean drain. Built apart from running it, so that its imports count as start-up (alle.cli._starting)."""
+    if settings.WEB_CONCURRENCY > 1:
+        from alle.api.prefork import Prefork
+
+        return Prefork(app, settings).serve
+    config = uvicorn.Config(app, host=HOST, port=settings.PORT, **uvicorn_options(settings))
+    return lambda: _serve_alone(config)
+
+
+def _serve_alone(config: uvicorn.Config) -> int:
+    # Uvicorn re-raises SIGTERM after its graceful shutdown; a clean drain should end with status 0.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    uvicorn.Server(config).run()
+    return 0
