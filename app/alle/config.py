@@ -89,7 +89,9 @@ class Settings(BaseSettings):
     QUEUE_HEARTBEAT_TIMEOUT_SECONDS: Annotated[int, Field(ge=1)] = 60
     QUEUE_MAX_RETRIES: Annotated[int, Field(ge=0, le=50)] = 8
     QUEUE_MIN_BACKOFF_MS: Annotated[int, Field(ge=10)] = 5_000
-    SHUTDOWN_GRACE_SECONDS: Annotated[int, Field(ge=1, le=9)] = 8
+    # The drain, then about a second to close the pools, before gunicorn's kill at 9 s (alle.api.prefork) and Cloud
+    # Run's at 10 s.
+    SHUTDOWN_GRACE_SECONDS: Annotated[int, Field(ge=1, le=8)] = 8
     #: Argon2id's memory per password hash (alle.security); only development and test may set less than 64 MiB.
     PASSWORD_HASH_MEMORY_KIB: Annotated[int, Field(ge=64, le=1_048_576)] = FULL_HASH_MEMORY_KIB
     # Capacity, set together by the Pulumi program (app/README.md, "Concurrency and connections"):

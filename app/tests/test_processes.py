@@ -13,9 +13,13 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
+from pydantic import ValidationError
 
 import procfs
-from conftest import Spawn, blocked_on_lock, signup_and_login, wait_for
+from alle.api.app import create_app
+from alle.api.prefork import Prefork
+from alle.config import Settings
+from conftest import OFFLINE_ENV, Spawn, blocked_on_lock, signup_and_login, wait_for
 
 #: Between Cloud Run's SIGTERM and its SIGKILL.
 CLOUD_RUN_GRACE_SECONDS = 10
@@ -31,11 +35,20 @@ def test_two_web_processes_share_sessions_and_data(spawn: Spawn) -> None:
     assert httpx.get(f"{first.url}/v1/tasks/{task['id']}", headers=auth).json()["title"] == "edited"
 
 
-@pytest.mark.parametrize("processes", ["1", "2"], ids=["one-process", "two-forked-processes-as-in-production"])
-def test_sigterm_during_a_request_lets_it_complete_then_exits_zero(
-    spawn: Spawn, db: psycopg.Connection[tuple[object, ...]], app_env: dict[str, str], processes: str
+@pytest.mark.parametrize(
+    ("processes", "stop"),
+    [("1", signal.SIGTERM), ("1", signal.SIGINT), ("2", signal.SIGTERM), ("2", signal.SIGINT)],
+    ids=["one-process-SIGTERM", "one-process-SIGINT", "two-forked-processes-SIGTERM", "two-forked-processes-SIGINT"],
+)
+def test_a_stop_signal_during_a_request_lets_it_complete_then_exits_zero(
+    spawn: Spawn,
+    db: psycopg.Connection[tuple[object, ...]],
+    app_env: dict[str, str],
+    processes: str,
+    stop: signal.Signals,
 ) -> None:
-    """With two processes the SIGTERM goes to gunicorn's arbiter, which has each process drain on its own."""
+    """Cloud Run sends SIGTERM; `podman run -it` and a terminal send SIGINT. With two processes, as in production,
+    the signal goes to gunicorn's arbiter alone, which has each process drain on its own."""
     web = spawn("web", {"WEB_CONCURRENCY": processes})
     auth = signup_and_login(web.url)
     task = httpx.post(f"{web.url}/v1/tasks", json={"title": "slow"}, headers=auth).json()
@@ -53,7 +66,7 @@ def test_sigterm_during_a_request_lets_it_complete_then_exits_zero(
         )
         request.start()
         wait_for(lambda: blocked_on_lock(app_env["DATABASE_URL"], "alle-web"), what="the PATCH to wait on the lock")
-        web.popen.send_signal(signal.SIGTERM)
+        web.popen.send_signal(stop)
 
         def refuses_connections() -> bool:
             try:
@@ -62,7 +75,7 @@ def test_sigterm_during_a_request_lets_it_complete_then_exits_zero(
                 return True
             return False
 
-        wait_for(refuses_connections, what="web to stop accepting after SIGTERM", timeout=5)
+        wait_for(refuses_connections, what=f"web to stop accepting after {stop.name}", timeout=5)
         assert web.popen.poll() is None, "web exited while a request was in flight"
     request.join(10)
     assert result["r"].status_code == 200
@@ -158,6 +171,18 @@ def test_web_concurrency_forks_that_many_processes_replaces_one_that_dies_and_al
 
     assert web.terminate() == 0
     assert web.output().count("web stopped; pools closed") == 2
+
+
+def test_gunicorn_never_kills_an_idle_instances_processes_and_stops_within_cloud_runs_10_s() -> None:
+    """Cloud Run all but stops an idle instance's CPU, so a process cannot keep a heartbeat; gunicorn's default
+    30 s one killed both processes after every idle spell. Its kill after SIGTERM comes after the longest drain
+    the settings allow and before Cloud Run's SIGKILL."""
+    settings = Settings(**{**OFFLINE_ENV, "WEB_CONCURRENCY": "2"})  # type: ignore[arg-type]
+    arbiter = Prefork(create_app(settings), settings).cfg
+    assert arbiter.timeout == 0
+    assert arbiter.graceful_timeout < CLOUD_RUN_GRACE_SECONDS
+    with pytest.raises(ValidationError, match="SHUTDOWN_GRACE_SECONDS"):
+        Settings(**{**OFFLINE_ENV, "SHUTDOWN_GRACE_SECONDS": str(arbiter.graceful_timeout)})  # type: ignore[arg-type]
 
 
 def test_an_exiting_process_leaves_its_heap_out_of_the_final_garbage_collections(app_env: dict[str, str]) -> None:

@@ -1,17 +1,19 @@
 """WEB_CONCURRENCY > 1: gunicorn's arbiter forks that many uvicorn processes from the one that built the app.
 
-The arbiter binds the port, restarts a process that dies, and on SIGTERM has each drain as a single process does,
-then exits 0. A process that fails to start (its lifespan raised) stops the arbiter with a non-zero status
-rather than being restarted over and over.
+The arbiter binds the port, restarts a process that dies, and on SIGTERM or SIGINT has each drain as a single
+process does, then exits 0. A process that fails to start (its lifespan raised) stops the arbiter with a non-zero
+status rather than being restarted over and over.
 """
 
 from __future__ import annotations
 
 import logging
+import signal
 from typing import TYPE_CHECKING, Any
 
 import uvicorn
 from gunicorn.app.base import BaseApplication
+from gunicorn.arbiter import Arbiter
 from gunicorn.glogging import Logger
 from uvicorn_worker import UvicornWorker
 
@@ -40,18 +42,31 @@ class JsonLog(Logger):
 
 
 class WebProcess(UvicornWorker):  # type: ignore[misc]  # uvicorn-worker ships no type hints
-    """One forked process: uvicorn with exactly the settings a single `alle web` process runs with."""
+    """One forked process: uvicorn with exactly the settings a single `alle web` process runs with.
+
+    It sends the arbiter no heartbeat: the arbiter checks none (its timeout is 0, see Prefork).
+    """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         # UvicornWorker gives uvicorn's logger gunicorn's handlers, none here, and cuts it off from the root's.
         logging.getLogger("uvicorn.error").propagate = True
-        self.config = uvicorn.Config(
-            self.app.application,
-            timeout_notify=self.timeout,
-            callback_notify=self.callback_notify,
-            **self.app.uvicorn_options,
-        )
+        self.config = uvicorn.Config(self.app.application, **self.app.uvicorn_options)
+
+    def init_signals(self) -> None:
+        super().init_signals()
+        # A terminal's Ctrl-C reaches every process of the group, and the arbiter turns it into a SIGTERM for each
+        # (Drainer). Acting on it too could only end a drain early, or the process by SIGINT, which the arbiter logs
+        # as a fault. uvicorn still takes it while serving, then re-raises it when done: here, to no effect.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+class Drainer(Arbiter):
+    """SIGINT stops the processes as SIGTERM does, each draining first; gunicorn's own SIGINT sends them a SIGQUIT,
+    which uvicorn-worker hands to gunicorn's worker loop, unused here, so nothing drained and the arbiter killed
+    them after its graceful timeout (uvicorn-worker#2). `podman run -it … web` and a Ctrl-C send SIGINT."""
+
+    handle_int = Arbiter.handle_term
 
 
 class Prefork(BaseApplication):
@@ -68,9 +83,14 @@ class Prefork(BaseApplication):
             "workers": settings.WEB_CONCURRENCY,
             "worker_class": WebProcess,
             "preload_app": True,
-            # Each process drains for SHUTDOWN_GRACE_SECONDS (uvicorn's own limit); the arbiter kills what is
-            # left a second later, within Cloud Run's 10 s.
-            "graceful_timeout": settings.SHUTDOWN_GRACE_SECONDS + 1,
+            # Each process drains for SHUTDOWN_GRACE_SECONDS (uvicorn's own limit, at most 8 s) and closes its pools;
+            # the arbiter kills what is left at 9 s, before Cloud Run kills the instance at 10 s.
+            "graceful_timeout": 9,
+            # No heartbeat: by default the arbiter kills a process whose event loop has not reported for 30 s. Cloud
+            # Run all but stops an instance's CPU between requests (cpu_idle, components/services.py), so every
+            # idle spell past 30 s would end in killing both processes, and with them the request that woke the
+            # instance. Google's Cloud Run samples run gunicorn with --timeout 0 for this reason.
+            "timeout": 0,
             "logger_class": JsonLog,
             "errorlog": None,
             "loglevel": settings.LOG_LEVEL.value,
@@ -87,7 +107,7 @@ class Prefork(BaseApplication):
     def serve(self) -> int:
         """The arbiter ends the run with sys.exit: its status, 0 after a clean drain."""
         try:
-            self.run()
+            Drainer(self).run()
         except SystemExit as done:
             return done.code if isinstance(done.code, int) else int(done.code is not None)
         return 0

@@ -49,7 +49,9 @@ def server(app: FastAPI, settings: Settings) -> Callable[[], int]:
 
 
 def _serve_alone(config: uvicorn.Config) -> int:
-    # Uvicorn re-raises SIGTERM after its graceful shutdown; a clean drain should end with status 0.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    # uvicorn re-raises the stop signal after its graceful shutdown; a clean drain should end with status 0, and
+    # after SIGINT not with a KeyboardInterrupt's traceback.
+    for stop in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(stop, lambda *_: sys.exit(0))
     uvicorn.Server(config).run()
     return 0
