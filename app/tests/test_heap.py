@@ -78,7 +78,7 @@ def test_web_start_up_runs_no_collection_and_leaves_collection_enabled_with_its_
     assert frozen > 50_000
 
 
-def test_with_several_processes_the_app_is_built_once_frozen_and_without_collection_before_gunicorn_forks() -> None:
+def test_with_several_processes_the_app_is_built_frozen_and_without_collection_before_gunicorn_forks() -> None:
     """What the processes share then stays shared: collections that touched it would copy its pages into each."""
     collections, enabled, frozen, app_imported = _probe('cli.main(["web"])', WEB_CONCURRENCY="2")
     assert (collections, enabled, app_imported) == ("0", "True", "True")

@@ -96,7 +96,6 @@ class Prefork(BaseApplication):
             "loglevel": settings.LOG_LEVEL.value,
             # Its admin socket (worker counts, reloads) would be one more way in, and nothing here uses it.
             "control_socket_disable": True,
-            "proc_name": "alle-web",
         }
         for key, value in options.items():
             self.cfg.set(key, value)
