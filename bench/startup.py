@@ -16,6 +16,7 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import harness
@@ -61,37 +62,58 @@ uvicorn.run(app, host="127.0.0.1", port=int(os.environ["PORT"]), loop="uvloop", 
 """
 
 
-def measure(label: str, argv: list[str], env: dict[str, str], runs: int) -> None:
-    live, ready, stop = [], [], []
-    for _ in range(runs):
+@dataclass
+class Variant:
+    """One way of starting a server, and what its runs measured."""
+
+    label: str
+    argv: list[str]
+    env: dict[str, str]
+    live: list[float] = field(default_factory=list)
+    ready: list[float] = field(default_factory=list)
+    stop: list[float] = field(default_factory=list)
+
+    def start_and_stop(self) -> None:
         port = harness.free_port()
         started = time.perf_counter()
-        with harness.process(argv, env={**env, "PORT": str(port)}, stdout=subprocess.DEVNULL) as proc:
-            live.append(until_ok(port, "/healthz", proc) - started)
-            ready.append(until_ok(port, "/readyz", proc) - started)
+        with harness.process(self.argv, env={**self.env, "PORT": str(port)}, stdout=subprocess.DEVNULL) as proc:
+            self.live.append(until_ok(port, "/healthz", proc) - started)
+            self.ready.append(until_ok(port, "/readyz", proc) - started)
             stopping = time.perf_counter()
             proc.send_signal(signal.SIGTERM)
             proc.wait(15)
-            stop.append(time.perf_counter() - stopping)
-    print(f"{label}: {' '.join(argv[:2])}")
-    for name, values in (("exec → /healthz 200", live), ("exec → /readyz 200", ready), ("SIGTERM → exit", stop)):
-        print(f"  {name:22} median {statistics.median(values):.3f}s  max {max(values):.3f}s  ({runs} runs)")
+            self.stop.append(time.perf_counter() - stopping)
+
+    def report(self) -> None:
+        print(f"{self.label}: {' '.join(self.argv[:2])}")
+        for name, values in (
+            ("exec → /healthz 200", self.live),
+            ("exec → /readyz 200", self.ready),
+            ("SIGTERM → exit", self.stop),
+        ):
+            print(f"  {name:22} median {statistics.median(values):.3f}s  max {max(values):.3f}s  ({len(values)} runs)")
 
 
 def main(runs: int, install: str) -> None:
     runtime = harness.runtime_alle() if install in ("runtime", "both") else None
     python = str(Path(runtime).parent / "python") if runtime is not None else sys.executable
     with harness.release("bench", LOG_LEVEL="WARNING") as env:
-        # This VM's speed drifts by a third within minutes: the bare server's start says how fast it is now.
-        measure("baseline, uvicorn with a bare ASGI app", [python, "-c", HELLO], env, runs)
+        # The bare server's start says how fast this machine starts a server now.
+        variants = [Variant("baseline, uvicorn with a bare ASGI app", [python, "-c", HELLO], env)]
         if runtime is not None:
-            measure("runtime install, as in the image", [runtime, "web"], env, runs)
+            variants.append(Variant("runtime install, as in the image", [runtime, "web"], env))
             # Production runs two processes per instance, forked by gunicorn from one that built the app.
-            production = {**env, "WEB_CONCURRENCY": "2"}
             label = "runtime install, WEB_CONCURRENCY=2 as in production (ready: the first process to answer)"
-            measure(label, [runtime, "web"], production, runs)
+            variants.append(Variant(label, [runtime, "web"], {**env, "WEB_CONCURRENCY": "2"}))
         if install in ("dev", "both"):
-            measure("dev venv", [str(Path(sys.executable).parent / "alle"), "web"], env, runs)
+            variants.append(Variant("dev venv", [str(Path(sys.executable).parent / "alle"), "web"], env))
+        # Round by round, each variant once: this VM's speed drifts by a third within minutes, and a variant
+        # measured in a block of its own would be compared with the others at another speed.
+        for _ in range(runs):
+            for variant in variants:
+                variant.start_and_stop()
+        for variant in variants:
+            variant.report()
 
 
 def _options(parser: argparse.ArgumentParser) -> None:
