@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import threading
 
 import dramatiq
 
@@ -76,9 +77,19 @@ def sweep_outbox(
     return len(notifications) + len(due_reports)
 
 
+def _sweep_every_interval(queue: jobs.Queue, runtime: jobs.Runtime, stopping: threading.Event) -> None:
+    """From the worker's start, then every SWEEP_INTERVAL_SECONDS until the worker stops."""
+    while not stopping.is_set():
+        try:
+            sweep_outbox(queue, runtime)
+        except Exception as error:  # noqa: BLE001 - the next sweep tries again
+            log.warning("outbox sweep failed", error=str(error))
+        stopping.wait(SWEEP_INTERVAL_SECONDS)
+
+
 def run(settings: Settings) -> int:
-    # Blocked before any thread starts, so every thread inherits the mask, and taken by the main thread's
-    # sigtimedwait below: a stop can neither wait on another thread nor hang in a handler. With a handler that set a
+    # Blocked before any thread starts, so every thread inherits the mask, and taken by the main thread's sigwait
+    # below: a stop can neither wait on another thread nor hang in a handler. With a handler that set a
     # threading.Event, a SIGTERM that came while the main thread held the Event's lock (entering or leaving its
     # wait) deadlocked it, and one the kernel handed to another thread left it asleep until the next sweep, 30 s
     # on, past Cloud Run's 10 s before SIGKILL (one stop in 40 ran into the kill, here). A child process would
@@ -89,13 +100,17 @@ def run(settings: Settings) -> int:
     jobs.set_runtime(runtime)
     worker = dramatiq.Worker(queue.broker, worker_threads=settings.WORKER_THREADS, worker_timeout=jobs.IDLE_POLL_MS)
     worker.start()
+    # The sweep has a thread of its own, so that a stop never waits for it: one blocked behind a lock (a migration's
+    # ALTER TABLE) held the stop for up to 30 s when it ran here, past Cloud Run's SIGKILL. Stopped mid-sweep, its
+    # transaction is rolled back with its connection, and a job it had sent already is one more redelivery.
+    stopping = threading.Event()
+    threading.Thread(
+        target=_sweep_every_interval, args=(queue, runtime, stopping), name="outbox-sweep", daemon=True
+    ).start()
     log.info("worker started", release=settings.RELEASE, threads=settings.WORKER_THREADS)
-    while (received := signal.sigtimedwait(STOP_SIGNALS, SWEEP_INTERVAL_SECONDS)) is None:
-        try:
-            sweep_outbox(queue, runtime)
-        except Exception as error:  # noqa: BLE001 - the next sweep tries again
-            log.warning("outbox sweep failed", error=str(error))
-    log.info("worker stopping", signal=signal.Signals(received.si_signo).name)
+    received = signal.sigwait(STOP_SIGNALS)
+    log.info("worker stopping", signal=signal.Signals(received).name)
+    stopping.set()
     # Jobs still running after the grace period stay unacknowledged and are redelivered elsewhere.
     worker.stop(timeout=settings.SHUTDOWN_GRACE_SECONDS * 1000)
     queue.broker.close()

@@ -154,6 +154,20 @@ def test_worker_stops_on_sigterm_within_cloud_runs_10_s_whichever_of_its_threads
     assert "worker stopped" in worker.output()
 
 
+def test_worker_stops_within_cloud_runs_10_s_while_its_outbox_sweep_waits_on_a_lock(
+    spawn: Spawn, db: psycopg.Connection[tuple[object, ...]], app_env: dict[str, str]
+) -> None:
+    """A migration's ALTER TABLE holds such a lock. When the sweep ran on the thread that takes the stop signals,
+    the stop waited for the sweep's lock_timeout, 30 s, and Cloud Run's SIGKILL cut the jobs in flight."""
+    with db.transaction():
+        db.execute("LOCK TABLE notifications IN ACCESS EXCLUSIVE MODE")
+        worker = spawn("worker")
+        wait_for(lambda: blocked_on_lock(app_env["DATABASE_URL"], "alle-worker"), what="the sweep to wait on the lock")
+        worker.popen.send_signal(signal.SIGTERM)
+        assert worker.popen.wait(CLOUD_RUN_GRACE_SECONDS) == 0
+    assert "worker stopped" in worker.output()
+
+
 def test_web_concurrency_forks_that_many_processes_replaces_one_that_dies_and_all_drain_on_sigterm(
     spawn: Spawn,
 ) -> None:
