@@ -42,7 +42,7 @@ def _web(settings: Settings, _: argparse.Namespace) -> int:
 
 
 def _worker(settings: Settings, _: argparse.Namespace) -> int:
-    # Held from here: a stop signal during the imports waits for the worker's sigtimedwait (alle.worker.run).
+    # Held from here: a stop signal during the imports waits for the worker's sigwait (alle.worker.run).
     # Otherwise SIGTERM's default action kills a half-started worker, or, as PID 1 in the container, drops the
     # signal, and SIGINT raises KeyboardInterrupt wherever the import is.
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})

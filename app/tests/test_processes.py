@@ -138,13 +138,13 @@ def test_worker_stops_on_sigterm_within_cloud_runs_10_s_whichever_of_its_threads
     spawn: Spawn,
 ) -> None:
     """A SIGTERM that one of Dramatiq's threads took left the main thread asleep until its next sweep, 30 s later.
-    Blocked in every thread but the main one, it can only reach the main thread's sigtimedwait. A signal sent to a
+    Blocked in every thread but the main one, it can only reach the main thread's sigwait. A signal sent to a
     thread's id is the whole process's, offered to that thread first."""
     worker = spawn("worker")
     wait_for(lambda: "worker started" in worker.output(), what="worker start")
     pid = worker.popen.pid
     blocked = procfs.blocked_signals_by_thread(pid)
-    del blocked[pid]  # the main thread, whose sigtimedwait unblocks them while it waits
+    del blocked[pid]  # the main thread, whose sigwait unblocks them while it waits
     assert blocked, "the worker runs its jobs on threads of its own"
     assert all({signal.SIGTERM, signal.SIGINT} <= numbers for numbers in blocked.values()), blocked
 
