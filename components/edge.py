@@ -140,6 +140,16 @@ class Edge(pulumi.ComponentResource):
             ),
             opts=child,
         )
+        # Without a policy the proxy takes Google's default: the COMPATIBLE profile, from TLS 1.0
+        # (https://cloud.google.com/load-balancing/docs/ssl-policies-concepts). MODERN from TLS 1.2 is what every
+        # browser and HTTP library still supported speaks.
+        self.tls = compute.SSLPolicy(
+            f"{name}-tls",
+            compute.SSLPolicyArgs(
+                project=args.project, name=f"{args.prefix}-tls", profile="MODERN", min_tls_version="TLS_1_2"
+            ),
+            opts=child,
+        )
         https_proxy = compute.TargetHttpsProxy(
             f"{name}-https",
             compute.TargetHttpsProxyArgs(
@@ -147,6 +157,7 @@ class Edge(pulumi.ComponentResource):
                 name=f"{args.prefix}-https",
                 url_map=self.url_map.id,
                 ssl_certificates=[self.certificate.id],
+                ssl_policy=self.tls.id,
             ),
             opts=child,
         )

@@ -1,5 +1,6 @@
 """What watches a stack in Cloud Monitoring: an uptime check on /readyz, alert policies that say what to do,
-a log-based metric for dead-lettered jobs, email notification channels and one dashboard.
+a log-based metric for dead-lettered jobs (charted; its alert matches the log line), email notification channels
+and one dashboard.
 
 Metric types are Google's (https://cloud.google.com/monitoring/api/metrics_gcp); the filters follow
 https://cloud.google.com/monitoring/api/v3/filters. Thresholds are set here, once for both stacks.
@@ -158,7 +159,13 @@ class Monitoring(pulumi.ComponentResource):
         self.register_outputs({"uptime_check_id": self.uptime.uptime_check_id})
 
     def _policy(
-        self, name: str, display: str, doc: str, conditions: list[mon.AlertPolicyConditionArgs], severity: str
+        self,
+        name: str,
+        display: str,
+        doc: str,
+        conditions: list[mon.AlertPolicyConditionArgs],
+        severity: str,
+        strategy: mon.AlertPolicyAlertStrategyArgs | None = None,
     ) -> mon.AlertPolicy:
         return mon.AlertPolicy(
             name,
@@ -170,6 +177,7 @@ class Monitoring(pulumi.ComponentResource):
                 conditions=conditions,
                 notification_channels=self.channel_ids,
                 documentation=mon.AlertPolicyDocumentationArgs(mime_type="text/markdown", content=doc),
+                alert_strategy=strategy,
             ),
             opts=self._child,
         )
@@ -269,18 +277,23 @@ class Monitoring(pulumi.ComponentResource):
                 "jobs dead-lettered",
                 "The worker gave up on a job after its last retry. List them with `bin/alle-ops job run "
                 "generate-report --stack STACK -- dead-jobs list`, fix the cause, then `-- dead-jobs retry`.",
+                # On the log line itself, not on the log-based metric (which the dashboard charts): a threshold on
+                # that metric must name its resource.type, and is refused for up to 10 minutes after the metric is
+                # created, which is within the same `pulumi up` (hashicorp/terraform-provider-google#11102).
                 [
-                    _threshold(
-                        "dead-lettered jobs",
-                        self.dead_letters.name.apply(
-                            lambda metric: f'metric.type="logging.googleapis.com/user/{metric}"'
+                    mon.AlertPolicyConditionArgs(
+                        display_name="dead-lettered jobs",
+                        condition_matched_log=mon.AlertPolicyConditionConditionMatchedLogArgs(
+                            filter=DEAD_LETTER_FILTER, label_extractors={"actor": "EXTRACT(jsonPayload.actor)"}
                         ),
-                        0,
-                        "ALIGN_DELTA",
-                        duration="0s",
                     )
                 ],
                 "ERROR",
+                # Required of an alert on log lines: at most one notification per period.
+                mon.AlertPolicyAlertStrategyArgs(
+                    notification_rate_limit=mon.AlertPolicyAlertStrategyNotificationRateLimitArgs(period="300s"),
+                    auto_close="1800s",
+                ),
             ),
             "database": self._policy(
                 f"{name}-alert-database",

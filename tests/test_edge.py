@@ -35,6 +35,9 @@ def test_https_load_balancer_with_a_managed_certificate_for_the_domain(stack: Gr
     assert len({r.inputs["ipAddress"] for r in rules_by_port.values()}) == 1, "both ports on one address"
     https = stack.one("gcp:compute/targetHttpsProxy:TargetHttpsProxy")
     assert https.inputs["sslCertificates"] == [f"alle-{stack.stack}-cert-id"]
+    tls = stack.one("gcp:compute/sSLPolicy:SSLPolicy")
+    assert https.inputs["sslPolicy"] == f"{tls.name}-id"
+    assert (tls.inputs["minTlsVersion"], tls.inputs["profile"]) == ("TLS_1_2", "MODERN")
     assert rules_by_port["443"].inputs["target"] == https.name + "-id"
 
 
@@ -76,10 +79,17 @@ def _waf(graph: Graph) -> list[dict[str, object]]:
 
 
 def test_owasp_rules_preview_in_staging_and_are_enforced_in_production(staging: Graph, production: Graph) -> None:
-    assert len(_waf(staging)) == len(_waf(production)) == 9
+    assert len(_waf(staging)) == len(_waf(production)) == 8
     assert {r["preview"] for r in _waf(staging)} == {True}
     assert {r.get("preview", False) for r in _waf(production)} == {False}
     assert {r["action"] for r in _waf(production)} == {"deny(403)"}
+
+
+def test_no_waf_rule_refuses_the_patch_and_delete_the_api_uses(staging: Graph, production: Graph) -> None:
+    """methodenforcement's CRS rule 911100 allows GET, HEAD, POST and OPTIONS only: enforced in production, it
+    would answer 403 to every task edit and delete, while staging, in preview, only logged them."""
+    for graph in (staging, production):
+        assert [r for r in _waf(graph) if "methodenforcement" in str(r["match"])] == []
 
 
 def test_armor_rules_and_thresholds_come_from_config() -> None:
@@ -207,6 +217,11 @@ def test_the_pack_reports_the_stack_rule_through_crossguard(production: Graph) -
         ("staging", {"domain": "", "dnsZone": "alle-app"}, "alle:dnsZone is 'alle-app'; a Cloud DNS zone needs"),
         ("staging", {"authRateLimitIntervalSec": "45"}, "alle:authRateLimitIntervalSec is '45'; allowed: 10, 30, 60"),
         ("staging", {"wafRules": '["sqli-v1"]'}, "alle:wafRules is '[\"sqli-v1\"]'; allowed: a list of Cloud Armor"),
+        (
+            "production",
+            {"wafRules": '["sqli-v33-stable", "methodenforcement-v33-stable"]'},
+            "methodenforcement aside (it refuses PATCH and DELETE)",
+        ),
         ("staging", {"wafSensitivity": "5"}, "alle:wafSensitivity is '5'; allowed: a whole number from 1 to 4."),
         ("production", {"wafPreview": "true"}, "alle:wafPreview is 'true'; production enforces the OWASP rules"),
         ("staging", {"webTraffic": "150"}, "alle:webTraffic is '150'; allowed: a whole number from 0 to 100."),

@@ -36,10 +36,12 @@ GOOGLE_METRICS = {
 
 
 def filters(policy: dict[str, object]) -> list[str]:
+    """The metric filters of a policy's threshold conditions."""
     found = []
     for condition in policy["conditions"]:  # type: ignore[attr-defined]
-        threshold = condition["conditionThreshold"]
-        found += [threshold["filter"], *([threshold["denominatorFilter"]] if "denominatorFilter" in threshold else [])]
+        if threshold := condition.get("conditionThreshold"):
+            found.append(threshold["filter"])
+            found += [threshold["denominatorFilter"]] if "denominatorFilter" in threshold else []
     return found
 
 
@@ -55,6 +57,21 @@ def test_every_alert_names_an_existing_metric_or_log_based_metric(stack: Graph) 
         for filter_ in filters(alert.inputs):
             [metric] = METRIC_TYPE.findall(filter_)
             assert metric in known_metrics(stack), (alert.inputs["displayName"], metric)
+
+
+def test_every_metric_filter_names_its_resource_type_as_the_monitoring_api_requires(stack: Graph) -> None:
+    """The API refuses a threshold condition whose filter does not restrict resource.type
+    (googleapis/nodejs-monitoring#46); mocks accept it."""
+    conditions = [f for alert in stack.of_type(ALERT) for f in filters(alert.inputs)]
+    assert conditions
+    assert [f for f in conditions if 'resource.type="' not in f] == []
+
+
+def test_dead_letters_alert_on_the_workers_log_line_at_most_every_five_minutes(stack: Graph) -> None:
+    [alert] = [a for a in stack.of_type(ALERT) if "dead-lettered" in a.inputs["displayName"]]
+    [condition] = alert.inputs["conditions"]
+    assert condition["conditionMatchedLog"]["filter"] == DEAD_LETTER_FILTER
+    assert alert.inputs["alertStrategy"]["notificationRateLimit"]["period"] == "300s"
 
 
 def test_every_alert_says_what_to_do(stack: Graph) -> None:
