@@ -8,9 +8,10 @@ import pulumi
 import pulumi_gcp as gcp
 
 ROLES = ("web", "worker", "jobs", "scheduler")
-#: Telemetry only. Data access (secrets, bucket) is granted on each resource, never project-wide; the registry's
-#: read access goes to Cloud Run's service agent, from ops/bootstrap.sh.
-RUNTIME_PROJECT_ROLES = ("roles/logging.logWriter", "roles/monitoring.metricWriter", "roles/cloudtrace.agent")
+#: Telemetry only: logs and metrics (the app exports no traces). Data access (secrets, bucket) is granted on each
+#: resource, never project-wide; the registry's read access goes to Cloud Run's service agent, from
+#: ops/bootstrap.sh, which also lets the deployer grant these roles and no others.
+RUNTIME_PROJECT_ROLES = ("roles/logging.logWriter", "roles/monitoring.metricWriter")
 
 
 @dataclass

@@ -57,16 +57,25 @@ gc kms keyrings create "$keyring" --project "$project" --location "$region"
 gc kms keys create "$key" --project "$project" --keyring "$keyring" --location "$region" \
   --purpose encryption --rotation-period 90d --next-rotation-time "$(date -u -d '+90 days' +%Y-%m-%dT%H:%M:%SZ)"
 
-# One admin role per service the program declares, IAM on the resources it creates, and project IAM only so
-# that it can grant the workloads their telemetry roles.
+# One admin role per service the program declares, and IAM on the resources it creates. Compute's network admin
+# role creates neither Cloud Armor policies nor SSL certificates and policies: security admin does
+# (https://cloud.google.com/armor/docs/create-security-policies). Monitoring editor covers the uptime check, alert
+# policies, channels and dashboard; logging config writer the log-based metric.
 gc iam service-accounts create alle-deployer --project "$project" \
   --display-name "alle deployer (GitHub Actions, ${environment})"
 for role in roles/run.admin roles/cloudsql.admin roles/redis.admin roles/storage.admin \
   roles/secretmanager.admin roles/cloudscheduler.admin \
-  roles/compute.networkAdmin roles/servicenetworking.networksAdmin roles/serviceusage.serviceUsageAdmin \
-  roles/iam.serviceAccountAdmin roles/iam.serviceAccountUser roles/resourcemanager.projectIamAdmin; do
+  roles/compute.networkAdmin roles/compute.securityAdmin roles/servicenetworking.networksAdmin \
+  roles/serviceusage.serviceUsageAdmin roles/monitoring.editor roles/logging.configWriter \
+  roles/iam.serviceAccountAdmin roles/iam.serviceAccountUser; do
   gc projects add-iam-policy-binding "$project" --member "$member" --role "$role" --condition None
 done
+# Project IAM only to grant what the program grants project-wide (its workloads' telemetry roles, the Service
+# Networking agent's role): unconditioned, the deployer could grant itself roles/owner. Conditions on
+# modifiedGrantsByRole: https://cloud.google.com/iam/docs/setting-limits-on-granting-roles.
+grantable="'roles/logging.logWriter', 'roles/monitoring.metricWriter', 'roles/servicenetworking.serviceAgent'"
+gc projects add-iam-policy-binding "$project" --member "$member" --role roles/resourcemanager.projectIamAdmin \
+  --condition "^;^title=alle-deployer-grants;expression=api.getAttribute('iam.googleapis.com/modifiedGrantsByRole', []).hasOnly([${grantable}])"
 gc storage buckets add-iam-policy-binding "gs://${state_bucket}" --member "$member" --role roles/storage.objectAdmin
 gc kms keys add-iam-policy-binding "$key" --project "$project" --keyring "$keyring" --location "$region" \
   --member "$member" --role roles/cloudkms.cryptoKeyEncrypterDecrypter

@@ -37,7 +37,7 @@ def test_prices_follow_the_declared_sizing(staging: Graph, production: Graph) ->
     assert by_kind["Cloud Run web"] == pytest.approx((2 * 0.0000025 + 1 * 0.0000025) * 3600 * hours)
     assert by_kind["Cloud Run worker pool"] == pytest.approx(2 * (0.000018 + 0.000002) * 3600 * hours)
     assert by_kind["Load balancer"] == pytest.approx(2 * 0.025 * hours)
-    assert by_kind["Cloud Armor"] == pytest.approx(5 + 11)
+    assert by_kind["Cloud Armor"] == pytest.approx(5 + 10)
     assert "Cloud Run web" not in {i.kind for i in cost.items(staging)}, "no minimum instances, no idle cost"
 
 

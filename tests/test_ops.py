@@ -161,7 +161,7 @@ def test_migrate_retry_is_one_pulumi_up_that_replaces_the_tokens_random_id(
 
 def test_plan_shows_the_settings_a_reviewer_cares_about(production: Graph) -> None:
     text = plan.render(production)
-    assert text.startswith("Stack production: 119 resources (104 cloud)")
+    assert text.startswith("Stack production: 117 resources (102 cloud)")
     for expected in (
         "tier: db-custom-2-7680 (ENTERPRISE)",
         "availability: REGIONAL",
@@ -184,7 +184,7 @@ def test_plan_shows_the_settings_a_reviewer_cares_about(production: Graph) -> No
 
 def test_plan_markdown_is_a_nested_list_for_a_pr_comment(staging: Graph) -> None:
     text = plan.render(staging, markdown=True)
-    assert text.startswith("### Stack staging: 120 resources (105 cloud)")
+    assert text.startswith("### Stack staging: 118 resources (103 cloud)")
     assert "- **alle-staging-pg** `gcp:sql/databaseInstance:DatabaseInstance`" in text
 
 
@@ -209,7 +209,7 @@ def test_plan_for_an_unpinned_promoted_stack_marks_the_digest_as_placeholder() -
 
 def test_plan_cli_runs_offline_for_one_stack(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["plan", "--stack", "staging", "--markdown"]) == 0
-    assert capsys.readouterr().out.startswith("### Stack staging: 120 resources")
+    assert capsys.readouterr().out.startswith("### Stack staging: 118 resources")
 
 
 def test_plan_reports_a_bad_config_as_one_sentence(capsys: pytest.CaptureFixture[str]) -> None:

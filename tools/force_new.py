@@ -89,6 +89,7 @@ SOURCES: dict[str, Sdk2 | IamMember | Framework] = {
     "gcp:compute/securityPolicy:SecurityPolicy": Sdk2(
         "compute/resource_compute_security_policy.go", "ResourceComputeSecurityPolicy"
     ),
+    "gcp:compute/sSLPolicy:SSLPolicy": Sdk2("compute/resource_compute_ssl_policy.go", "ResourceComputeSslPolicy"),
     "gcp:compute/subnetwork:Subnetwork": Sdk2("compute/resource_compute_subnetwork.go", "ResourceComputeSubnetwork"),
     "gcp:compute/targetHttpProxy:TargetHttpProxy": Sdk2(
         "compute/resource_compute_target_http_proxy.go", "ResourceComputeTargetHttpProxy"
