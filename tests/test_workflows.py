@@ -186,9 +186,28 @@ def test_deploy_gives_a_release_traffic_only_after_it_passed_at_its_own_url(stac
     assert begin <= up < candidate < shift <= full
     assert any(run.strip() == f"bin/alle-ops smoke --stack {stack}" for run in runs[full:])
     [rollback] = [s for s in steps if "traffic rollback" in s.get("run", "")]
-    assert rollback["if"].startswith("failure() && steps.") and rollback["if"].endswith(".outcome != 'skipped'")
-    moved = rollback["if"].split("steps.")[1].split(".outcome")[0]
-    assert next(i for i, s in enumerate(steps) if s.get("id") == moved) == shift
+    assert rollback["if"].startswith("failure() && steps.")
+    moved = re.search(r"steps\.(\w+)\.outcome != 'skipped'", rollback["if"])
+    assert moved is not None, rollback["if"]
+    assert next(i for i, s in enumerate(steps) if s.get("id") == moved[1]) == shift
+
+
+@pytest.mark.parametrize("stack", ["staging", "production"])
+def test_a_first_release_which_has_no_previous_one_skips_the_canary_and_the_rollback(stack: str) -> None:
+    """`traffic shift --to 10` and `traffic rollback` refuse a stack with no previous revision, so on the first
+    deploy they failed a job whose release was serving fine."""
+    steps = _workflow("deploy.yml")["jobs"][stack]["steps"]
+    [begin] = [s for s in steps if f"release begin --stack {stack}" in s.get("run", "")]
+    output = f'echo "previous=$(pulumi config get alle:previousRevision --stack {stack})" >> "$GITHUB_OUTPUT"'
+    assert output in begin["run"]
+    gate = f"steps.{begin['id']}.outputs.previous != ''"
+    by_id = {s["id"]: s for s in steps if "id" in s}
+    partial = [s for s in steps if re.search(rf"traffic shift --stack {stack} --to (?!100\b)", s.get("run", ""))]
+    assert all(gate in s.get("if", "") for s in partial), partial
+    [rollback] = [s for s in steps if "traffic rollback" in s.get("run", "")]
+    moved = re.search(r"steps\.(\w+)\.outcome != 'skipped'", rollback["if"])
+    assert moved is not None
+    assert gate in rollback["if"] or gate in by_id[moved[1]].get("if", "")
 
 
 def test_deploy_authenticates_by_workload_identity_federation_only() -> None:
