@@ -182,7 +182,10 @@ class Worker(pulumi.ComponentResource):
                 project=args.project,
                 location=args.region,
                 name=f"{args.prefix}-worker",
-                # Worker pools are a pre-GA Cloud Run surface; the API refuses them at the GA launch stage.
+                # Worker pools were a pre-GA Cloud Run surface, refused at the GA launch stage; BETA is accepted
+                # either way. Once GA, the API reads back GA: a change on every preview, which ignoring the field
+                # avoids (as with Cloud Run services when their BETA features went GA,
+                # chainguard-dev/terraform-infra-common#608).
                 launch_stage="BETA",
                 deletion_protection=args.production,
                 labels=w.labels,
@@ -209,7 +212,9 @@ class Worker(pulumi.ComponentResource):
                     ],
                 ),
             ),
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[*args.depends_on, *w.ready], ignore_changes=GCP_OWNED),
+            opts=pulumi.ResourceOptions(
+                parent=self, depends_on=[*args.depends_on, *w.ready], ignore_changes=[*GCP_OWNED, "launchStage"]
+            ),
         )
         self.name = self.pool.name
         self.register_outputs({"name": self.pool.name})

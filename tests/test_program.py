@@ -578,6 +578,8 @@ def test_values_gcp_owns_are_not_declared_back(stack: Graph) -> None:
     assert "settings.diskSize" in stack.one(SQL).ignore_changes
     for workload in workloads(stack):
         assert {"client", "clientVersion"} <= set(workload.ignore_changes), workload.name
+    # Declared BETA, read back GA once worker pools are GA.
+    assert "launchStage" in stack.one(WORKER_POOL).ignore_changes
 
 
 def test_secret_versions_outlive_a_rotation(stack: Graph) -> None:
