@@ -284,7 +284,8 @@ class Monitoring(pulumi.ComponentResource):
                     mon.AlertPolicyConditionArgs(
                         display_name="dead-lettered jobs",
                         condition_matched_log=mon.AlertPolicyConditionConditionMatchedLogArgs(
-                            filter=DEAD_LETTER_FILTER, label_extractors={"actor": "EXTRACT(jsonPayload.actor)"}
+                            # No label extractors: each combination of their values would be notified on its own.
+                            filter=DEAD_LETTER_FILTER
                         ),
                     )
                 ],

@@ -58,7 +58,7 @@ gc kms keys create "$key" --project "$project" --keyring "$keyring" --location "
   --purpose encryption --rotation-period 90d --next-rotation-time "$(date -u -d '+90 days' +%Y-%m-%dT%H:%M:%SZ)"
 
 # One admin role per service the program declares, and IAM on the resources it creates. Compute's network admin
-# role creates neither Cloud Armor policies nor SSL certificates and policies: security admin does
+# role creates neither Cloud Armor policies nor SSL certificates: security admin does
 # (https://cloud.google.com/armor/docs/create-security-policies). Monitoring editor covers the uptime check, alert
 # policies, channels and dashboard; logging config writer the log-based metric.
 gc iam service-accounts create alle-deployer --project "$project" \

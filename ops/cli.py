@@ -86,10 +86,14 @@ def _plan(args: argparse.Namespace, _: Stacks) -> int:
 def _release(args: argparse.Namespace, stacks: Stacks) -> int:
     from ops import traffic
 
-    keeps = traffic.begin(stacks, args.stack, args.release)
+    begun = traffic.begin(stacks, args.stack, args.release)
     print(
-        f"{args.stack}: release {args.release} at 0% of web traffic"
-        + (f", {keeps} keeps 100%." if keeps else " (first release with named revisions: it takes all traffic).")
+        f"{args.stack}: release {args.release} at {begun.percent}% of web traffic"
+        + (
+            f", {begun.previous} keeps {100 - (begun.percent or 0)}%."
+            if begun.previous
+            else " (first release with named revisions: it takes all traffic)."
+        )
         + f"\nThen: pulumi up --stack {args.stack}; bin/alle-ops smoke --stack {args.stack} --candidate"
     )
     return 0

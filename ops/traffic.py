@@ -43,26 +43,34 @@ def serving(outputs: dict[str, object]) -> Serving:
     )
 
 
-def begin(stacks: Stacks, stack: str, release: str) -> str | None:
+def begin(stacks: Stacks, stack: str, release: str) -> Serving:
     """Point the stack at `release` with 0% of web traffic, the revision serving now keeping 100%.
 
-    Returns the revision that keeps the traffic (None on a first deploy: nothing else can serve, so the new
-    release takes it all at once). Beginning the release the stack already runs changes nothing, so a deploy can
-    be retried. Refuses while another release's canary is half-way: finish it or roll it back first.
+    Returns the release's share and the revision that keeps the rest (None on a first deploy: nothing else can
+    serve, so the new release takes it all at once). Beginning the release the stack already runs keeps its share
+    and previous revision, so a deploy can be retried. Refuses while another release's canary is half-way: finish
+    it or roll it back first.
     """
     now = serving(stacks.outputs(stack))
     if now.release == release:
-        return now.previous
+        # Written all the same: a retried deploy runs in a fresh checkout, whose stack file holds none of it, and
+        # `pulumi up` would otherwise take Pulumi.yaml's defaults: all traffic to a release not yet smoke-tested.
+        _point(stacks, stack, release, now.previous, now.percent if now.percent is not None else 100)
+        return now
     if now.percent not in (None, 0, 100):
         raise TrafficError(
             f"{stack} is half-way through a canary ({now.release} at {now.percent}%); "
             f"finish it (`alle-ops traffic shift --stack {stack} --to 100`) or roll it back first"
         )
     keeps = now.previous if now.percent == 0 else now.revision
+    _point(stacks, stack, release, keeps, 0)
+    return Serving(release, None, keeps, 0 if keeps else 100)
+
+
+def _point(stacks: Stacks, stack: str, release: str, previous: str | None, percent: int) -> None:
     stacks.set_config(stack, "alle:release", release)
-    stacks.set_config(stack, "alle:previousRevision", keeps or "")
-    stacks.set_config(stack, "alle:webTraffic", "0")
-    return keeps
+    stacks.set_config(stack, "alle:previousRevision", previous or "")
+    stacks.set_config(stack, "alle:webTraffic", str(percent))
 
 
 def shift(stacks: Stacks, stack: str, percent: int) -> Serving:

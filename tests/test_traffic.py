@@ -203,10 +203,20 @@ def test_release_begin_on_a_stack_without_named_revisions_has_no_previous() -> N
     assert stacks.config["alle:previousRevision"] == ""
 
 
-def test_beginning_the_release_the_stack_runs_changes_nothing_so_a_deploy_can_be_retried() -> None:
-    stacks = FakeStacks(outputs(SHA, OLD_SHA, 0))
+@pytest.mark.parametrize("percent", [0, 10, 100])
+def test_beginning_the_release_the_stack_runs_again_keeps_its_traffic_so_a_deploy_can_be_retried(
+    percent: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A retried deploy starts from a fresh checkout, whose stack file holds no traffic keys: written from what the
+    stack runs, they keep `pulumi up` from giving all traffic (Pulumi.yaml's default) to an untested release."""
+    stacks = FakeStacks(outputs(SHA, OLD_SHA, percent))
     assert cli.main(["release", "begin", "--stack", "staging", "--release", SHA], stacks) == 0
-    assert stacks.config == {}
+    assert stacks.config == {
+        "alle:release": SHA,
+        "alle:previousRevision": rev(OLD_SHA),
+        "alle:webTraffic": str(percent),
+    }
+    assert f"at {percent}% of web traffic, {rev(OLD_SHA)} keeps {100 - percent}%." in capsys.readouterr().out
 
 
 def test_release_begin_refuses_half_way_through_a_canary(capsys: pytest.CaptureFixture[str]) -> None:
