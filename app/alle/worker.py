@@ -104,9 +104,10 @@ def run(settings: Settings) -> int:
     # ALTER TABLE) held the stop for up to 30 s when it ran here, past Cloud Run's SIGKILL. Stopped mid-sweep, its
     # transaction is rolled back with its connection, and a job it had sent already is one more redelivery.
     stopping = threading.Event()
-    threading.Thread(
+    sweeper = threading.Thread(
         target=_sweep_every_interval, args=(queue, runtime, stopping), name="outbox-sweep", daemon=True
-    ).start()
+    )
+    sweeper.start()
     log.info("worker started", release=settings.RELEASE, threads=settings.WORKER_THREADS)
     received = signal.sigwait(STOP_SIGNALS)
     log.info("worker stopping", signal=signal.Signals(received).name)
@@ -115,5 +116,8 @@ def run(settings: Settings) -> int:
     worker.stop(timeout=settings.SHUTDOWN_GRACE_SECONDS * 1000)
     queue.broker.close()
     runtime.pool.close()
+    # A sweep that is not blocked ends here, rather than logging while the interpreter shuts down (which aborts a
+    # process whose daemon thread holds stdout's lock); one blocked in the database is left behind.
+    sweeper.join(timeout=1)
     log.info("worker stopped")
     return 0
