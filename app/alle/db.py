@@ -32,6 +32,32 @@ class ConnectionBounds:
     server_settings: dict[str, str]
     connection: dict[str, object]
 
+    def kwargs(self, settings: Settings) -> dict[str, object]:
+        """As connection keywords, added to what DATABASE_URL's own `options` set, which a keyword would
+        otherwise replace."""
+        given = conninfo_to_dict(settings.DATABASE_URL).get("options")
+        ours = " ".join(f"-c {key}={value}" for key, value in self.server_settings.items())
+        return self.connection | {"options": f"{given} {ours}" if given else ours}
+
+
+#: A server that stops answering (a failover, a dropped route) is given up after about 30 s: TCP keepalives and
+#: tcp_user_timeout. They apply to TCP, as on Cloud SQL's private IP, not to a local socket. Without them a
+#: connection to a vanished server waits on the kernel's retransmissions, about 15 minutes.
+SILENT_SERVER: dict[str, object] = {
+    "connect_timeout": 10,
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 30_000,
+}
+
+#: The web's statements are single-row reads and writes and one page of a list: one that runs for 20 s (a lock
+#: held by a long transaction, a plan gone wrong) is cancelled and its request answered 503, instead of holding a
+#: pooled connection and an in-flight slot past Cloud Run's request timeout, which does not stop the container's
+#: work.
+WEB_BOUNDS = ConnectionBounds(server_settings={"statement_timeout": "20s"}, connection=SILENT_SERVER)
+
 
 def create_pool(
     settings: Settings, *, max_size: int = 10, name: str = "alle", bounds: ConnectionBounds | None = None
@@ -39,10 +65,7 @@ def create_pool(
     """Open lazily so a process starts fast even while the database is still coming up."""
     kwargs: dict[str, object] = {"row_factory": dict_row, "application_name": f"alle-{name}"}
     if bounds is not None:
-        # Added to what DATABASE_URL's own `options` set, which a keyword would otherwise replace.
-        given = conninfo_to_dict(settings.DATABASE_URL).get("options")
-        ours = " ".join(f"-c {key}={value}" for key, value in bounds.server_settings.items())
-        kwargs |= bounds.connection | {"options": f"{given} {ours}" if given else ours}
+        kwargs |= bounds.kwargs(settings)
     return ConnectionPool(
         settings.DATABASE_URL,
         connection_class=Connection[DictRow],
@@ -67,7 +90,12 @@ def create_async_pool(settings: Settings, *, name: str = "web") -> AsyncPool:
         connection_class=AsyncConnection[DictRow],
         min_size=settings.DATABASE_POOL_SIZE,
         max_size=settings.DATABASE_POOL_SIZE,
-        kwargs={"row_factory": dict_row, "application_name": f"alle-{name}", "autocommit": True},
+        kwargs={
+            "row_factory": dict_row,
+            "application_name": f"alle-{name}",
+            "autocommit": True,
+            **WEB_BOUNDS.kwargs(settings),
+        },
         open=False,
         timeout=WEB_POOL_TIMEOUT_SECONDS,
         name=name,

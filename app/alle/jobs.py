@@ -24,7 +24,7 @@ from psycopg.types.json import Jsonb
 
 from alle import cache, reports
 from alle.config import Settings
-from alle.db import ConnectionBounds, Pool, create_pool
+from alle.db import SILENT_SERVER, ConnectionBounds, Pool, create_pool
 from alle.logs import get_logger
 from alle.mail import Mailer, create_mailer
 from alle.storage import Storage
@@ -218,20 +218,11 @@ def create_queue(settings: Settings, *, timeout: float = 10) -> Queue:
 #: from another: it cannot stop a job blocked in libpq (it lands when the query returns), and landing in psycopg
 #: pool's wait for a connection it loses that connection for good. So each blocking step is bounded where it
 #: blocks instead. PostgreSQL cancels a job's statement after 60 s and its wait for a row lock after 30 s (the job
-#: fails and is retried), and a server that stops answering is given up after about 30 s (TCP keepalives and
-#: tcp_user_timeout; they apply to TCP, as on Cloud SQL's private IP, not to a local socket). The mail API's
-#: connect, write and each read time out after 10 s (alle.mail), each bucket call after 4 s with 5 s of retries
-#: (alle.storage), and the wait for a pooled connection after 10 s.
+#: fails and is retried), and a server that stops answering is given up after about 30 s (alle.db.SILENT_SERVER).
+#: The mail API's connect, write and each read time out after 10 s (alle.mail), each bucket call after 4 s with 5 s
+#: of retries (alle.storage), and the wait for a pooled connection after 10 s.
 JOB_BOUNDS = ConnectionBounds(
-    server_settings={"statement_timeout": "60s", "lock_timeout": "30s"},
-    connection={
-        "connect_timeout": 10,
-        "keepalives": 1,
-        "keepalives_idle": 10,
-        "keepalives_interval": 5,
-        "keepalives_count": 3,
-        "tcp_user_timeout": 30_000,
-    },
+    server_settings={"statement_timeout": "60s", "lock_timeout": "30s"}, connection=SILENT_SERVER
 )
 
 

@@ -10,6 +10,7 @@ another app, or a hand-edited alembic_version) still stops the release.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -28,6 +29,12 @@ _LOCK_ID = 0x616C6C65
 #: Revision ids are a sequence, `0001`, `0002`, …; a later one sorts after this release's head (test_migrate.py
 #: checks every migration follows it).
 REVISION_ID = re.compile(r"^\d{4}$")
+#: How long a migration's statement waits for a table lock. An ALTER TABLE waiting behind a long transaction (a
+#: report, an operator's psql) queues every later query on that table behind it, and with them every request
+#: that touches it: so it gives up soon, rolls back, and `alle migrate` tries again a little later.
+LOCK_TIMEOUT = "3s"
+LOCK_ATTEMPTS = 20
+LOCK_RETRY_PAUSE_SECONDS = 3.0
 
 
 class UnknownRevisionError(Exception):
@@ -66,6 +73,32 @@ def _current(database_url: str) -> list[str]:
         return [str(row[0]) for row in conn.execute("SELECT version_num FROM alembic_version").fetchall()]
 
 
+def _gave_up_waiting_for_a_lock(error: BaseException) -> bool:
+    """SQLAlchemy wraps the driver's error; the migrations run through it."""
+    return isinstance(getattr(error, "orig", error), psycopg.errors.LockNotAvailable)
+
+
+def _upgrade_giving_way_to_long_transactions(config: Config) -> None:
+    """Each revision runs in a transaction of its own, so a retry resumes at the one that gave up."""
+    for attempt in range(1, LOCK_ATTEMPTS + 1):
+        try:
+            command.upgrade(config, "head")
+        except Exception as error:
+            if attempt == LOCK_ATTEMPTS or not _gave_up_waiting_for_a_lock(error):
+                raise
+            log.warning(
+                "a migration waited for a table lock and gave up, so that requests do not queue behind it; "
+                "trying again",
+                lock_timeout=LOCK_TIMEOUT,
+                attempt=attempt,
+                of=LOCK_ATTEMPTS,
+                error=str(getattr(error, "orig", error)),
+            )
+            time.sleep(LOCK_RETRY_PAUSE_SECONDS)
+        else:
+            return
+
+
 def run(settings: Settings) -> int:
     """Upgrade to head; a failure rolls back the failing migration's transaction and says what to do."""
     config = alembic_config(settings)
@@ -93,11 +126,16 @@ def run(settings: Settings) -> int:
                 )
                 return 0
             log.info("migration started", release=settings.RELEASE)
-            command.upgrade(config, "head")
+            _upgrade_giving_way_to_long_transactions(config)
         except Exception as error:  # noqa: BLE001 - any failure is reported in one line, then exit 1
+            hint = (
+                f"A long transaction held a lock it needs through {LOCK_ATTEMPTS} tries: find it in "
+                "pg_stat_activity, let it finish or end it, then run `alle migrate` again."
+                if _gave_up_waiting_for_a_lock(error)
+                else "Fix the migration or the database, then run `alle migrate` again."
+            )
             log.error(
-                "migration failed; the failing revision was rolled back and earlier ones are kept. "
-                "Fix the migration or the database, then run `alle migrate` again.",
+                f"migration failed; the failing revision was rolled back and earlier ones are kept. {hint}",
                 error=str(error),
                 error_type=type(error).__name__,
             )

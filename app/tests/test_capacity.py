@@ -7,6 +7,7 @@ still held, and nothing here depends on timing.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -15,6 +16,8 @@ import httpx
 import psycopg
 from google.cloud.storage import Bucket
 
+from alle.config import Settings
+from alle.db import create_async_pool
 from conftest import Proc, SharedWeb, Spawn, blocked_on_lock, signup_and_login, wait_for
 
 
@@ -130,3 +133,30 @@ def test_concurrent_uploads_each_need_only_one_connection_at_a_time(spawn: Spawn
         responses = list(pool.map(upload, range(4)))
     assert [r.status_code for r in responses] == [201] * 4, [r.text for r in responses]
     assert len(list(bucket.list_blobs(prefix=f"attachments/{task['id']}/"))) == 4
+
+
+def test_a_web_statement_and_a_silent_database_are_bounded_so_no_request_holds_its_connection_for_ever(
+    app_env: dict[str, str],
+) -> None:
+    """A statement stuck behind a long transaction's lock, or a connection to a server that vanished in a failover,
+    held a pooled connection and an in-flight slot with no end: Cloud Run's request timeout does not stop the
+    container's work. The web pool's sessions carry both bounds (alle.db.WEB_BOUNDS)."""
+    settings = Settings.model_validate(app_env)
+
+    async def session() -> tuple[object, dict[str, str]]:
+        pool = create_async_pool(settings)
+        await pool.open(wait=True)
+        try:
+            async with pool.connection() as conn:
+                shown = await (await conn.execute("SHOW statement_timeout")).fetchone()
+                return shown, conn.info.get_parameters()
+        finally:
+            await pool.close()
+
+    shown, parameters = asyncio.run(session())
+    assert shown == {"statement_timeout": "20s"}
+    assert {key: parameters.get(key) for key in ("tcp_user_timeout", "keepalives_idle", "connect_timeout")} == {
+        "tcp_user_timeout": "30000",
+        "keepalives_idle": "10",
+        "connect_timeout": "10",
+    }

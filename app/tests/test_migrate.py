@@ -15,6 +15,7 @@ import backing
 from alle import migrate
 from alle.config import Settings
 from alle.migrate import alembic_config
+from conftest import blocked_on_lock, wait_for
 from zygote import Captured, Zygote
 
 
@@ -150,3 +151,26 @@ def test_revision_ids_are_a_sequence_so_a_later_one_is_recognised() -> None:
     revisions = migrate.history(config)
     assert revisions == [f"{n:04d}" for n in range(1, len(revisions) + 1)]
     assert all(migrate.REVISION_ID.match(r) for r in revisions)
+
+
+def test_a_migration_behind_a_long_transaction_gives_way_to_requests_then_completes(
+    zygote: Zygote, workdir: Path, app_env: dict[str, str]
+) -> None:
+    """0002 alters `reports`. Waiting for that table behind a long transaction, the ALTER TABLE used to queue every
+    later query on the table, for as long as the transaction ran; now it gives up after LOCK_TIMEOUT and tries
+    again, and the queries behind it go through meanwhile."""
+    url = app_env["DATABASE_URL"]
+    command.downgrade(alembic_config(Settings.model_validate(app_env)), "0001")
+    with psycopg.connect(url) as long_transaction, psycopg.connect(url, autocommit=True) as request:
+        long_transaction.execute("SELECT count(*) FROM reports")  # holds its lock on `reports` until it ends
+        run = _migrate(zygote, app_env, workdir)
+        wait_for(lambda: blocked_on_lock(url, "alle-migrate"), what="the migration to wait for the lock")
+        # Queued behind the ALTER TABLE; without the migration's lock timeout it would wait for the transaction,
+        # which ends only after it: this statement's own limit would then fail the test.
+        request.execute("SET statement_timeout = '30s'")
+        assert request.execute("SELECT count(*) FROM reports").fetchone() == (0,)
+        long_transaction.rollback()
+    output, _ = run.communicate(timeout=60)
+    assert run.returncode == 0, output
+    assert "gave up, so that requests do not queue behind it" in output
+    assert _tables(url) == EXPECTED
