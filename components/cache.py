@@ -42,10 +42,12 @@ class Cache(pulumi.ComponentResource):
                 transit_encryption_mode="SERVER_AUTHENTICATION",
                 deletion_protection=args.production,
                 labels=args.labels,
+                # Saturday, a day before Cloud SQL's window (components/database.py): the two are never under
+                # maintenance at once. The nightly jobs run after this hour (Pulumi.yaml cleanupSchedule).
                 maintenance_policy=gcp.redis.InstanceMaintenancePolicyArgs(
                     weekly_maintenance_windows=[
                         gcp.redis.InstanceMaintenancePolicyWeeklyMaintenanceWindowArgs(
-                            day="SUNDAY",
+                            day="SATURDAY",
                             start_time=gcp.redis.InstanceMaintenancePolicyWeeklyMaintenanceWindowStartTimeArgs(
                                 hours=3, minutes=0
                             ),

@@ -66,6 +66,8 @@ class Database(pulumi.ComponentResource):
                             retained_backups=args.backup_retention_count, retention_unit="COUNT"
                         ),
                     ),
+                    # Sunday 03:00 UTC for an hour; Memorystore's is on Saturday (components/cache.py), and the
+                    # nightly jobs run after this hour (Pulumi.yaml cleanupSchedule).
                     maintenance_window=gcp.sql.DatabaseInstanceSettingsMaintenanceWindowArgs(
                         day=7, hour=3, update_track="stable"
                     ),

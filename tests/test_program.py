@@ -400,12 +400,28 @@ def test_every_workload_waits_for_its_secret_versions_and_iam_grants(stack: Grap
             assert stack.depends_on(workload, needed), f"{workload.name} does not wait for {needed.name}"
 
 
+def test_nightly_jobs_run_outside_the_database_and_redis_maintenance_hours_which_fall_on_different_days(
+    stack: Graph,
+) -> None:
+    """A job that needs a connection while Cloud SQL restarts fails, and its failure pages: the jobs ran at 03:00 and
+    03:30 UTC, inside both weekly maintenance windows (each an hour from its start, and both on Sunday)."""
+    sql = stack.one(SQL).inputs["settings"]["maintenanceWindow"]
+    [redis_window] = stack.one("gcp:redis/instance:Instance").inputs["maintenancePolicy"]["weeklyMaintenanceWindows"]
+    sql_day = ["MONDAY", "TUESDAY", "WEDNESDAY", "THURSDAY", "FRIDAY", "SATURDAY", "SUNDAY"][int(sql["day"]) - 1]
+    assert redis_window["day"] != sql_day
+    busy_hours = {int(sql["hour"]), int(redis_window["startTime"]["hours"])}
+    for job in stack.of_type("gcp:cloudscheduler/job:Job"):
+        assert job.inputs["timeZone"] == "Etc/UTC", job.name
+        _, hour, *every_day = job.inputs["schedule"].split()
+        assert every_day == ["*", "*", "*"] and int(hour) not in busy_hours, (job.name, job.inputs["schedule"])
+
+
 def test_scheduler_runs_the_nightly_jobs_through_the_admin_api_as_an_invoker_of_those_jobs_only(
     stack: Graph,
 ) -> None:
     prefix = f"alle-{stack.stack}"
     schedules = {j.inputs["name"]: j.inputs for j in stack.of_type("gcp:cloudscheduler/job:Job")}
-    expected = {"cleanup-old-tasks": "0 3 * * *", "prune-sessions": "30 3 * * *"}
+    expected = {"cleanup-old-tasks": "0 5 * * *", "prune-sessions": "30 5 * * *"}
     assert set(schedules) == {f"{prefix}-{command}" for command in expected}
     for command, cron in expected.items():
         job = schedules[f"{prefix}-{command}"]
