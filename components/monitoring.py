@@ -30,6 +30,8 @@ REDIS_MEMORY = "redis.googleapis.com/stats/memory/usage_ratio"
 INSTANCES = "run.googleapis.com/container/instance_count"
 #: The worker's structured log line when a job exhausted its retries (app: alle/worker).
 DEAD_LETTER_FILTER = 'jsonPayload.message="job dead-lettered" AND severity=ERROR'
+#: The app's warnings when a Redis call failed and it went on without the cache (app: alle/cache.py).
+REDIS_FAILURE_FILTER = 'jsonPayload.logger="alle.cache" AND severity=WARNING'
 
 ERROR_RATIO = 0.05
 LATENCY_P99_MS = 2000
@@ -59,6 +61,21 @@ class MonitoringArgs:
     sql_tier: str
     redis_instance_id: pulumi.Input[str]
     depends_on: list[pulumi.Resource]
+
+
+def _log_match(display: str, filter_: str) -> mon.AlertPolicyConditionArgs:
+    # No label extractors: each combination of their values would be notified on its own.
+    return mon.AlertPolicyConditionArgs(
+        display_name=display, condition_matched_log=mon.AlertPolicyConditionConditionMatchedLogArgs(filter=filter_)
+    )
+
+
+def _log_match_strategy() -> mon.AlertPolicyAlertStrategyArgs:
+    """Required of an alert on log lines: at most one notification per period."""
+    return mon.AlertPolicyAlertStrategyArgs(
+        notification_rate_limit=mon.AlertPolicyAlertStrategyNotificationRateLimitArgs(period="300s"),
+        auto_close="1800s",
+    )
 
 
 def _threshold(
@@ -280,21 +297,20 @@ class Monitoring(pulumi.ComponentResource):
                 # On the log line itself, not on the log-based metric (which the dashboard charts): a threshold on
                 # that metric must name its resource.type, and is refused for up to 10 minutes after the metric is
                 # created, which is within the same `pulumi up` (hashicorp/terraform-provider-google#11102).
-                [
-                    mon.AlertPolicyConditionArgs(
-                        display_name="dead-lettered jobs",
-                        condition_matched_log=mon.AlertPolicyConditionConditionMatchedLogArgs(
-                            # No label extractors: each combination of their values would be notified on its own.
-                            filter=DEAD_LETTER_FILTER
-                        ),
-                    )
-                ],
+                [_log_match("dead-lettered jobs", DEAD_LETTER_FILTER)],
                 "ERROR",
-                # Required of an alert on log lines: at most one notification per period.
-                mon.AlertPolicyAlertStrategyArgs(
-                    notification_rate_limit=mon.AlertPolicyAlertStrategyNotificationRateLimitArgs(period="300s"),
-                    auto_close="1800s",
-                ),
+                _log_match_strategy(),
+            ),
+            "redis": self._policy(
+                f"{name}-alert-redis",
+                "Redis unreachable",
+                "The app could not reach Memorystore. The API keeps serving from PostgreSQL, slower, and `/readyz` "
+                "says `degraded`; jobs the web accepted wait in PostgreSQL and the worker's sweep enqueues them once "
+                "Redis is back. Check the instance's state and maintenance in the console, and the `alle.cache` "
+                "warnings for the error.",
+                [_log_match("cache warnings", REDIS_FAILURE_FILTER)],
+                "WARNING",
+                _log_match_strategy(),
             ),
             "database": self._policy(
                 f"{name}-alert-database",

@@ -49,9 +49,13 @@ def _progress(line: str) -> None:
 def wait_ready(
     base: str, wait_seconds: float, poll_seconds: float = 3, say: Callable[[str], None] = _progress
 ) -> dict[str, Any]:
-    """Poll /readyz until it answers 200, saying after each miss what was seen and how long it has been."""
+    """Poll /readyz until it answers 200 and ready, saying after each miss what was seen and how long it has been.
+
+    `degraded` (200: PostgreSQL answers, Redis does not) serves traffic but is not a release that passed: a new
+    release with a wrong REDIS_URL or CA would be degraded for good.
+    """
     url = f"{base}/readyz"
-    say(f"waiting up to {wait_seconds:.0f} s for {url} to answer 200")
+    say(f"waiting up to {wait_seconds:.0f} s for {url} to answer 200, ready")
     started = time.monotonic()
     while True:
         remaining = wait_seconds - (time.monotonic() - started)
@@ -59,7 +63,7 @@ def wait_ready(
             status, ready = _call(url, timeout=max(1.0, min(15.0, remaining)))
         except (urllib.error.URLError, TimeoutError, OSError) as error:
             status, ready = 0, str(getattr(error, "reason", error))
-        if status == 200:
+        if status == 200 and isinstance(ready, dict) and ready.get("status") == "ready":
             return dict(ready)
         elapsed = time.monotonic() - started
         if elapsed >= wait_seconds:

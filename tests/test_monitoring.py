@@ -52,7 +52,7 @@ def known_metrics(graph: Graph) -> set[str]:
 
 def test_every_alert_names_an_existing_metric_or_log_based_metric(stack: Graph) -> None:
     alerts = stack.of_type(ALERT)
-    assert len(alerts) == 7
+    assert len(alerts) == 8
     for alert in alerts:
         for filter_ in filters(alert.inputs):
             [metric] = METRIC_TYPE.findall(filter_)

@@ -161,7 +161,7 @@ def test_migrate_retry_is_one_pulumi_up_that_replaces_the_tokens_random_id(
 
 def test_plan_shows_the_settings_a_reviewer_cares_about(production: Graph) -> None:
     text = plan.render(production)
-    assert text.startswith("Stack production: 117 resources (102 cloud)")
+    assert text.startswith("Stack production: 118 resources (103 cloud)")
     for expected in (
         "tier: db-custom-2-7680 (ENTERPRISE)",
         "availability: REGIONAL",
@@ -184,7 +184,7 @@ def test_plan_shows_the_settings_a_reviewer_cares_about(production: Graph) -> No
 
 def test_plan_markdown_is_a_nested_list_for_a_pr_comment(staging: Graph) -> None:
     text = plan.render(staging, markdown=True)
-    assert text.startswith("### Stack staging: 118 resources (103 cloud)")
+    assert text.startswith("### Stack staging: 119 resources (104 cloud)")
     assert "- **alle-staging-pg** `gcp:sql/databaseInstance:DatabaseInstance`" in text
 
 
@@ -209,7 +209,7 @@ def test_plan_for_an_unpinned_promoted_stack_marks_the_digest_as_placeholder() -
 
 def test_plan_cli_runs_offline_for_one_stack(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["plan", "--stack", "staging", "--markdown"]) == 0
-    assert capsys.readouterr().out.startswith("### Stack staging: 118 resources")
+    assert capsys.readouterr().out.startswith("### Stack staging: 119 resources")
 
 
 def test_plan_reports_a_bad_config_as_one_sentence(capsys: pytest.CaptureFixture[str]) -> None:
@@ -266,7 +266,11 @@ def test_smoke_fails_when_the_web_client_is_served_without_a_csp() -> None:
 
     class OldRelease(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            body = b'{"release": "r1"}' if self.path == "/readyz" else b'<script src="/assets/app.js"></script>'
+            body = (
+                b'{"status": "ready", "release": "r1"}'
+                if self.path == "/readyz"
+                else b'<script src="/assets/app.js"></script>'
+            )
             self.send_response(200)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
@@ -279,6 +283,35 @@ def test_smoke_fails_when_the_web_client_is_served_without_a_csp() -> None:
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         with pytest.raises(SmokeError, match="GET / has no strict Content-Security-Policy"):
+            smoke(f"http://127.0.0.1:{server.server_port}", wait_seconds=0)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_smoke_fails_a_release_that_is_only_degraded() -> None:
+    """Degraded (PostgreSQL answers, Redis does not) serves traffic, but a new release with a wrong REDIS_URL or CA
+    would stay degraded for good: it has not passed."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from ops.smoke import smoke
+
+    class Degraded(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b'{"status": "degraded", "checks": {"database": true, "redis": false}, "release": "r1"}'
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            """Quiet: the assertion says what matters."""
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Degraded)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(SmokeError, match=r"answered 200: .*'redis': False"):
             smoke(f"http://127.0.0.1:{server.server_port}", wait_seconds=0)
     finally:
         server.shutdown()

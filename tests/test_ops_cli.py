@@ -53,7 +53,7 @@ def test_smoke_says_what_it_waits_for_and_gives_up_at_the_timeout(monkeypatch: p
     said: list[str] = []
     with pytest.raises(smoke.SmokeError) as raised:
         smoke.wait_ready("https://alle.example", 20, poll_seconds=5, say=said.append)
-    assert said[0] == "waiting up to 20 s for https://alle.example/readyz to answer 200"
+    assert said[0] == "waiting up to 20 s for https://alle.example/readyz to answer 200, ready"
     progress = said[1:]
     assert len(progress) > 1
     assert all(
@@ -71,7 +71,7 @@ def test_smoke_timeout_flag_bounds_the_wait_and_the_error_is_one_line(capsys: py
         closed = f"http://127.0.0.1:{sock.getsockname()[1]}"  # nothing listens there
     assert cli.main(["smoke", "--url", closed, "--timeout", "0"]) == 1
     err = capsys.readouterr().err.splitlines()
-    assert err[0] == f"waiting up to 0 s for {closed}/readyz to answer 200"
+    assert err[0] == f"waiting up to 0 s for {closed}/readyz to answer 200, ready"
     assert len([line for line in err if line.startswith("alle-ops: ")]) == 1
     assert err[-1].startswith(f"alle-ops: {closed}/readyz did not answer (")
 

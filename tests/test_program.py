@@ -63,17 +63,17 @@ def sa(graph: Graph, role: str) -> str:
 
 def test_staging_registers_its_full_resource_set(staging: Graph) -> None:
     # The core (88, with 2 telemetry grants per workload identity), edge (+15: address, certificate, SSL policy,
-    # Armor policy, 2 NEGs, 2 backends, 2 URL maps, 2 proxies, 2 forwarding rules, component), monitoring (+12: a
-    # channel, uptime check, log metric, 7 alerts, dashboard, component), APIs (+4: monitoring, logging, dns,
+    # Armor policy, 2 NEGs, 2 backends, 2 URL maps, 2 proxies, 2 forwarding rules, component), monitoring (+13: a
+    # channel, uptime check, log metric, 8 alerts, dashboard, component), APIs (+4: monitoring, logging, dns,
     # billingbudgets), the migrate token's RandomId (+1); no registry and no Artifact Registry API in the stack's
     # project (−2: ops/bootstrap.sh owns both).
-    assert len(staging.resources) == 88 + 15 + 12 + 4 + 1 - 2
+    assert len(staging.resources) == 88 + 15 + 13 + 4 + 1 - 2
     assert len([r for r in staging.resources if not r.custom]) == 15
 
 
 def test_production_registers_its_full_resource_set(production: Graph) -> None:
     # Staging's set without the build (−1).
-    assert len(production.resources) == 88 + 15 + 12 + 4 + 1 - 2 - 1
+    assert len(production.resources) == 88 + 15 + 13 + 4 + 1 - 2 - 1
     assert len([r for r in production.resources if not r.custom]) == 15
 
 

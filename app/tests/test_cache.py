@@ -75,8 +75,10 @@ def test_api_stays_up_from_postgres_when_redis_is_down(spawn: Spawn) -> None:
     assert httpx.get(f"{web.url}/v1/tasks", headers=auth).json()["total"] == 1
     completed = httpx.post(f"{web.url}/v1/tasks/{task_id}/complete", headers=auth)
     assert completed.status_code == 200
+    # Degraded, still ready: an uptime check on /readyz must not page for a cache failover while the API serves.
     ready = httpx.get(f"{web.url}/readyz")
-    assert ready.status_code == 503
+    assert ready.status_code == 200
+    assert ready.json()["status"] == "degraded"
     assert ready.json()["checks"] == {"database": True, "redis": False}
 
 

@@ -1,4 +1,10 @@
-"""Probes for Cloud Run: liveness does no I/O; readiness checks the attached resources."""
+"""Probes: liveness does no I/O; readiness checks the attached resources.
+
+PostgreSQL decides readiness: it holds every record, and without it nothing can be served. Without Redis the API
+still serves, from PostgreSQL, and the jobs it accepts wait there until the worker's sweep enqueues them, so a
+Redis outage is `degraded`, not unready: an uptime check on /readyz pages for the database, not for a cache
+failover (Memorystore's have their own, milder alert).
+"""
 
 from __future__ import annotations
 
@@ -25,7 +31,7 @@ class Checks(BaseModel):
 
 
 class Readiness(BaseModel):
-    status: Literal["ready", "unavailable"]
+    status: Literal["ready", "degraded", "unavailable"]
     checks: Checks
     release: str
 
@@ -38,7 +44,7 @@ async def healthz() -> Liveness:
 @router.get(
     "/readyz",
     response_model=Readiness,
-    responses={503: {"model": Readiness, "description": "A backing service is unreachable; `checks` says which."}},
+    responses={503: {"model": Readiness, "description": "PostgreSQL is unreachable."}},
 )
 async def readyz(services: ServicesDep) -> JSONResponse:
     checks = {"database": False, "redis": await services.cache.ping()}
@@ -48,6 +54,6 @@ async def readyz(services: ServicesDep) -> JSONResponse:
         checks["database"] = True
     except Exception as error:  # noqa: BLE001 - any failure means not ready
         log.warning("readiness: database unreachable", error=str(error))
-    ready = all(checks.values())
-    body = {"status": "ready" if ready else "unavailable", "checks": checks, "release": services.settings.RELEASE}
-    return JSONResponse(body, status_code=200 if ready else 503)
+    status = "unavailable" if not checks["database"] else "ready" if checks["redis"] else "degraded"
+    body = {"status": status, "checks": checks, "release": services.settings.RELEASE}
+    return JSONResponse(body, status_code=503 if status == "unavailable" else 200)
