@@ -160,3 +160,37 @@ def test_a_web_statement_and_a_silent_database_are_bounded_so_no_request_holds_i
         "keepalives_idle": "10",
         "connect_timeout": "10",
     }
+
+
+def _web_backends(db: psycopg.Connection[tuple[object, ...]]) -> set[int]:
+    """The sessions of the webs on this test's database (the shared web's are on another)."""
+    rows = db.execute(
+        "SELECT pid FROM pg_stat_activity WHERE application_name = 'alle-web' AND datname = current_database()"
+    ).fetchall()
+    return {int(str(pid)) for (pid,) in rows}
+
+
+def test_after_a_database_failover_one_failed_request_replaces_every_broken_connection(
+    spawn: Spawn, db: psycopg.Connection[tuple[object, ...]]
+) -> None:
+    """A failover or restart breaks every pooled connection at once. Each used to fail a request of its own before
+    the pool replaced it (4 here; up to DATABASE_POOL_SIZE per process, on every instance); the first failure now
+    has the pool test the others in the background."""
+    web = spawn("web", {"DATABASE_POOL_SIZE": "4"})
+    auth = signup_and_login(web.url)
+    wait_for(lambda: len(_web_backends(db)) == 4, what="the web's 4 pooled connections")
+    broken = _web_backends(db)
+    for pid in broken:
+        db.execute("SELECT pg_terminate_backend(%s)", (pid,))
+
+    statuses = []
+    while 503 not in statuses:
+        statuses.append(httpx.get(f"{web.url}/v1/tasks", headers=auth).status_code)
+        assert len(statuses) <= 4, statuses
+
+    def replaced() -> bool:
+        now = _web_backends(db)
+        return len(now) == 4 and not now & broken
+
+    wait_for(replaced, what="the pool to replace every broken connection")
+    assert [httpx.get(f"{web.url}/v1/tasks", headers=auth).status_code for _ in range(8)] == [200] * 8

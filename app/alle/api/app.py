@@ -11,6 +11,7 @@ import anyio
 import psycopg
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from psycopg_pool import PoolTimeout
 from starlette.types import ASGIApp
 
 from alle.api import client, errors
@@ -114,8 +115,11 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.exception_handler(psycopg.OperationalError)
     async def database_unavailable(request: Request, error: psycopg.OperationalError) -> JSONResponse:
-        """Also the pool's PoolTimeout: no connection came free in time."""
+        """Also the pool's PoolTimeout (no connection came free in time) and a statement cancelled at its timeout:
+        neither says the pool's connections are broken. Anything else may be a lost connection."""
         log.error("database unavailable", path=request.url.path, error=str(error))
+        if not isinstance(error, PoolTimeout | psycopg.errors.QueryCanceled):
+            request.app.state.services.recheck_connections()
         return JSONResponse(
             {"detail": "The database is unavailable; retry shortly."}, status_code=503, headers={"Retry-After": "1"}
         )

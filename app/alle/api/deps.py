@@ -9,10 +9,11 @@ response is sent and a failed commit becomes an error response.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated, Any, TypeVar, TypeVarTuple
 
@@ -54,6 +55,21 @@ class Services:
     blocking: anyio.CapacityLimiter
     #: Shared by the cache, the throttle and `enqueue`: after one Redis failure, Redis is left alone for a while.
     breaker: Breaker
+    #: The check of every pooled connection that a failed one set off, while it runs (recheck_connections).
+    recheck: asyncio.Task[None] | None = field(default=None, init=False)
+
+    def recheck_connections(self) -> None:
+        """A connection that failed in use (a Cloud SQL failover or restart) means its pool-mates are likely dead
+        too, and each would fail a request of its own before the pool replaced it. Test them all now, in the
+        background, one check at a time."""
+        if self.recheck is None or self.recheck.done():
+            self.recheck = asyncio.get_running_loop().create_task(self._recheck())
+
+    async def _recheck(self) -> None:
+        try:
+            await self.pool.check()
+        except Exception as error:  # noqa: BLE001 - a background task: say so, the next failure tries again
+            log.warning("could not check the database connections", error=str(error))
 
     async def offload(self, call: Callable[[*Args], T], *args: *Args) -> T:
         """Run a blocking call in a worker thread, on purpose, under the `blocking` limiter."""
