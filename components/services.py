@@ -43,9 +43,10 @@ class Web(pulumi.ComponentResource):
     def __init__(self, name: str, args: WebArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("alle:services:Web", name, None, opts)
         w = args.workload
-        # Probes use /healthz: /readyz also checks Redis, and the app is built to keep serving from PostgreSQL
-        # while Redis is away; gating instances on it would turn a cache outage into an outage.
-        probe = run.ServiceTemplateContainerStartupProbeHttpGetArgs(path="/healthz", port=CONTAINER_PORT)
+        # An instance has started once PostgreSQL answers it (/readyz: 200, also while Redis is away, which the app
+        # serves through). A revision with a wrong DATABASE_URL or password then never starts, takes no traffic,
+        # and fails its `pulumi up`, rather than answering 503 to all. Liveness needs no I/O (/healthz).
+        probe = run.ServiceTemplateContainerStartupProbeHttpGetArgs(path="/readyz", port=CONTAINER_PORT)
         service_name = f"{args.prefix}-web"
         template = self._template(args, probe)
         # The revision is named after the release and a digest of everything in its template.
@@ -129,7 +130,7 @@ class Web(pulumi.ComponentResource):
                         cpu_idle=True,
                     ),
                     # Every second, the least Cloud Run allows (periodSeconds >= 1 and >= timeoutSeconds): a web
-                    # process answers /healthz about 0.8 s after exec (README, Performance), and with a probe
+                    # process answers /readyz about 1 s after exec (README, Performance), and with a probe
                     # every 2 s a new instance waited for the next one. Still 30 s before a start counts as failed.
                     # https://cloud.google.com/run/docs/reference/rest/v2/Container#probe
                     startup_probe=run.ServiceTemplateContainerStartupProbeArgs(

@@ -316,7 +316,8 @@ def test_web_runs_alle_web_with_probes_scaling_and_sizing_per_stack(staging: Gra
         template = service.inputs["template"]
         web = container(service)
         assert web["args"] == ["web"]
-        assert web["startupProbe"]["httpGet"]["path"] == "/healthz"
+        # Started once PostgreSQL answers: a revision with a wrong DATABASE_URL never takes traffic.
+        assert web["startupProbe"]["httpGet"]["path"] == "/readyz"
         assert web["livenessProbe"]["httpGet"]["path"] == "/healthz"
         assert web["resources"]["startupCpuBoost"] is True
         sizing = (
@@ -331,7 +332,7 @@ def test_web_runs_alle_web_with_probes_scaling_and_sizing_per_stack(staging: Gra
 
 
 def test_a_new_web_instance_is_probed_every_second_and_given_30_seconds_to_start(stack: Graph) -> None:
-    """A web process answers /healthz about 0.8 s after exec (README, Performance): a probe every 2 s made a new
+    """A web process answers /readyz about 1 s after exec (README, Performance): a probe every 2 s made a new
     instance wait up to 2 s for Cloud Run to notice it."""
     probe = container(stack.one(SERVICE))["startupProbe"]
     assert (probe["periodSeconds"], probe["timeoutSeconds"]) == (1, 1)
