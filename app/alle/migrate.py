@@ -31,10 +31,12 @@ _LOCK_ID = 0x616C6C65
 REVISION_ID = re.compile(r"^\d{4}$")
 #: How long a migration's statement waits for a table lock. An ALTER TABLE waiting behind a long transaction (a
 #: report, an operator's psql) queues every later query on that table behind it, and with them every request
-#: that touches it: so it gives up soon, rolls back, and `alle migrate` tries again a little later.
-LOCK_TIMEOUT = "3s"
-LOCK_ATTEMPTS = 20
-LOCK_RETRY_PAUSE_SECONDS = 3.0
+#: that touches it: so it gives up soon, rolls back, and `alle migrate` tries again a little later. Shorter than
+#: the web's wait for a pooled connection (alle.db.WEB_POOL_TIMEOUT_SECONDS): requests queued behind it hold
+#: the pool's connections meanwhile, and the others must still get one in time.
+LOCK_TIMEOUT = "1s"
+LOCK_ATTEMPTS = 40
+LOCK_RETRY_PAUSE_SECONDS = 2.0
 
 
 class UnknownRevisionError(Exception):
