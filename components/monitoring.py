@@ -30,8 +30,12 @@ REDIS_MEMORY = "redis.googleapis.com/stats/memory/usage_ratio"
 INSTANCES = "run.googleapis.com/container/instance_count"
 #: The worker's structured log line when a job exhausted its retries (app: alle/worker).
 DEAD_LETTER_FILTER = 'jsonPayload.message="job dead-lettered" AND severity=ERROR'
-#: The app's warnings when a Redis call failed and it went on without the cache (app: alle/cache.py).
-REDIS_FAILURE_FILTER = 'jsonPayload.logger="alle.cache" AND severity=WARNING'
+#: The app's warnings when a Redis call failed and it went on without the cache (app: alle/cache.py), but for the
+#: one about the cache epoch, which is read from PostgreSQL.
+REDIS_FAILURE_FILTER = (
+    'jsonPayload.logger="alle.cache" AND severity=WARNING AND '
+    'NOT jsonPayload.message="could not read the cache epoch; bypassing the cache"'
+)
 
 ERROR_RATIO = 0.05
 LATENCY_P99_MS = 2000
@@ -214,7 +218,8 @@ class Monitoring(pulumi.ComponentResource):
                 f"{name}-alert-uptime",
                 "web is not ready",
                 f"`/readyz` on `{a.prefix}` failed from several regions. Check the web service's logs and revisions "
-                "(`bin/alle-ops status`), Cloud SQL and Memorystore. If a release just took traffic, "
+                "(`bin/alle-ops status`) and Cloud SQL (`/readyz` fails for PostgreSQL, not for Redis). If a release "
+                "just took traffic, "
                 f"roll it back: `bin/alle-ops traffic rollback --stack {a.prefix.removeprefix('alle-')}`.",
                 [
                     _threshold(

@@ -200,7 +200,7 @@ def parser() -> argparse.ArgumentParser:
         type=float,
         default=120,
         metavar="SECONDS",
-        help="how long to wait for /readyz to answer 200 (default: 120)",
+        help="how long to wait for /readyz to answer 200, ready (default: 120)",
     )
     sm.set_defaults(run=_smoke)
     rl = sub.add_parser("release", help="begin a release: 0%% of web traffic, the serving release keeps the rest")

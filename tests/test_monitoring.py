@@ -10,8 +10,8 @@ import re
 import pytest
 import structlog
 
-from alle import logs
-from components.monitoring import DEAD_LETTER_FILTER, sql_max_connections
+from alle import cache, logs
+from components.monitoring import DEAD_LETTER_FILTER, REDIS_FAILURE_FILTER, sql_max_connections
 from ops.graph import Graph
 from stacks import deployed
 
@@ -209,3 +209,10 @@ def test_the_apps_log_lines_carry_the_fields_the_dead_letter_metric_reads(capsys
     [severity] = re.findall(r"severity=(\w+)", DEAD_LETTER_FILTER)
     assert entry["severity"] == severity
     assert entry["actor"] == "send_completion_mail"
+
+
+def test_the_redis_alert_leaves_out_the_cache_epoch_warning_which_is_a_database_trouble() -> None:
+    """The epoch is read from PostgreSQL: a database outage logs that warning on alle.cache, and sent on-call to
+    Memorystore."""
+    assert f'NOT jsonPayload.message="{cache.EPOCH_UNREADABLE}"' in REDIS_FAILURE_FILTER
+    assert 'jsonPayload.logger="alle.cache"' in REDIS_FAILURE_FILTER

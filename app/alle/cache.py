@@ -32,6 +32,10 @@ from alle.logs import get_logger
 
 log = get_logger(__name__)
 
+#: Logged when the epoch, which PostgreSQL holds, could not be read: a database trouble, not a Redis one, which the
+#: Redis alert leaves out (components/monitoring.py).
+EPOCH_UNREADABLE = "could not read the cache epoch; bypassing the cache"
+
 P = TypeVar("P", redis.client.Pipeline, redis.asyncio.client.Pipeline)
 
 
@@ -228,7 +232,7 @@ class Cache:
                     self.epoch = epoch
                     return
         except Exception as error:  # noqa: BLE001 - without the epoch the cache is bypassed, not trusted
-            log.warning("could not read the cache epoch; bypassing the cache", error=str(error))
+            log.warning(EPOCH_UNREADABLE, error=str(error))
         finally:
             # Also after a failure: a PostgreSQL outage must not make every request wait for a read of its own.
             self._epoch_read_at = time.monotonic()

@@ -87,6 +87,8 @@ def create_app(settings: Settings) -> FastAPI:
             max_requests_in_flight=settings.MAX_REQUESTS_IN_FLIGHT,
         )
         yield
+        if app.state.services.recheck is not None:
+            app.state.services.recheck.cancel()
         await pool.close()
         await redis_client.aclose()
         queue.broker.close()
@@ -115,16 +117,21 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.exception_handler(psycopg.OperationalError)
     async def database_unavailable(request: Request, error: psycopg.OperationalError) -> JSONResponse:
-        """Also the pool's PoolTimeout (no connection came free in time) and a statement cancelled at its timeout:
-        neither says the pool's connections are broken. Anything else may be a lost connection."""
+        """Also the pool's PoolTimeout (no connection came free in time) and a statement cancelled at its timeout."""
         log.error("database unavailable", path=request.url.path, error=str(error))
-        if not isinstance(error, PoolTimeout | psycopg.errors.QueryCanceled):
+        if not isinstance(error, PoolTimeout) and _lost_connection(error):
             request.app.state.services.recheck_connections()
         return JSONResponse(
             {"detail": "The database is unavailable; retry shortly."}, status_code=503, headers={"Retry-After": "1"}
         )
 
     return app
+
+
+def _lost_connection(error: psycopg.OperationalError) -> bool:
+    """No SQLSTATE (the connection broke), class 08 (connection exception), or the server shut down (57P01-03)."""
+    state = error.sqlstate
+    return state is None or state.startswith("08") or state in {"57P01", "57P02", "57P03"}
 
 
 def settle_heap() -> None:
