@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 
 from ops import cli, jobs, plan
 from ops.graph import ROOT, Graph
-from ops.smoke import SmokeError
+from ops.smoke import SmokeError, smoke
 from stacks import PROMOTED
 
 STAGING_OUTPUTS: dict[str, Any] = {
@@ -252,25 +255,17 @@ def test_smoke_fails_when_the_stack_runs_another_release(
 
 
 def test_smoke_fails_when_nothing_answers() -> None:
-    from ops.smoke import smoke
-
     with pytest.raises(SmokeError, match="/readyz did not answer"):
         smoke("http://127.0.0.1:9", wait_seconds=0)
 
 
-def test_smoke_fails_when_the_web_client_is_served_without_a_csp() -> None:
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+@contextlib.contextmanager
+def _site(pages: dict[str, bytes]) -> Iterator[str]:
+    """A web server on a free local port answering 200 with the page for each path; yields its base URL."""
 
-    from ops.smoke import smoke
-
-    class OldRelease(BaseHTTPRequestHandler):
+    class Pages(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            body = (
-                b'{"status": "ready", "release": "r1"}'
-                if self.path == "/readyz"
-                else b'<script src="/assets/app.js"></script>'
-            )
+            body = pages[self.path]
             self.send_response(200)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
@@ -279,40 +274,24 @@ def test_smoke_fails_when_the_web_client_is_served_without_a_csp() -> None:
         def log_message(self, *args: Any) -> None:
             """Quiet: the assertion says what matters."""
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), OldRelease)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Pages)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        with pytest.raises(SmokeError, match="GET / has no strict Content-Security-Policy"):
-            smoke(f"http://127.0.0.1:{server.server_port}", wait_seconds=0)
+        yield f"http://127.0.0.1:{server.server_port}"
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_smoke_fails_when_the_web_client_is_served_without_a_csp() -> None:
+    pages = {"/readyz": b'{"status": "ready", "release": "r1"}', "/": b'<script src="/assets/app.js"></script>'}
+    with _site(pages) as base, pytest.raises(SmokeError, match="GET / has no strict Content-Security-Policy"):
+        smoke(base, wait_seconds=0)
 
 
 def test_smoke_fails_a_release_that_is_only_degraded() -> None:
     """Degraded (PostgreSQL answers, Redis does not) serves traffic, but a new release with a wrong REDIS_URL or CA
     would stay degraded for good: it has not passed."""
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-    from ops.smoke import smoke
-
-    class Degraded(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            body = b'{"status": "degraded", "checks": {"database": true, "redis": false}, "release": "r1"}'
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: Any) -> None:
-            """Quiet: the assertion says what matters."""
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Degraded)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        with pytest.raises(SmokeError, match=r"answered 200: .*'redis': False"):
-            smoke(f"http://127.0.0.1:{server.server_port}", wait_seconds=0)
-    finally:
-        server.shutdown()
-        server.server_close()
+    degraded = b'{"status": "degraded", "checks": {"database": true, "redis": false}, "release": "r1"}'
+    with _site({"/readyz": degraded}) as base, pytest.raises(SmokeError, match=r"answered 200: .*'redis': False"):
+        smoke(base, wait_seconds=0)
