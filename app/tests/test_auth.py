@@ -131,6 +131,32 @@ def test_login_is_throttled_per_account_with_retry_after(spawn: Spawn) -> None:
     assert signup_and_login(web.url)  # other accounts from the same address are not affected
 
 
+def test_wrong_passwords_from_one_address_do_not_lock_the_owner_out_from_another(spawn: Spawn) -> None:
+    """Counted per account alone, ten wrong passwords a minute from anywhere kept the owner out for good."""
+    web = spawn("web", {"LOGIN_ATTEMPTS_PER_ACCOUNT": "3/minute", "TRUSTED_PROXY_HOPS": "2"})
+    email = f"{uuid.uuid4().hex[:10]}@example.com"
+    assert httpx.post(f"{web.url}/v1/auth/signup", json={"email": email, "password": PASSWORD}).status_code == 201
+
+    def from_(client: str, password: str) -> int:
+        headers = {"X-Forwarded-For": f"{client}, 35.191.0.1"}
+        body = {"email": email, "password": password}
+        return httpx.post(f"{web.url}/v1/auth/login", json=body, headers=headers).status_code
+
+    assert [from_("198.51.100.66", "wrong password!") for _ in range(4)] == [401, 401, 401, 429]
+    assert from_("203.0.113.5", PASSWORD) == 200
+
+
+def test_another_spelling_of_a_throttled_accounts_email_gets_no_allowance_of_its_own(spawn: Spawn) -> None:
+    """PostgreSQL's lower() reads `alİce` as `alice`; Python's casefold() does not, so the throttle counted that
+    spelling apart while it logged in to the same account."""
+    web = spawn("web", {"LOGIN_ATTEMPTS_PER_ACCOUNT": "3/minute"})
+    local = f"alice{uuid.uuid4().hex[:8]}"
+    email = f"{local}@example.com"
+    assert httpx.post(f"{web.url}/v1/auth/signup", json={"email": email, "password": PASSWORD}).status_code == 201
+    assert [_login(web.url, email, "wrong password!").status_code for _ in range(4)] == [401, 401, 401, 429]
+    assert _login(web.url, f"{local.replace('i', 'İ', 1)}@example.com").status_code != 200
+
+
 def test_login_is_throttled_per_client_address(spawn: Spawn) -> None:
     web = spawn("web", {"LOGIN_ATTEMPTS_PER_ADDRESS": "4/minute"})
     strangers = [f"{uuid.uuid4().hex[:10]}@example.com" for _ in range(5)]

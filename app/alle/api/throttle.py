@@ -1,9 +1,10 @@
-"""Log-in throttling per account and per client address, counted in Redis with `limits`.
+"""Log-in throttling per account and client address, and per client address, counted in Redis with `limits`.
 
 Every attempt counts, right or wrong, before the password is checked: a guesser learns nothing from the
-timing of a refusal. While Redis is away (or the process's Redis breaker is open) the counts move to this
-process's memory with half the allowance (at least one), so an outage makes the limit stricter, never absent:
-each process then counts alone.
+timing of a refusal. The account's limit is counted per client address too: counted per account alone, ten
+wrong passwords a minute from anywhere kept its owner from logging in at all. While Redis is away (or the
+process's Redis breaker is open) the counts move to this process's memory with half the allowance (at least
+one), so an outage makes the limit stricter, never absent: each process then counts alone.
 """
 
 from __future__ import annotations
@@ -65,9 +66,14 @@ class LoginThrottle:
             "address": parse(settings.LOGIN_ATTEMPTS_PER_ADDRESS),
         }
 
-    async def hit(self, *, email: str, address: str) -> None:
-        """Count one attempt for the account and the address; 429 with `Retry-After` when either is over its limit."""
-        for kind, identifier in (("account", email.casefold()), ("address", address_key(address))):
+    async def hit(self, *, account: str, address: str) -> None:
+        """Count one attempt for the account from this address and for the address; 429 with `Retry-After` when
+        either is over its limit. `account` is the account's id when it exists (alle.api.routes.auth.login)."""
+        client = address_key(address)
+        for kind, identifier, what in (
+            ("account", f"{account} {client}", "this account from this address"),
+            ("address", client, "this address"),
+        ):
             limit = self._limits[kind]
             limiter: MovingWindowRateLimiter = self._local
             if self._breaker.allow():
@@ -89,6 +95,6 @@ class LoginThrottle:
                 retry_after = max(1, math.ceil(reset - time.time()))
                 raise HTTPException(
                     status.HTTP_429_TOO_MANY_REQUESTS,
-                    f"Too many log-in attempts for this {kind}; try again in {retry_after} seconds.",
+                    f"Too many log-in attempts for {what}; try again in {retry_after} seconds.",
                     headers={"Retry-After": str(retry_after)},
                 )
