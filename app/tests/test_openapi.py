@@ -30,7 +30,7 @@ from alle.api.app import create_app
 from alle.api.limits import PROBES
 from alle.api.schemas import SignUp
 from alle.config import AppEnv, Settings
-from conftest import SECRET, SharedWeb, signup_and_login
+from conftest import OFFLINE_ENV, SECRET, SharedWeb, signup_and_login
 
 JSON_BODY = "application/json"
 
@@ -276,3 +276,15 @@ def test_every_warning_fails_the_schemathesis_run_but_missing_auth_on_the_log_in
     assert SchemathesisWarning.MISSING_AUTH in run_wide
     assert failing.pop("POST /v1/auth/login") == run_wide - {SchemathesisWarning.MISSING_AUTH}
     assert failing and all(fails == run_wide for fails in failing.values())
+
+
+@pytest.mark.parametrize(("app_env", "uis"), [("development", True), ("staging", False), ("production", False)])
+def test_the_openapi_uis_which_load_cdn_scripts_onto_the_apps_origin_are_served_only_locally(
+    app_env: str, uis: bool
+) -> None:
+    """Their scripts (a floating version, no integrity hashes) could read the browser client's token."""
+    settings = Settings(**{**OFFLINE_ENV, "APP_ENV": app_env, "PASSWORD_HASH_MEMORY_KIB": "65536"})  # type: ignore[arg-type]
+    paths = {getattr(route, "path", "") for route in create_app(settings).routes}
+    expected = {"/docs", "/redoc"} if uis else set()
+    assert {"/docs", "/redoc"} & paths == expected
+    assert "/openapi.json" in paths

@@ -23,7 +23,7 @@ from alle.api.limits import InFlightLimit
 from alle.api.routes import auth, health, reports, tasks
 from alle.api.throttle import LoginThrottle
 from alle.cache import Breaker, Cache, create_async_client
-from alle.config import Settings
+from alle.config import AppEnv, Settings
 from alle.db import create_async_pool
 from alle.jobs import ENQUEUE_TIMEOUT_SECONDS, create_queue
 from alle.logs import get_logger
@@ -40,6 +40,8 @@ BLOCKING_THREADS = 4
 #: dozens of requests in flight the count of live allocations crosses CPython's default 700 hundreds of times a
 #: second, and each pass walks every request's objects: about 0.1 ms of CPU per request, measured in process.
 GC_THRESHOLDS = (10_000, 10, 10)
+#: Where the OpenAPI UIs are served.
+LOCAL_ENVS = (AppEnv.development, AppEnv.test)
 
 
 class Bounded(FastAPI):
@@ -102,6 +104,10 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
         # FastAPI's OpenTelemetry hooks look up the global providers on every request; this app exports none.
         telemetry={"tracing": False, "metrics": False, "logs": False},
+        # The OpenAPI UIs run scripts from a CDN, of a floating version and without integrity hashes, on the app's
+        # own origin, where the browser client keeps its token: for local use only. /openapi.json stays.
+        docs_url="/docs" if settings.APP_ENV in LOCAL_ENVS else None,
+        redoc_url="/redoc" if settings.APP_ENV in LOCAL_ENVS else None,
     )
     # The middleware added last runs first. An oversize body is refused inside the access log, so it is logged.
     app.add_middleware(BodyLimit)
