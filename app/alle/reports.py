@@ -15,6 +15,17 @@ from alle.db import Pool
 from alle.storage import Storage
 
 COLUMNS = ["id", "owner", "title", "status", "due_date", "created_at", "completed_at"]
+#: What a spreadsheet reads as the start of a formula (OWASP, "CSV Injection").
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _as_text(value: object) -> object:
+    """A user's text opened in a spreadsheet must stay text: `=HYPERLINK(...)` in a title would run as a formula
+    for whoever opens the report, and `alle generate-report` puts every user's titles in front of an operator.
+    A leading apostrophe makes the cell text; it shows in other readers of the CSV."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return f"'{value}"
+    return value
 
 
 def object_name(report_id: uuid.UUID, attempt: str) -> str:
@@ -63,7 +74,7 @@ def write_report(pool: Pool, storage: Storage, *, report_id: uuid.UUID) -> Writt
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows({**row, "owner": _as_text(row["owner"]), "title": _as_text(row["title"])} for row in rows)
     name = object_name(report_id, uuid.uuid4().hex)
     storage.upload_text(name, buffer.getvalue(), content_type="text/csv")
     with pool.connection() as conn:

