@@ -47,7 +47,12 @@ def armor_rules(config: EdgeConfig) -> list[compute.SecurityPolicyRuleArgs]:
             "per client IP",
             action="throttle",
             match=compute.SecurityPolicyRuleMatchArgs(
-                expr=compute.SecurityPolicyRuleMatchExprArgs(expression=f"request.path.startsWith('{AUTH_PATH}')")
+                # On the decoded path, as the app routes it: `/v1/%61uth/signup` reaches the sign-up handler, and
+                # the raw path would not have matched (https://cloud.google.com/armor/docs/rules-language-reference,
+                # urlDecode()).
+                expr=compute.SecurityPolicyRuleMatchExprArgs(
+                    expression=f"request.path.urlDecode().lower().startsWith('{AUTH_PATH}')"
+                )
             ),
             rate_limit_options=compute.SecurityPolicyRuleRateLimitOptionsArgs(
                 conform_action="allow",

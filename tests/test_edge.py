@@ -68,7 +68,8 @@ def test_every_backend_is_behind_the_armor_policy(stack: Graph) -> None:
 
 def test_auth_paths_are_rate_limited_per_client_ip(stack: Graph) -> None:
     [limit] = [r for r in stack.one(ARMOR).inputs["rules"] if r["action"] == "throttle"]
-    assert limit["match"]["expr"]["expression"] == "request.path.startsWith('/v1/auth/')"
+    # Decoded: `/v1/%61uth/signup` reaches the app's sign-up handler.
+    assert limit["match"]["expr"]["expression"] == "request.path.urlDecode().lower().startsWith('/v1/auth/')"
     options = limit["rateLimitOptions"]
     assert (options["enforceOnKey"], options["conformAction"], options["exceedAction"]) == ("IP", "allow", "deny(429)")
     assert options["rateLimitThreshold"] == {"count": 30, "intervalSec": 60}
