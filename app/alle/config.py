@@ -82,7 +82,8 @@ class Settings(BaseSettings):
     CACHE_TTL_SECONDS: Annotated[int, Field(ge=1)] = 300
     #: After a Redis call fails, how long the web process leaves Redis alone (alle.cache.Breaker).
     REDIS_BREAKER_SECONDS: Annotated[float, Field(gt=0, le=3600)] = 5
-    #: Log-in attempts allowed per account and per client address, in `limits` notation (alle/api/throttle.py).
+    #: Log-in attempts allowed per account from one client address, and per client address, in `limits` notation
+    #: (alle/api/throttle.py).
     LOGIN_ATTEMPTS_PER_ACCOUNT: Annotated[str, Field(pattern=_RATE)] = "10/minute"
     LOGIN_ATTEMPTS_PER_ADDRESS: Annotated[str, Field(pattern=_RATE)] = "60/minute"
     WORKER_THREADS: Annotated[int, Field(ge=1, le=64)] = 4

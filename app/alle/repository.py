@@ -59,8 +59,17 @@ async def create_user(conn: AsyncConn, *, email: str, password_hash: str) -> Row
     return row
 
 
-async def get_user_by_email(conn: AsyncConn, *, email: str) -> Row | None:
-    return await _one(conn, "SELECT id, email, password_hash FROM users WHERE lower(email) = lower(%s)", (email,))
+async def find_login(conn: AsyncConn, *, email: str) -> tuple[str, Row | None]:
+    """The email as PostgreSQL compares it (lower()), whether or not an account has it, and the account if one
+    does. Python's casefold() differs from lower() beyond ASCII (`İ`)."""
+    row = await _one(
+        conn,
+        "SELECT lower(%(email)s) AS compared, u.id, u.password_hash FROM (VALUES (1)) AS one "
+        "LEFT JOIN users u ON lower(u.email) = lower(%(email)s)",
+        {"email": email},
+    )
+    assert row is not None
+    return str(row["compared"]), row if row["id"] is not None else None
 
 
 async def get_user(conn: AsyncConn, *, user_id: uuid.UUID) -> Row | None:

@@ -66,35 +66,37 @@ class LoginThrottle:
             "address": parse(settings.LOGIN_ATTEMPTS_PER_ADDRESS),
         }
 
-    async def hit(self, *, account: str, address: str) -> None:
-        """Count one attempt for the account from this address and for the address; 429 with `Retry-After` when
-        either is over its limit. `account` is the account's id when it exists (alle.api.routes.auth.login)."""
-        client = address_key(address)
-        for kind, identifier, what in (
-            ("account", f"{account} {client}", "this account from this address"),
-            ("address", client, "this address"),
-        ):
-            limit = self._limits[kind]
-            limiter: MovingWindowRateLimiter = self._local
-            if self._breaker.allow():
-                try:
-                    allowed = await self._shared.hit(limit, kind, identifier)
-                    limiter = self._shared
-                    self._breaker.succeeded()
-                except StorageError as error:
-                    self._breaker.failed()
-                    log.warning("login throttle falls back to this process; Redis unreachable", error=str(error))
-            if limiter is self._local:
-                limit = _stricter(limit)
-                allowed = await self._local.hit(limit, kind, identifier)
-            if not allowed:
-                try:
-                    reset = (await limiter.get_window_stats(limit, kind, identifier)).reset_time
-                except StorageError:
-                    reset = time.time() + limit.get_expiry()
-                retry_after = max(1, math.ceil(reset - time.time()))
-                raise HTTPException(
-                    status.HTTP_429_TOO_MANY_REQUESTS,
-                    f"Too many log-in attempts for {what}; try again in {retry_after} seconds.",
-                    headers={"Retry-After": str(retry_after)},
-                )
+    async def hit_address(self, address: str) -> None:
+        """Count one attempt from this client address; 429 with `Retry-After` when it is over its limit."""
+        await self._hit("address", address_key(address), "this address")
+
+    async def hit_account(self, account: str, address: str) -> None:
+        """Count one attempt at this account from this client address; 429 with `Retry-After` when it is over its
+        limit. `account` is the email as PostgreSQL compares it (alle.api.routes.auth.login)."""
+        await self._hit("account", f"{account} {address_key(address)}", "this account from this address")
+
+    async def _hit(self, kind: str, identifier: str, what: str) -> None:
+        limit = self._limits[kind]
+        limiter: MovingWindowRateLimiter = self._local
+        if self._breaker.allow():
+            try:
+                allowed = await self._shared.hit(limit, kind, identifier)
+                limiter = self._shared
+                self._breaker.succeeded()
+            except StorageError as error:
+                self._breaker.failed()
+                log.warning("login throttle falls back to this process; Redis unreachable", error=str(error))
+        if limiter is self._local:
+            limit = _stricter(limit)
+            allowed = await self._local.hit(limit, kind, identifier)
+        if not allowed:
+            try:
+                reset = (await limiter.get_window_stats(limit, kind, identifier)).reset_time
+            except StorageError:
+                reset = time.time() + limit.get_expiry()
+            retry_after = max(1, math.ceil(reset - time.time()))
+            raise HTTPException(
+                status.HTTP_429_TOO_MANY_REQUESTS,
+                f"Too many log-in attempts for {what}; try again in {retry_after} seconds.",
+                headers={"Retry-After": str(retry_after)},
+            )

@@ -45,11 +45,13 @@ async def signup(body: SignUp, services: ServicesDep) -> SignupOut:
 @router.post("/auth/login", responses=answers(400, 401, 413, 422, 429))
 async def login(body: Credentials, request: Request, services: ServicesDep) -> TokenOut:
     address = request.client.host if request.client else "unknown"
+    await services.throttle.hit_address(address)
     async with services.pool.connection() as conn:
-        user = await repository.get_user_by_email(conn, email=body.email)
-    # Counted against the account PostgreSQL found, not the text typed: its lower() and Python's casefold() differ
-    # beyond ASCII (`İ`), and each spelling of one address would have had an allowance of its own.
-    await services.throttle.hit(account=str(user["id"]) if user else body.email.casefold(), address=address)
+        compared, user = await repository.find_login(conn, email=body.email)
+    # Counted against the email as PostgreSQL compares it, known or not: keyed by Python's casefold(), each spelling
+    # of an account's email (`İ`) had an allowance of its own, and keyed by the account only when one exists, the
+    # counts told a stranger which emails have accounts.
+    await services.throttle.hit_account(compared, address)
     known_hash = None if user is None else user["password_hash"]
     if not await services.offload(verify_password, body.password, known_hash) or user is None:
         raise HTTPException(
