@@ -171,6 +171,17 @@ def test_login_is_throttled_per_client_address(spawn: Spawn) -> None:
     assert [_login(web.url, email).status_code for email in strangers] == [401, 401, 401, 401, 429]
 
 
+def test_sign_ups_count_against_the_addresss_limit_as_each_costs_a_password_hash(spawn: Spawn) -> None:
+    """The edge's limit matched the raw path, which `/v1/%61uth/signup` slipped past; the app counts them itself."""
+    web = spawn("web", {"LOGIN_ATTEMPTS_PER_ADDRESS": "3/minute"})
+
+    def sign_up() -> int:
+        body = {"email": f"{uuid.uuid4().hex[:10]}@example.com", "password": PASSWORD}
+        return httpx.post(f"{web.url}/v1/auth/signup", json=body).status_code
+
+    assert [sign_up() for _ in range(4)] == [201, 201, 201, 429]
+
+
 def test_spoofed_leftmost_forwarded_for_entries_do_not_dodge_the_address_limit(spawn: Spawn) -> None:
     """Behind the load balancer (two trusted entries), as Google's front end would forward each attempt."""
     web = spawn("web", {"LOGIN_ATTEMPTS_PER_ADDRESS": "4/minute", "TRUSTED_PROXY_HOPS": "2"})

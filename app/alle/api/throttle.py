@@ -68,7 +68,7 @@ class LoginThrottle:
 
     async def hit_address(self, address: str) -> None:
         """Count one attempt from this client address; 429 with `Retry-After` when it is over its limit."""
-        await self._hit("address", address_key(address), "this address")
+        await self._hit("address", address_key(address), "this address (sign-ups and log-ins)")
 
     async def hit_account(self, account: str, address: str) -> None:
         """Count one attempt at this account from this client address; 429 with `Retry-After` when it is over its

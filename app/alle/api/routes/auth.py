@@ -29,8 +29,10 @@ class SignupOut(BaseModel):
     detail: str
 
 
-@router.post("/auth/signup", status_code=status.HTTP_201_CREATED, responses=answers(400, 413, 422))
-async def signup(body: SignUp, services: ServicesDep) -> SignupOut:
+@router.post("/auth/signup", status_code=status.HTTP_201_CREATED, responses=answers(400, 413, 422, 429))
+async def signup(body: SignUp, request: Request, services: ServicesDep) -> SignupOut:
+    # Each sign-up costs an Argon2id hash: counted with the address's log-in attempts, not left to the edge alone.
+    await services.throttle.hit_address(request.client.host if request.client else "unknown")
     if (problem := password_problem(body.password, email=body.email)) is not None:
         raise invalid(["body", "password"], problem)
     password_hash = await services.offload(hash_password, body.password)
