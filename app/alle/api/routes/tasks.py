@@ -43,6 +43,9 @@ log = get_logger(__name__)
 MAX_ATTACHMENT_BYTES = 10 * 1024 * 1024
 #: RFC 6838 caps type and subtype at 127 characters each; anything longer is not a media type.
 MAX_CONTENT_TYPE_CHARS = 255
+#: A file name as stored and shown: no path separator, no control character, and no bidirectional control either,
+#: which would show `inv\u202eexe.txt` as `invtxt.exe`.
+FILENAME = r"^[^/\\\x00-\x1f\x7f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]+$"
 #: The upload body as the OpenAPI document lists it: a JSON file is any JSON document, anything else is at least one
 #: byte. Text types are left to the description: Schemathesis 4.32 sends an empty text body as a valid case despite
 #: `minLength`, and a JSON object as an invalid one, though on the wire both are just text.
@@ -217,7 +220,7 @@ async def delete_task(task_id: uuid.UUID, caller: CallerDep) -> None:
 async def upload_attachment(
     task_id: uuid.UUID,
     request: Request,
-    filename: Annotated[str, Query(min_length=1, max_length=255, pattern=r"^[^/\\\x00-\x1f\x7f]+$")],
+    filename: Annotated[str, Query(min_length=1, max_length=255, pattern=FILENAME)],
     caller: CallerDep,
 ) -> AttachmentOut:
     """The body is the file, streamed to the bucket as it arrives: never buffered whole, never on local disk.
