@@ -150,6 +150,9 @@ class Settings(BaseSettings):
                 f"PASSWORD_HASH_MEMORY_KIB: less than {FULL_HASH_MEMORY_KIB} (64 MiB) is not allowed in staging or "
                 "production"
             )
+        # A page served over plain HTTP can be altered on the way, and it would call the API with the user's token.
+        if plain := [origin for origin in self.CORS_ORIGIN if deployed and not origin.startswith("https://")]:
+            raise ValueError(f"CORS_ORIGIN: {', '.join(plain)} is not HTTPS, which staging and production require")
         return self
 
     @property

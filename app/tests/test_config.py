@@ -65,6 +65,22 @@ def test_less_than_64_mib_per_password_hash_is_refused_in_staging_and_production
     assert Settings.model_validate({**OFFLINE_ENV, "APP_ENV": app_env}).PASSWORD_HASH_MEMORY_KIB == 65536
 
 
+@pytest.mark.parametrize("app_env", ["staging", "production"])
+def test_staging_and_production_trust_only_https_origins_for_cors(app_env: str) -> None:
+    from pydantic import ValidationError
+
+    from alle.config import Settings
+
+    with pytest.raises(ValidationError, match=r"CORS_ORIGIN: http://app\.example is not HTTPS"):
+        Settings.model_validate(
+            {**OFFLINE_ENV, "APP_ENV": app_env, "CORS_ORIGIN": "https://a.example,http://app.example"}
+        )
+    allowed = Settings.model_validate({**OFFLINE_ENV, "APP_ENV": app_env, "CORS_ORIGIN": "https://a.example"})
+    assert allowed.CORS_ORIGIN == ["https://a.example"]
+    local = Settings.model_validate({**OFFLINE_ENV, "APP_ENV": "development", "CORS_ORIGIN": "http://127.0.0.1:5173"})
+    assert local.CORS_ORIGIN == ["http://127.0.0.1:5173"]
+
+
 def test_placeholder_secret_key_is_allowed_in_development() -> None:
     from alle.config import Settings
 
