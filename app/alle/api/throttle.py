@@ -68,12 +68,12 @@ class LoginThrottle:
 
     async def hit_address(self, address: str) -> None:
         """Count one attempt from this client address; 429 with `Retry-After` when it is over its limit."""
-        await self._hit("address", address_key(address), "this address (sign-ups and log-ins)")
+        await self._hit("address", address_key(address), "sign-ups and log-ins from this address")
 
     async def hit_account(self, account: str, address: str) -> None:
         """Count one attempt at this account from this client address; 429 with `Retry-After` when it is over its
         limit. `account` is the email as PostgreSQL compares it (alle.api.routes.auth.login)."""
-        await self._hit("account", f"{account} {address_key(address)}", "this account from this address")
+        await self._hit("account", f"{account} {address_key(address)}", "log-ins to this account from this address")
 
     async def _hit(self, kind: str, identifier: str, what: str) -> None:
         limit = self._limits[kind]
@@ -97,6 +97,6 @@ class LoginThrottle:
             retry_after = max(1, math.ceil(reset - time.time()))
             raise HTTPException(
                 status.HTTP_429_TOO_MANY_REQUESTS,
-                f"Too many log-in attempts for {what}; try again in {retry_after} seconds.",
+                f"Too many {what}; try again in {retry_after} seconds.",
                 headers={"Retry-After": str(retry_after)},
             )
