@@ -18,6 +18,7 @@ from pydantic import ValidationError
 import procfs
 from alle.api.app import create_app
 from alle.api.prefork import Prefork
+from alle.api.server import uvicorn_config
 from alle.config import Settings
 from conftest import OFFLINE_ENV, Spawn, blocked_on_lock, signup_and_login, wait_for
 
@@ -192,7 +193,7 @@ def test_gunicorn_never_kills_an_idle_instances_processes_and_stops_within_cloud
     30 s one killed both processes after every idle spell. Its kill after SIGTERM comes after the longest drain
     the settings allow and before Cloud Run's SIGKILL."""
     settings = Settings(**{**OFFLINE_ENV, "WEB_CONCURRENCY": "2"})  # type: ignore[arg-type]
-    arbiter = Prefork(create_app(settings), settings).cfg
+    arbiter = Prefork(uvicorn_config(create_app(settings), settings), settings).cfg
     assert arbiter.timeout == 0
     assert arbiter.graceful_timeout < CLOUD_RUN_GRACE_SECONDS
     with pytest.raises(ValidationError, match="SHUTDOWN_GRACE_SECONDS"):

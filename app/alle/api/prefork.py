@@ -17,11 +17,9 @@ from gunicorn.arbiter import Arbiter
 from gunicorn.glogging import Logger
 from uvicorn_worker import UvicornWorker
 
-from alle.api.server import HOST, uvicorn_options
+from alle.api.server import HOST
 
 if TYPE_CHECKING:
-    from fastapi import FastAPI
-
     from alle.config import Settings
 
 
@@ -51,7 +49,7 @@ class WebProcess(UvicornWorker):  # type: ignore[misc]  # uvicorn-worker ships n
         super().__init__(*args, **kwargs)
         # UvicornWorker gives uvicorn's logger gunicorn's handlers, none here, and cuts it off from the root's.
         logging.getLogger("uvicorn.error").propagate = True
-        self.config = uvicorn.Config(self.app.application, **self.app.uvicorn_options)
+        self.config = self.app.config
 
     def init_signals(self) -> None:
         super().init_signals()
@@ -70,10 +68,9 @@ class Drainer(Arbiter):
 
 
 class Prefork(BaseApplication):
-    def __init__(self, app: FastAPI, settings: Settings) -> None:
-        self.application = app
+    def __init__(self, config: uvicorn.Config, settings: Settings) -> None:
+        self.config = config  # loaded (alle.api.server.uvicorn_config): each process serves with a copy
         self.settings = settings
-        self.uvicorn_options = uvicorn_options(settings)
         super().__init__()
 
     def load_config(self) -> None:
@@ -100,8 +97,8 @@ class Prefork(BaseApplication):
         for key, value in options.items():
             self.cfg.set(key, value)
 
-    def load(self) -> FastAPI:
-        return self.application
+    def load(self) -> Any:
+        return self.config.app
 
     def serve(self) -> int:
         """The arbiter ends the run with sys.exit: its status, 0 after a clean drain."""
