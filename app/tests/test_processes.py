@@ -15,6 +15,7 @@ import psycopg
 import pytest
 from pydantic import ValidationError
 
+import backing
 import procfs
 from alle.api.app import create_app
 from alle.api.prefork import Prefork
@@ -186,6 +187,44 @@ def test_web_concurrency_forks_that_many_processes_replaces_one_that_dies_and_al
 
     assert web.terminate() == 0
     assert web.output().count("web stopped; pools closed") == 2
+
+
+#: An arbiter whose processes each, just forked, have it stopped, then take a while to set their own handlers.
+_STOPPED_AT_FORK = """
+import os, signal, sys, time
+from alle.api.app import create_app
+from alle.api.prefork import Prefork
+from alle.api.server import uvicorn_config
+from alle.config import Settings
+from alle.logs import configure
+
+def stop_the_arbiter(arbiter, process):
+    os.kill(arbiter.pid, signal.SIGTERM)
+    # Longer than the arbiter's pause after a fork (at most 0.1 s): its SIGTERM to this process comes meanwhile.
+    time.sleep(1.5)
+
+configure("INFO")
+settings = Settings()
+prefork = Prefork(uvicorn_config(create_app(settings), settings), settings)
+prefork.cfg.set("post_fork", stop_the_arbiter)
+sys.exit(prefork.serve())
+"""
+
+
+def test_a_stop_that_comes_as_a_process_is_forked_stops_it_without_the_arbiters_kill() -> None:
+    """A just-forked process runs the arbiter's signal handlers, which only queue a signal for the arbiter's loop:
+    a SIGTERM as an instance started was lost, the process went on to serve, and the arbiter killed it 9 s later."""
+    done = subprocess.run(
+        [sys.executable, "-c", _STOPPED_AT_FORK],
+        env={**os.environ, **OFFLINE_ENV, "WEB_CONCURRENCY": "2", "PORT": str(backing.free_port())},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    # Each process ended by the SIGTERM, before it served; the arbiter's kill at its limit is not reported.
+    assert done.stdout.count("was sent SIGTERM!") == 2
+    assert "web started" not in done.stdout
 
 
 def test_gunicorn_never_kills_an_idle_instances_processes_and_stops_within_cloud_runs_10_s() -> None:

@@ -23,6 +23,10 @@ if TYPE_CHECKING:
     from alle.config import Settings
 
 
+#: The signals by which the arbiter stops its processes: SIGTERM and SIGINT to drain, SIGQUIT at once.
+STOPS = {signal.SIGTERM, signal.SIGINT, signal.SIGQUIT}
+
+
 def _not_a_double_close(record: logging.LogRecord) -> bool:
     """Each process's uvicorn closes the asyncio server that owns the listening socket, then gunicorn closes the
     socket again and logs the EBADF, on every stop: harmless and known (benoitc/gunicorn#3013), but it reads
@@ -57,6 +61,9 @@ class WebProcess(UvicornWorker):  # type: ignore[misc]  # uvicorn-worker ships n
         # (Drainer). Acting on it too could only end a drain early, or the process by SIGINT, which the arbiter logs
         # as a fault. uvicorn still takes it while serving, then re-raises it when done: here, to no effect.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        # Held since the fork (Drainer.spawn_worker): a stop that came since acts now, by SIGTERM's default
+        # action. Nothing has been served yet, so nothing is cut.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOPS)
 
 
 class Drainer(Arbiter):
@@ -65,6 +72,19 @@ class Drainer(Arbiter):
     them after its graceful timeout (uvicorn-worker#2). `podman run -it … web` and a Ctrl-C send SIGINT."""
 
     handle_int = Arbiter.handle_term
+
+    def spawn_worker(self) -> int:
+        """Forks with the stop signals held until the new process has its own handlers (WebProcess.init_signals).
+
+        Until then it runs the arbiter's, which only queue the signal for the arbiter's loop, and the process
+        never runs that loop. A stop sent in those few milliseconds, as when SIGTERM comes as an instance starts,
+        was lost: the process went on to serve, and the arbiter killed it at its 9 s limit.
+        """
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOPS)
+        try:
+            return int(super().spawn_worker())
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, STOPS)
 
 
 class Prefork(BaseApplication):
