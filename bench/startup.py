@@ -58,7 +58,10 @@ async def app(scope, receive, send):
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"ok"})
 
-uvicorn.run(app, host="127.0.0.1", port=int(os.environ["PORT"]), loop="uvloop", http="httptools", lifespan="off")
+uvicorn.run(
+    app, host="127.0.0.1", port=int(os.environ["PORT"]), loop="uvloop", http="httptools", lifespan="off",
+    log_level="warning",
+)
 """
 
 

@@ -42,7 +42,8 @@ repository=alle
 here=$(dirname "$0")
 
 gc() {
-  if $dry_run; then echo "gcloud $*"; else gcloud --quiet "$@"; fi
+  # Quoted for the shell, so a printed command can be pasted as it is (conditions hold quotes, spaces and ;).
+  if $dry_run; then printf 'gcloud'; printf ' %q' "$@"; printf '\n'; else gcloud --quiet "$@"; fi
 }
 
 gc services enable --project "$project" iam.googleapis.com iamcredentials.googleapis.com sts.googleapis.com \

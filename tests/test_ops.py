@@ -230,9 +230,9 @@ def local_release(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
     services = backing.start(tmp_path_factory.mktemp("smoke"), persistent=False, durable=False)
     env = services.release_env("test", "3f5e2a9")
-    subprocess.run(["alle", "migrate"], env=env, check=True, capture_output=True)
+    subprocess.run([backing.ALLE, "migrate"], env=env, check=True, capture_output=True)
     port = backing.free_port()
-    web = subprocess.Popen(["alle", "web"], env={**env, "PORT": str(port)}, stdout=subprocess.DEVNULL)
+    web = subprocess.Popen([backing.ALLE, "web"], env={**env, "PORT": str(port)}, stdout=subprocess.DEVNULL)
     try:
         yield f"http://127.0.0.1:{port}"
     finally:

@@ -27,6 +27,9 @@ from redis.backoff import NoBackoff  # noqa: E402
 from redis.retry import Retry  # noqa: E402
 
 BUCKET = "alle-local"
+#: The `alle` installed beside this interpreter: what runs it as venv/bin/python or venv/bin/pytest needs nothing
+#: on PATH (README "Testing").
+ALLE = str(Path(sys.executable).with_name("alle"))
 #: Accepted only where APP_ENV is development or test (alle.config refuses it in staging and production).
 DEV_SECRET_KEY = "development-secret-key-not-for-production"  # noqa: S105 - a known placeholder
 

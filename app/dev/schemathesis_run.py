@@ -50,7 +50,12 @@ def processes(env: dict[str, str], scratch: Path, *names: str) -> Iterator[list[
             log = scratch / f"{name}.log"
             with log.open("wb") as out:
                 popen = subprocess.Popen(
-                    ["alle", name], env=env, stdout=out, stderr=subprocess.STDOUT, cwd=scratch, start_new_session=True
+                    [backing.ALLE, name],
+                    env=env,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    cwd=scratch,
+                    start_new_session=True,
                 )
             started.append((popen, log))
         yield started
@@ -157,7 +162,7 @@ def run(scratch: Path, argv: list[str]) -> int:
             # run's sign-ups and log-ins would otherwise cost about 0.3 s of CPU each.
             PASSWORD_HASH_MEMORY_KIB="1024",  # noqa: S106 - a cost, not a password
         )
-        migrate = subprocess.run(["alle", "migrate"], env=env, cwd=scratch, capture_output=True, text=True)
+        migrate = subprocess.run([backing.ALLE, "migrate"], env=env, cwd=scratch, capture_output=True, text=True)
         if migrate.returncode != 0:
             raise SystemExit(f"alle migrate failed:\n{migrate.stdout}{migrate.stderr}")
         (web, web_log), _ = stack.enter_context(processes(env, scratch, "web", "worker"))

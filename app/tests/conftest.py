@@ -228,7 +228,7 @@ def launch(
             popen = via.start([command], env, cwd, (nothing.fileno(), out.fileno(), out.fileno()))
         else:
             popen = subprocess.Popen(
-                ["alle", command],
+                [backing.ALLE, command],
                 env=env,
                 stdin=nothing,
                 stdout=out,

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 
 import pytest
 
+import backing
 from conftest import OFFLINE_ENV
 
 
 def run_alle(command: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    import os
-
     return subprocess.run(
-        ["alle", command], env={"PATH": os.environ["PATH"], **env}, capture_output=True, text=True, timeout=30
+        [backing.ALLE, command], env={"PATH": os.environ["PATH"], **env}, capture_output=True, text=True, timeout=30
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import signal
@@ -159,3 +160,17 @@ def test_a_port_in_use_is_refused_before_anything_starts(tmp_path: Path) -> None
     run_local.wait_line(rf"^run-local \| port {run_local.port} is in use; .* PORT=8081 bin/run-local$")
     assert not any("Alle is running" in line for line in run_local.lines)
     assert not (tmp_path / "local").exists(), "backing services started although web could not"
+
+
+def test_a_data_directory_in_use_by_another_run_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    """A second run on the same directory shared the first one's PostgreSQL and Redis, and stopped them when it
+    stopped: the first then served `degraded`, its worker failing on the vanished Redis socket."""
+    data_dir = tmp_path / "local"
+    data_dir.mkdir()
+    with (data_dir / "run-local.lock").open("a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as the first run holds it
+        run_local = RunLocal(data_dir, backing.free_port())
+        code = run_local.finish()
+    assert code == 1
+    run_local.wait_line(rf"^run-local \| {data_dir} is in use by another bin/run-local; .* --data-dir \.local-\d+$")
+    assert sorted(path.name for path in data_dir.iterdir()) == ["run-local.lock"], "backing services started"

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+import backing
 from conftest import OFFLINE_ENV, ForkedAlle, Spawn, wait_for
 from zygote import PRELOAD, Zygote
 
@@ -20,7 +21,7 @@ def test_a_forked_alle_exits_and_writes_exactly_as_an_execd_one(forked_alle: For
     env = {"PATH": os.environ["PATH"], **OFFLINE_ENV}
     for argv in (["cleanup-old-tasks", "--older-than-days", "0"], ["no-such-command"], ["--help"]):
         forked = forked_alle(env, *argv)
-        execd = subprocess.run(["alle", *argv], env=env, cwd=workdir, capture_output=True, text=True, check=False)
+        execd = subprocess.run([backing.ALLE, *argv], env=env, cwd=workdir, capture_output=True, text=True, check=False)
         assert (forked.returncode, forked.stdout, forked.stderr) == (execd.returncode, execd.stdout, execd.stderr)
 
 
