@@ -170,7 +170,15 @@ def test_a_data_directory_in_use_by_another_run_is_refused_before_anything_start
     with (data_dir / "run-local.lock").open("a") as held:
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as the first run holds it
         run_local = RunLocal(data_dir, backing.free_port())
-        code = run_local.finish()
+        try:
+            code = run_local.popen.wait(START_TIMEOUT)
+        finally:
+            if run_local.popen.poll() is None:  # it went on to start everything: stopped as the fixture does
+                for pid in [*procfs.children(run_local.popen.pid), run_local.popen.pid]:
+                    os.kill(pid, signal.SIGKILL)
+                for pid in processes_with_cwd_under(data_dir):
+                    os.kill(pid, signal.SIGKILL)
+        run_local.finish()
     assert code == 1
     run_local.wait_line(rf"^run-local \| {data_dir} is in use by another bin/run-local; .* --data-dir \.local-\d+$")
     assert sorted(path.name for path in data_dir.iterdir()) == ["run-local.lock"], "backing services started"
