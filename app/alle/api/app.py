@@ -9,9 +9,8 @@ from typing import Any
 
 import anyio
 import psycopg
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, routing
 from fastapi.responses import JSONResponse
-from fastapi.routing import _extract_endpoint_context, iter_route_contexts
 from psycopg_pool import PoolTimeout
 from starlette.types import ASGIApp
 
@@ -32,6 +31,11 @@ from alle.security import TokenDigester, configure_password_hashing
 from alle.storage import AsyncStorage, Storage
 
 log = get_logger(__name__)
+
+#: FastAPI's reader of an endpoint's source location, cached per endpoint. Private, so looked up: a patch release
+#: that drops it leaves each endpoint to read its source on its first call, as FastAPI does, instead of stopping
+#: every web process at start.
+read_endpoint_location = getattr(routing, "_extract_endpoint_context", None)
 
 #: Threads for blocking calls: bucket transfers, and password hashing with Dramatiq sends. Argon2 is CPU-bound,
 #: so more threads than cores only queue; transfers mostly wait on the network.
@@ -145,9 +149,9 @@ def build_routes(app: FastAPI) -> None:
     Built here, it is part of start-up: done once before gunicorn forks, shared by the processes, and frozen with
     the rest of the heap, instead of added to the first requests in each process, the startup probe's among them.
     """
-    for route in iter_route_contexts(app.routes):
-        if route.endpoint is not None:
-            _extract_endpoint_context(route.endpoint)
+    for route in routing.iter_route_contexts(app.routes):
+        if route.endpoint is not None and read_endpoint_location is not None:
+            read_endpoint_location(route.endpoint)
 
 
 def _lost_connection(error: psycopg.OperationalError) -> bool:

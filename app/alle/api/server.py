@@ -7,6 +7,7 @@ the start-up heap, frozen before the fork, instead of holding a copy each.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
 from collections.abc import Callable
@@ -46,8 +47,9 @@ def uvicorn_config(app: FastAPI, settings: Settings) -> uvicorn.Config:
     )
     config.load()
     config.get_loop_factory()
-    import anyio._backends._asyncio  # noqa: F401
-
+    # Private to anyio: if a release moves it, the lifespan's first anyio call imports its backend, as it did.
+    with contextlib.suppress(ImportError):
+        import anyio._backends._asyncio  # noqa: F401
     return config
 
 
