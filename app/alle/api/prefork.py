@@ -8,6 +8,7 @@ status rather than being restarted over and over.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 from typing import TYPE_CHECKING, Any
 
@@ -51,8 +52,11 @@ class WebProcess(UvicornWorker):  # type: ignore[misc]  # uvicorn-worker ships n
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        # UvicornWorker gives uvicorn's logger gunicorn's handlers, none here, and cuts it off from the root's.
+        # UvicornWorker gives uvicorn's loggers gunicorn's handlers, none here, and cuts them off from the root's.
+        # The error log goes to the root's; the access log stays without any, as a single process has it: the app
+        # writes its own access line (alle.api.access_log), and uvicorn writes one only to a logger with handlers.
         logging.getLogger("uvicorn.error").propagate = True
+        logging.getLogger("uvicorn.access").handlers = []
         self.config = self.app.config
 
     def init_signals(self) -> None:
@@ -61,8 +65,11 @@ class WebProcess(UvicornWorker):  # type: ignore[misc]  # uvicorn-worker ships n
         # (Drainer). Acting on it too could only end a drain early, or the process by SIGINT, which the arbiter logs
         # as a fault. uvicorn still takes it while serving, then re-raises it when done: here, to no effect.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        # Held since the fork (Drainer.spawn_worker): a stop that came since acts now, by SIGTERM's default
-        # action. Nothing has been served yet, so nothing is cut.
+        # Held since the fork (Drainer.spawn_worker). A SIGTERM or SIGQUIT that came since ends the process here,
+        # before it has served anything, so nothing is cut; left to their default actions, SIGQUIT's would also
+        # dump core. A held SIGINT is dropped by SIG_IGN.
+        if {signal.SIGTERM, signal.SIGQUIT} & signal.sigpending():
+            os._exit(0)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, STOPS)
 
 
