@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import ast
+import importlib.util
+import sys
+from importlib.metadata import distribution, packages_distributions
 from pathlib import Path
 from typing import Any
 
 import pulumi
 import pytest
 import yaml
+from packaging.utils import canonicalize_name
 
 from components import config
 from ops.graph import ROOT, ProgramError, run, stack_config
@@ -291,3 +296,54 @@ def test_requirements_pin_the_pulumi_packages() -> None:
     lines = (ROOT / "requirements.txt").read_text().splitlines()
     for package in ("pulumi", "pulumi-gcp", "pulumi-docker", "pulumi-random", "PyYAML", "pytest"):
         assert any(line.lower().startswith(f"{package.lower()}==") for line in lines), package
+
+
+def _imported_modules(*trees: str) -> dict[str, bool]:
+    """Every module the code imports, at the top of a file or inside a function: whether it must be a module (not
+    only a name in one, as in `from pulumi import Output`, or a namespace, as in `from google.cloud import run_v2`)."""
+    names: dict[str, bool] = {}
+    for tree in trees:
+        for path in sorted((ROOT / tree).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                if isinstance(node, ast.Import):
+                    names |= {alias.name: True for alias in node.names}
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    names.setdefault(node.module, False)
+                    names |= {f"{node.module}.{alias.name}": False for alias in node.names if alias.name != "*"}
+    return names
+
+
+def _distribution_holding(origin: Path, module: str) -> str | None:
+    """The installed distribution whose files include `origin`, among those that provide the top-level package."""
+    for name in packages_distributions().get(module.partition(".")[0], []):
+        dist = distribution(name)
+        root = Path(str(dist.locate_file(""))).resolve()
+        if origin.is_relative_to(root) and origin.relative_to(root).as_posix() in map(str, dist.files or []):
+            return canonicalize_name(dist.metadata["Name"])
+    return None
+
+
+def test_the_program_lock_holds_every_package_ops_and_components_import() -> None:
+    """bin/alle-ops and Pulumi's CLI install requirements.txt alone; `job run` once imported google-cloud-run,
+    which only the dev lock held, and failed with ModuleNotFoundError everywhere but after bin/test. Each module is
+    traced to the distribution whose files hold it: `google.*` is shared by a dozen."""
+    locked = {
+        canonicalize_name(line.partition("==")[0])
+        for line in (ROOT / "requirements.txt").read_text().splitlines()
+        if "==" in line and not line.startswith((" ", "#"))
+    }
+    unlocked = {}
+    for module, required in sorted(_imported_modules("ops", "components").items()):
+        if module.partition(".")[0] in {"ops", "components", "__main__", *sys.stdlib_module_names}:
+            continue
+        try:
+            spec = importlib.util.find_spec(module)
+        except ModuleNotFoundError:  # a name in a module that is not a package
+            spec = None
+        if spec is None or spec.origin is None:
+            assert not required or spec is not None, f"{module} is not installed"
+            continue  # a name in a module, or a namespace package: its own modules are checked
+        owner = _distribution_holding(Path(spec.origin).resolve(), module)
+        if owner not in locked:
+            unlocked[module] = owner
+    assert unlocked == {}
