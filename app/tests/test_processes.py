@@ -238,6 +238,7 @@ def test_a_stop_that_comes_as_a_process_is_forked_ends_it_before_it_serves_and_w
     # reports ("was sent"), nor by the arbiter's kill at its limit, which would come only after both had served.
     assert "was sent" not in done.stdout
     assert "web started" not in done.stdout
+    assert done.stdout.count("stopped before serving: a stop came as it started") == 2
 
 
 def test_gunicorn_never_kills_an_idle_instances_processes_and_stops_within_cloud_runs_10_s() -> None:

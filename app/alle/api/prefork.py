@@ -35,6 +35,10 @@ def _not_a_double_close(record: logging.LogRecord) -> bool:
     return not (record.msg == "Error while closing socket %s" and "Bad file descriptor" in str(record.args))
 
 
+def _quit_before_serving(signum: int, frame: object) -> None:
+    os._exit(0)
+
+
 class JsonLog(Logger):
     """gunicorn's own lines (a process booted, exited, timed out) go through the app's JSON logging on stdout."""
 
@@ -69,7 +73,11 @@ class WebProcess(UvicornWorker):  # type: ignore[misc]  # uvicorn-worker ships n
         # before it has served anything, so nothing is cut; left to their default actions, SIGQUIT's would also
         # dump core. A held SIGINT is dropped by SIG_IGN.
         if {signal.SIGTERM, signal.SIGQUIT} & signal.sigpending():
+            self.log.info("Worker (pid:%s) stopped before serving: a stop came as it started", self.pid)
             os._exit(0)
+        # Until uvicorn-worker sets its own (in _serve), a SIGQUIT also ends the process at once, not by its
+        # default action; a SIGTERM does by its default action, as uvicorn-worker set it.
+        signal.signal(signal.SIGQUIT, _quit_before_serving)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, STOPS)
 
 
