@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import importlib.util
 import sys
+from collections.abc import Mapping
 from importlib.metadata import distribution, packages_distributions
 from pathlib import Path
 from typing import Any
@@ -313,9 +314,9 @@ def _imported_modules(*trees: str) -> dict[str, bool]:
     return names
 
 
-def _distribution_holding(origin: Path, module: str) -> str | None:
+def _distribution_holding(origin: Path, module: str, providers: Mapping[str, list[str]]) -> str | None:
     """The installed distribution whose files include `origin`, among those that provide the top-level package."""
-    for name in packages_distributions().get(module.partition(".")[0], []):
+    for name in providers.get(module.partition(".")[0], []):
         dist = distribution(name)
         root = Path(str(dist.locate_file(""))).resolve()
         if origin.is_relative_to(root) and origin.relative_to(root).as_posix() in map(str, dist.files or []):
@@ -332,6 +333,7 @@ def test_the_program_lock_holds_every_package_ops_and_components_import() -> Non
         for line in (ROOT / "requirements.txt").read_text().splitlines()
         if "==" in line and not line.startswith((" ", "#"))
     }
+    providers = packages_distributions()
     unlocked = {}
     for module, required in sorted(_imported_modules("ops", "components").items()):
         if module.partition(".")[0] in {"ops", "components", "__main__", *sys.stdlib_module_names}:
@@ -343,7 +345,7 @@ def test_the_program_lock_holds_every_package_ops_and_components_import() -> Non
         if spec is None or spec.origin is None:
             assert not required or spec is not None, f"{module} is not installed"
             continue  # a name in a module, or a namespace package: its own modules are checked
-        owner = _distribution_holding(Path(spec.origin).resolve(), module)
+        owner = _distribution_holding(Path(spec.origin).resolve(), module, providers)
         if owner not in locked:
             unlocked[module] = owner
     assert unlocked == {}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import os
 import re
 import signal
@@ -166,9 +165,9 @@ def test_a_data_directory_in_use_by_another_run_is_refused_before_anything_start
     """A second run on the same directory shared the first one's PostgreSQL and Redis, and stopped them when it
     stopped: the first then served `degraded`, its worker failing on the vanished Redis socket."""
     data_dir = tmp_path / "local"
-    data_dir.mkdir()
-    with (data_dir / "run-local.lock").open("a") as held:
-        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as the first run holds it
+    held = backing.claim(data_dir)  # as the first run holds it
+    assert held is not None
+    with held:
         run_local = RunLocal(data_dir, backing.free_port())
         try:
             code = run_local.popen.wait(START_TIMEOUT)
