@@ -13,9 +13,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from ops.graph import Graph, Resource
+from ops.graph import Graph, Resource, read_yaml
 
 PRICES = Path(__file__).with_name("prices.yaml")
 SECONDS_PER_HOUR = 3600
@@ -23,7 +21,7 @@ SECONDS_PER_HOUR = 3600
 
 @cache
 def prices() -> dict[str, Any]:
-    return dict(yaml.safe_load(PRICES.read_text()))
+    return dict(read_yaml(PRICES))
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,11 +18,15 @@ from stacks import RunOnce, deployed
 
 
 @pytest.fixture(scope="session", autouse=True)
-def run_once() -> Iterator[RunOnce]:
+def run_once(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunOnce]:
     """Every test that runs the program through ops.graph (directly, via the stacks or alle-ops plan) shares
-    runs of the same stack and config: about 40 runs become 25."""
+    runs of the same stack and config, on every xdist worker: about 40 runs become 20."""
+    session = tmp_path_factory.getbasetemp()
+    # An xdist worker's temporary root is a directory of the session's own, made afresh for each session.
+    shared = (session.parent if "PYTEST_XDIST_WORKER" in os.environ else session) / "program-runs"
+    shared.mkdir(exist_ok=True)
     with pytest.MonkeyPatch.context() as patch:
-        runner = RunOnce(graph.run)
+        runner = RunOnce(graph.run, shared)
         patch.setattr(graph, "run", runner)
         yield runner
 

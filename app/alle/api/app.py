@@ -19,7 +19,7 @@ from alle.api.access_log import AccessLogMiddleware
 from alle.api.deps import Services
 from alle.api.errors import BodyLimit
 from alle.api.forwarded import ForwardedClient
-from alle.api.limits import InFlightLimit
+from alle.api.limits import InFlightLimit, InstanceLoad
 from alle.api.routes import auth, health, reports, tasks
 from alle.api.throttle import LoginThrottle
 from alle.cache import Breaker, Cache, create_async_client
@@ -56,15 +56,17 @@ class Bounded(FastAPI):
     code, and costs no access-log line (the limiter counts refusals).
     """
 
-    def __init__(self, *, limit: int, **options: Any) -> None:
+    def __init__(self, *, limit: int, processes: int, **options: Any) -> None:
         super().__init__(**options)
         self.limit = limit
+        #: With several processes (forked after this is built), what each has in flight, for all to see.
+        self.instance = InstanceLoad(processes) if processes > 1 else None
 
     def build_middleware_stack(self) -> ASGIApp:
-        return InFlightLimit(super().build_middleware_stack(), limit=self.limit)
+        return InFlightLimit(super().build_middleware_stack(), limit=self.limit, instance=self.instance)
 
 
-def create_app(settings: Settings) -> FastAPI:
+def create_app(settings: Settings) -> Bounded:
     configure_password_hashing(settings.PASSWORD_HASH_MEMORY_KIB)
 
     @asynccontextmanager
@@ -103,6 +105,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     app = Bounded(
         limit=settings.MAX_REQUESTS_IN_FLIGHT,
+        processes=settings.WEB_CONCURRENCY,
         title="Alle",
         version=settings.RELEASE,
         description="Tasks for people who finish them.",

@@ -21,6 +21,7 @@ from uvicorn_worker import UvicornWorker
 from alle.api.server import HOST
 
 if TYPE_CHECKING:
+    from alle.api.limits import InstanceLoad
     from alle.config import Settings
 
 
@@ -79,6 +80,7 @@ class WebProcess(UvicornWorker):  # type: ignore[misc]  # uvicorn-worker ships n
         # default action; a SIGTERM does by its default action, as uvicorn-worker set it.
         signal.signal(signal.SIGQUIT, _quit_before_serving)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, STOPS)
+        self.app.instance.start()
 
 
 class Drainer(Arbiter):
@@ -88,24 +90,39 @@ class Drainer(Arbiter):
 
     handle_int = Arbiter.handle_term
 
+    def __init__(self, app: Prefork) -> None:
+        super().__init__(app)
+        self.instance = app.instance
+        #: The slot in `instance` of each live process, by pid.
+        self.slots: dict[int, int] = {}
+
     def spawn_worker(self) -> int:
         """Forks with the stop signals held until the new process has its own handlers (WebProcess.init_signals).
 
         Until then it runs the arbiter's, which only queue the signal for the arbiter's loop, and the process
         never runs that loop. A stop sent in those few milliseconds, as when SIGTERM comes as an instance starts,
         was lost: the process went on to serve, and the arbiter killed it at its 9 s limit.
+
+        The new process gets the lowest slot in `instance` that no live process has: a replacement takes the one
+        of the process it replaces.
         """
+        taken = {self.slots[pid] for pid in self.WORKERS if pid in self.slots}
+        self.instance.slot = min(set(range(self.instance.processes)) - taken)
         signal.pthread_sigmask(signal.SIG_BLOCK, STOPS)
         try:
-            return int(super().spawn_worker())
+            pid = int(super().spawn_worker())
         finally:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, STOPS)
+        self.slots = {p: slot for p, slot in self.slots.items() if p in self.WORKERS}
+        self.slots[pid] = self.instance.slot
+        return pid
 
 
 class Prefork(BaseApplication):
-    def __init__(self, config: uvicorn.Config, settings: Settings) -> None:
+    def __init__(self, config: uvicorn.Config, settings: Settings, instance: InstanceLoad) -> None:
         self.config = config  # loaded (alle.api.server.uvicorn_config): each process serves with a copy
         self.settings = settings
+        self.instance = instance  # the app's in-flight bound reads it (alle.api.limits)
         super().__init__()
 
     def load_config(self) -> None:

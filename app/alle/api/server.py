@@ -18,6 +18,7 @@ import uvicorn
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
+    from alle.api.app import Bounded
     from alle.config import Settings
 
 HOST = "0.0.0.0"  # noqa: S104 - Cloud Run routes to the container's port
@@ -53,14 +54,15 @@ def uvicorn_config(app: FastAPI, settings: Settings) -> uvicorn.Config:
     return config
 
 
-def server(app: FastAPI, settings: Settings) -> Callable[[], int]:
+def server(app: Bounded, settings: Settings) -> Callable[[], int]:
     """What serves on 0.0.0.0:PORT until SIGTERM or SIGINT has drained the requests in flight, returning 0 after a
     clean drain. Built apart from running it, so that its imports count as start-up (alle.cli._starting)."""
     config = uvicorn_config(app, settings)
     if settings.WEB_CONCURRENCY > 1:
         from alle.api.prefork import Prefork
 
-        return Prefork(config, settings).serve
+        assert app.instance is not None, "Bounded makes one for WEB_CONCURRENCY > 1"
+        return Prefork(config, settings, app.instance).serve
     return lambda: _serve_alone(config)
 
 
