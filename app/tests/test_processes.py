@@ -211,7 +211,8 @@ def stop_the_arbiter(arbiter, process):
 
 configure("INFO")
 settings = Settings()
-prefork = Prefork(uvicorn_config(create_app(settings), settings), settings)
+app = create_app(settings)
+prefork = Prefork(uvicorn_config(app, settings), settings, app.instance)
 prefork.cfg.set("post_fork", stop_the_arbiter)
 sys.exit(prefork.serve())
 """
@@ -246,7 +247,9 @@ def test_gunicorn_never_kills_an_idle_instances_processes_and_stops_within_cloud
     30 s one killed both processes after every idle spell. Its kill after SIGTERM comes after the longest drain
     the settings allow and before Cloud Run's SIGKILL."""
     settings = Settings(**{**OFFLINE_ENV, "WEB_CONCURRENCY": "2"})  # type: ignore[arg-type]
-    arbiter = Prefork(uvicorn_config(create_app(settings), settings), settings).cfg
+    app = create_app(settings)
+    assert app.instance is not None
+    arbiter = Prefork(uvicorn_config(app, settings), settings, app.instance).cfg
     assert arbiter.timeout == 0
     assert arbiter.graceful_timeout < CLOUD_RUN_GRACE_SECONDS
     with pytest.raises(ValidationError, match="SHUTDOWN_GRACE_SECONDS"):

@@ -58,12 +58,11 @@ class InstanceLoad:
 class InFlightLimit:
     """At most `limit` requests in this process at once; the next waits up to QUEUE_SECONDS, then gets 503.
 
-    With `instance`, the process is one of several on an instance, which Cloud Run sends up to processes × `limit`
-    requests at once. They share the listening socket and the kernel hands each connection to one of them,
-    unevenly (one took 41 of 64 and another 50 of 64 in the runs in app/README.md), and a connection stays with
-    its process. A process at `limit` then takes a request all the same while the instance as a whole has fewer
-    than processes × `limit` in flight, so that no request Cloud Run may send is refused: at production's sizing
-    a split of 50 to 14 refused 13% of the creates.
+    With `instance`, the process is one of several on an instance, and the bound is the instance's: Cloud Run
+    sends it up to processes × `limit` requests at once, and a request is taken, in whichever process, while the
+    instance has fewer in flight. The processes share the listening socket, the kernel hands each connection to one
+    of them, unevenly (41 of 64 to one, even 50 of 64, in the runs in app/README.md), and a keep-alive connection
+    stays with its process: a bound per process alone refused up to a fifth of the requests Cloud Run may send.
 
     Sized so that `limit` requests are served within the latency the service promises (app/README.md). A slot
     that comes free goes to the oldest waiter while the queue is young. Once the oldest has waited
@@ -115,9 +114,9 @@ class InFlightLimit:
             self._release()
 
     def _has_room(self) -> bool:
-        if self.in_flight < self.limit:
-            return True
-        return self.instance is not None and self.instance.total() < self.instance_limit
+        if self.instance is None:
+            return self.in_flight < self.limit
+        return self.instance.total() < self.instance_limit
 
     def _take(self) -> None:
         self.in_flight += 1
