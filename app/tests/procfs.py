@@ -63,3 +63,25 @@ def blocked_signals_by_thread(pid: int) -> dict[int, set[int]]:
         mask = int(next(line for line in status.splitlines() if line.startswith("SigBlk:")).split()[1], 16)
         found[tid] = {number for number in range(1, 65) if mask >> (number - 1) & 1}
     return found
+
+
+def connections_accepted(pids: list[int], port: int) -> dict[int, set[str]]:
+    """The established TCP connections to `port` that each process holds (the server's side), by socket inode."""
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            local_port, state, inode = int(fields[1].rsplit(":", 1)[1], 16), fields[3], fields[9]
+            if local_port == port and state == "01":  # ESTABLISHED
+                inodes.add(f"socket:[{inode}]")
+    found: dict[int, set[str]] = {}
+    for pid in pids:
+        found[pid] = set()
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            try:
+                target = str(fd.readlink())
+            except OSError:
+                continue  # closed meanwhile
+            if target in inodes:
+                found[pid].add(target)
+    return found

@@ -13,12 +13,13 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
+from gunicorn.arbiter import Arbiter
 from pydantic import ValidationError
 
 import backing
 import procfs
 from alle.api.app import create_app
-from alle.api.prefork import Prefork
+from alle.api.prefork import Drainer, Prefork
 from alle.api.server import uvicorn_config
 from alle.config import Settings
 from conftest import OFFLINE_ENV, Spawn, blocked_on_lock, signup_and_login, wait_for
@@ -268,3 +269,39 @@ def test_an_exiting_process_leaves_its_heap_out_of_the_final_garbage_collections
     assert run.returncode == 0, run.stdout + run.stderr
     [line] = [line for line in run.stdout.splitlines() if line.startswith("frozen objects at exit:")]
     assert int(line.split(":")[1]) > 0, "the heap was left to the final collections"
+
+
+def test_each_forked_process_gets_a_slot_of_its_own_a_replacement_the_freed_zeroed_one_and_a_reload_fits(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The instance-wide in-flight bound (alle.api.limits.InstanceLoad) adds up one slot per process: two processes
+    in one slot would hide each other's requests, and a slot left to a dead process would hold its count."""
+    settings = Settings(**{**OFFLINE_ENV, "WEB_CONCURRENCY": "2"})  # type: ignore[arg-type]
+    app = create_app(settings)
+    instance = app.instance
+    assert instance is not None
+    arbiter = Drainer(Prefork(uvicorn_config(app, settings), settings, instance))
+    forked: dict[int, int | None] = {}  # pid → the slot the process found set as it was forked
+
+    def fork(self: Arbiter) -> int:
+        pid = 1000 + len(forked)
+        forked[pid] = instance.slot
+        self.WORKERS[pid] = object()
+        return pid
+
+    monkeypatch.setattr(Arbiter, "spawn_worker", fork)
+    first, second = arbiter.spawn_worker(), arbiter.spawn_worker()
+    assert (forked[first], forked[second]) == (0, 1)
+
+    instance.slot = 0
+    instance.publish(7)  # the first process dies with 7 requests in flight
+    del arbiter.WORKERS[first]
+    arbiter.cfg.child_exit(arbiter, object())
+    assert instance.total() == 0
+    replacement = arbiter.spawn_worker()
+    assert forked[replacement] == 0
+
+    # A reload forks as many new processes before the old ones exit; one more than that finds no slot.
+    reloaded = [arbiter.spawn_worker() for _ in range(2)]
+    assert [forked[pid] for pid in reloaded] == [2, 3]
+    assert forked[arbiter.spawn_worker()] is None

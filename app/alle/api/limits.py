@@ -31,38 +31,46 @@ LOG_EVERY_SECONDS = 1.0
 class InstanceLoad:
     """The requests in flight in each web process of an instance, in memory the processes share.
 
-    Made before gunicorn forks the processes, so every one of them maps the same page. Each process writes its own
-    count only, in the slot the arbiter gave it as it forked it (alle.api.prefork), and reads the others' without
-    a lock: a count read as a request starts or ends is off by that request, which no bound here needs exact.
+    Made before gunicorn forks the processes, so every one of them maps the same page. The arbiter gives each
+    process a slot as it forks it, and frees it, zeroed, once the process has exited (alle.api.prefork). Each
+    process writes its own count only, and reads the others' without a lock: a count read as a request starts or
+    ends is off by that request, and two processes that look at once may both take the last place. No bound here
+    needs it exact.
     """
 
     def __init__(self, processes: int) -> None:
         self.processes = processes
+        #: Twice as many slots as processes: a reload (SIGHUP) forks the new processes before the old ones exit.
+        self.slots = 2 * processes
         #: Anonymous and shared (mmap's default on Linux): the forked processes see each other's writes.
-        self._memory = mmap.mmap(-1, 8 * processes)
+        self._memory = mmap.mmap(-1, 8 * self.slots)
         self._counts = memoryview(self._memory).cast("q")
-        #: This process's slot: set by the arbiter before each fork, so each process finds its own.
-        self.slot = 0
-
-    def start(self) -> None:
-        """In a newly forked process: its slot may hold what a process that died had in flight."""
-        self._counts[self.slot] = 0
+        #: This process's slot, set by the arbiter before each fork; None in one it had no slot left for, which
+        #: then keeps to its own bound and is not counted.
+        self.slot: int | None = None
 
     def publish(self, in_flight: int) -> None:
-        self._counts[self.slot] = in_flight
+        if self.slot is not None:
+            self._counts[self.slot] = in_flight
+
+    def clear(self, slot: int) -> None:
+        self._counts[slot] = 0
 
     def total(self) -> int:
         return sum(self._counts)
 
 
 class InFlightLimit:
-    """At most `limit` requests in this process at once; the next waits up to QUEUE_SECONDS, then gets 503.
+    """At most `limit` requests in this process at once, or more while its instance has room (below); the next
+    waits up to QUEUE_SECONDS, then gets 503.
 
-    With `instance`, the process is one of several on an instance, and the bound is the instance's: Cloud Run
-    sends it up to processes × `limit` requests at once, and a request is taken, in whichever process, while the
-    instance has fewer in flight. The processes share the listening socket, the kernel hands each connection to one
-    of them, unevenly (41 of 64 to one, even 50 of 64, in the runs in app/README.md), and a keep-alive connection
-    stays with its process: a bound per process alone refused up to a fifth of the requests Cloud Run may send.
+    With `instance`, the process is one of several on an instance, which Cloud Run sends up to processes × `limit`
+    requests at once. They share the listening socket, the kernel hands each connection to one of them, unevenly
+    (41 of 64 to one, even 50 of 64, in the runs in app/README.md), and a keep-alive connection stays with its
+    process: a bound per process alone refused up to a fifth of the requests Cloud Run may send. So a process at
+    `limit` takes a request all the same while the instance as a whole has fewer than processes × `limit` in
+    flight. Below `limit` it takes one whatever the others hold: a process's count drops only once its response
+    has gone, so Cloud Run may send the next request before it does.
 
     Sized so that `limit` requests are served within the latency the service promises (app/README.md). A slot
     that comes free goes to the oldest waiter while the queue is young. Once the oldest has waited
@@ -114,9 +122,10 @@ class InFlightLimit:
             self._release()
 
     def _has_room(self) -> bool:
-        if self.instance is None:
-            return self.in_flight < self.limit
-        return self.instance.total() < self.instance_limit
+        if self.in_flight < self.limit:
+            return True
+        instance = self.instance
+        return instance is not None and instance.slot is not None and instance.total() < self.instance_limit
 
     def _take(self) -> None:
         self.in_flight += 1

@@ -19,11 +19,14 @@ from gunicorn.glogging import Logger
 from uvicorn_worker import UvicornWorker
 
 from alle.api.server import HOST
+from alle.logs import get_logger
 
 if TYPE_CHECKING:
     from alle.api.limits import InstanceLoad
     from alle.config import Settings
 
+
+log = get_logger(__name__)
 
 #: The signals by which the arbiter stops its processes: SIGTERM and SIGINT to drain, SIGQUIT at once.
 STOPS = {signal.SIGTERM, signal.SIGINT, signal.SIGQUIT}
@@ -80,7 +83,6 @@ class WebProcess(UvicornWorker):  # type: ignore[misc]  # uvicorn-worker ships n
         # default action; a SIGTERM does by its default action, as uvicorn-worker set it.
         signal.signal(signal.SIGQUIT, _quit_before_serving)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, STOPS)
-        self.app.instance.start()
 
 
 class Drainer(Arbiter):
@@ -93,7 +95,7 @@ class Drainer(Arbiter):
     def __init__(self, app: Prefork) -> None:
         super().__init__(app)
         self.instance = app.instance
-        #: The slot in `instance` of each live process, by pid.
+        #: The slot in `instance` of each process, by pid, until it has exited.
         self.slots: dict[int, int] = {}
 
     def spawn_worker(self) -> int:
@@ -103,19 +105,33 @@ class Drainer(Arbiter):
         never runs that loop. A stop sent in those few milliseconds, as when SIGTERM comes as an instance starts,
         was lost: the process went on to serve, and the arbiter killed it at its 9 s limit.
 
-        The new process gets the lowest slot in `instance` that no live process has: a replacement takes the one
-        of the process it replaces.
+        The new process gets the lowest free slot in `instance`: a replacement, the one of the process it replaces.
         """
-        taken = {self.slots[pid] for pid in self.WORKERS if pid in self.slots}
-        self.instance.slot = min(set(range(self.instance.processes)) - taken)
+        self.free_slots()
+        free = sorted(set(range(self.instance.slots)) - set(self.slots.values()))
+        self.instance.slot = free[0] if free else None
+        if not free:
+            log.warning(
+                "no in-flight slot left for a new web process; it keeps to its own bound", slots=self.instance.slots
+            )
         signal.pthread_sigmask(signal.SIG_BLOCK, STOPS)
         try:
             pid = int(super().spawn_worker())
         finally:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, STOPS)
-        self.slots = {p: slot for p, slot in self.slots.items() if p in self.WORKERS}
-        self.slots[pid] = self.instance.slot
+        if free:
+            self.slots[pid] = free[0]
         return pid
+
+    def free_slots(self) -> None:
+        """Zeroes and frees the slot of each process that has exited: it may have died with requests in flight."""
+        for pid in [pid for pid in self.slots if pid not in self.WORKERS]:
+            self.instance.clear(self.slots.pop(pid))
+
+
+def _free_slots(arbiter: Drainer, worker: object) -> None:
+    """gunicorn's child_exit hook, run in the arbiter once it has reaped a process."""
+    arbiter.free_slots()
 
 
 class Prefork(BaseApplication):
@@ -145,6 +161,7 @@ class Prefork(BaseApplication):
             "loglevel": settings.LOG_LEVEL.value,
             # Its admin socket (worker counts, reloads) would be one more way in, and nothing here uses it.
             "control_socket_disable": True,
+            "child_exit": _free_slots,
         }
         for key, value in options.items():
             self.cfg.set(key, value)
