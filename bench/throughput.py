@@ -4,8 +4,10 @@ Runs, each for the same duration: a bare ASGI hello app (uvicorn + httptools + u
 concurrent connections; `alle web` (APP_ENV=production, one process, access log on) serving a cached
 `GET /v1/tasks/{id}`, `GET /v1/tasks` and `POST /v1/tasks` at the same concurrencies; and pgbench's single-row
 insert with 16 clients on the same embedded PostgreSQL. Each alle run comes right after the run it is compared
-with: the hello app at the same concurrency before each cached read and list, pgbench before the creates. Prints
-req/s, the ratio to the baseline, p50, p99, errors by kind and the web process's RSS. Asserts nothing.
+with: the hello app at the same concurrency before each cached read and list, pgbench before the creates. Last,
+the create again from a web with production's processes and pool (Pulumi.production.yaml), at the concurrency
+Cloud Run sends it. Prints req/s, the ratio to the baseline, p50, p99, errors by kind and the web process's RSS.
+Asserts nothing.
 
 Run: venv/bin/python bench/throughput.py [--duration SECONDS]. Needs wrk (Debian/Ubuntu: `sudo apt-get install wrk`,
 macOS: `brew install wrk`). Everything it starts is stopped and its files removed, also on Ctrl-C or error.
@@ -153,9 +155,16 @@ def wait_ok(url: str, proc: subprocess.Popen[bytes], what: str, timeout: float =
 
 
 def cpu_seconds(pid: int) -> float:
-    """User plus system CPU time of a process so far, from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User plus system CPU time so far of a process and its children (gunicorn's processes), from /proc."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # exited meanwhile
+        if stat.parent.name == str(pid) or fields[1] == str(pid):
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def wrk(
@@ -269,7 +278,7 @@ def report(
     print()
     print(f"alle HTTP benchmark, {started:%Y-%m-%d %H:%M} UTC, {machine()}, Python {platform.python_version()}")
     print(f"{duration} s per run, wrk -t2 --timeout {WRK_TIMEOUT} on the same machine; load average {load}")
-    print(f"alle web: one process, the app's default sizing ({sizing})")
+    print(f"alle web: one process, the app's default sizing ({sizing}); the last row, production's sizing")
     print()
     header = f"{'load':30} {'conc':>4} {'rate':>14} {'ratio':>22} {'p50':>9} {'p99':>9} {'max':>9}"
     print(header + f" {'2xx':>8} {'503':>7} {'other':>6} {'timeout':>7} {'sockerr':>7} {'cpu/req':>8}")
@@ -300,6 +309,11 @@ def report(
         by[(name, 64)].p99_ms for name in ("cached GET /v1/tasks/{id}", "list GET /v1/tasks", "create POST /v1/tasks")
     )
     print(f"  worst p99 @64                  {p99:7.1f} ms (under 150 ms)")
+    production = results[-1]
+    print(
+        f"  {production.name} @{production.concurrency}: {production.overload} 503s "
+        "(none: the concurrency Cloud Run sends production's instance)"
+    )
     print(f"  web RSS                        {web_rss[0]:7.0f} MiB (under 150 MiB)")
 
 
@@ -377,7 +391,53 @@ def run(duration: int, wrk_binary: str) -> None:
             measure(create, base + "/", concurrency, create_request, web.pid, app=True).baseline = pg
         results.append(pg)
         web_rss = rss_mib(web.pid)
+        results.append(production_create(processes, env, create_request, wrk_binary, workdir, duration))
         report(results, web_rss, started, duration, load, default_sizing())
+
+
+def production_sizing() -> dict[str, str]:
+    """The web sizing production deploys (Pulumi.production.yaml over Pulumi.yaml's defaults), as its env."""
+    sys.path.insert(0, str(ROOT))
+    from ops.graph import stack_config
+
+    config = stack_config("production")
+    return {
+        "WEB_CONCURRENCY": config["alle:webProcesses"],
+        "MAX_REQUESTS_IN_FLIGHT": config["alle:webRequestsPerProcess"],
+        "DATABASE_POOL_SIZE": config["alle:dbPoolSize"],
+    }
+
+
+def production_create(
+    processes: Processes,
+    env: dict[str, str],
+    request: str,
+    wrk_binary: str,
+    workdir: Path,
+    duration: int,
+) -> Result:
+    """Creates from a web with production's processes and pool, at the concurrency Cloud Run sends it: the
+    processes share the port unevenly, and none of these requests may get a 503 (alle.api.limits)."""
+    sizing = production_sizing()
+    port = backing.free_port()
+    web = processes.start("web-production", [str(BIN / "alle"), "web"], {**env, **sizing, "PORT": str(port)})
+    wait_ok(f"http://127.0.0.1:{port}/readyz", web, "alle web with production's sizing")
+    concurrency = int(sizing["WEB_CONCURRENCY"]) * int(sizing["MAX_REQUESTS_IN_FLIGHT"])
+    name = f"create, {sizing['WEB_CONCURRENCY']} processes"
+    result = wrk(
+        wrk_binary,
+        workdir,
+        name,
+        f"http://127.0.0.1:{port}/",
+        concurrency,
+        duration,
+        request,
+        count=True,
+        server=web.pid,
+    )
+    print(f"  done: {name} @{concurrency}", file=sys.stderr, flush=True)
+    processes.stop(web)
+    return result
 
 
 def serve_hello(port: int) -> None:
