@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import httpx
 import psycopg
@@ -23,6 +24,9 @@ from alle.api.prefork import Drainer, Prefork
 from alle.api.server import uvicorn_config
 from alle.config import Settings
 from conftest import OFFLINE_ENV, Spawn, blocked_on_lock, signup_and_login, wait_for
+
+if TYPE_CHECKING:
+    from gunicorn.workers.base import Worker
 
 #: Between Cloud Run's SIGTERM and its SIGKILL.
 CLOUD_RUN_GRACE_SECONDS = 10
@@ -286,7 +290,7 @@ def test_each_forked_process_gets_a_slot_of_its_own_a_replacement_the_freed_zero
     def fork(self: Arbiter) -> int:
         pid = 1000 + len(forked)
         forked[pid] = instance.slot
-        self.WORKERS[pid] = object()
+        self.WORKERS[pid] = cast("Worker", object())  # only its key is read
         return pid
 
     monkeypatch.setattr(Arbiter, "spawn_worker", fork)
