@@ -8,9 +8,10 @@ import sys
 from datetime import UTC, datetime
 from enum import StrEnum
 from functools import lru_cache
+from ipaddress import IPv4Address
 from typing import Annotated
 
-from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
+from pydantic import BeforeValidator, Field, IPvAnyAddress, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 #: The env names every process receives, in every stack. The Pulumi program sets exactly these.
@@ -65,6 +66,9 @@ class Settings(BaseSettings):
     RELEASE: Annotated[str, Field(min_length=1, max_length=63)]
     LOG_LEVEL: Annotated[LogLevel, BeforeValidator(_level_in_any_case)] = LogLevel.INFO
     PORT: Annotated[int, Field(ge=1, le=65535)] = 8080
+    #: The address web listens on: every address, as Cloud Run routes to the container's port; bin/run-local
+    #: keeps a developer's web to this machine with 127.0.0.1.
+    HOST: IPvAnyAddress = IPv4Address("0.0.0.0")  # noqa: S104 - see above
     DATABASE_URL: str
     REDIS_URL: str
     REDIS_CA_CERT: str | None = None

@@ -152,6 +152,10 @@ class Attachment:
     mounts: list[str]
 
 
+#: On the host's network, web would otherwise listen on every address of this machine.
+WEB_ENV = {"HOST": "127.0.0.1"}
+
+
 def attach(services: backing.Backing) -> Attachment:
     """Contract env and mounts that point a container at `services`.
 
@@ -263,7 +267,13 @@ def main() -> int:
         # Their own sessions: Ctrl-C reaches only this process, which stops them as Cloud Run does (SIGTERM).
         children = [
             subprocess.Popen(
-                run_args(image, kind, name=name, env={**env, "PORT": port} if kind == "web" else env, mounts=mounts),
+                run_args(
+                    image,
+                    kind,
+                    name=name,
+                    env={**env, **WEB_ENV, "PORT": port} if kind == "web" else env,
+                    mounts=mounts,
+                ),
                 start_new_session=True,
             )
             for kind, name in (("web", names[1]), ("worker", names[2]))

@@ -30,6 +30,8 @@ ROOT = APP.parent
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 #: Seconds a child gets after SIGTERM beyond its own drain time (alle's SHUTDOWN_GRACE_SECONDS) before SIGKILL.
 KILL_AFTER = 5
+#: Where web listens, and the banner points: this machine only, not its network (HOST; Cloud Run's is every address).
+LOOPBACK = "127.0.0.1"
 
 
 class Console:
@@ -115,11 +117,11 @@ class Child:
 
 
 def port_free(port: int) -> bool:
-    """Whether web could bind the port, asked the way uvicorn binds it (all addresses, SO_REUSEADDR)."""
+    """Whether web could bind the port, asked the way uvicorn binds it (SO_REUSEADDR)."""
     with socket.socket() as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            probe.bind(("0.0.0.0", port))  # noqa: S104 - the address web binds
+            probe.bind((LOOPBACK, port))
         except OSError:
             return False
     return True
@@ -127,7 +129,7 @@ def port_free(port: int) -> bool:
 
 def listening(port: int) -> bool:
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+        with socket.create_connection((LOOPBACK, port), timeout=0.5):
             return True
     except OSError:
         return False
@@ -135,7 +137,7 @@ def listening(port: int) -> bool:
 
 def banner(port: int, data_dir: Path) -> list[str]:
     """What the newcomer needs once web answers: where to point a browser, and how to stop or reset."""
-    url = f"http://127.0.0.1:{port}"
+    url = f"http://{LOOPBACK}:{port}"
     return [
         f"Alle is running: {url}",
         f"Web client:      {url}/  (the API is under {url}/v1)",
@@ -198,7 +200,7 @@ class Supervisor:
             return 1
         self.services = backing.start(self.args.data_dir, persistent=True)
         env = self.services.release_env(
-            "development", os.environ.get("RELEASE", "local"), PORT=str(self.port), PYTHONUNBUFFERED="1"
+            "development", os.environ.get("RELEASE", "local"), PORT=str(self.port), HOST=LOOPBACK, PYTHONUNBUFFERED="1"
         )
         # A signal that came while the services started is already queued and wins over migrate's exit.
         migrate = Child.spawn("migrate", "alle migrate", env, self.console, self.events)

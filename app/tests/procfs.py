@@ -85,3 +85,14 @@ def connections_accepted(pids: list[int], port: int) -> dict[int, set[str]]:
             if target in inodes:
                 found[pid].add(target)
     return found
+
+
+def listening_addresses(port: int) -> set[str]:
+    """The addresses on which a socket listens on TCP `port` (IPv4 only)."""
+    found = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        address, local_port = fields[1].split(":")
+        if int(local_port, 16) == port and fields[3] == "0A":  # LISTEN
+            found.add(".".join(str(b) for b in reversed(bytes.fromhex(address))))
+    return found

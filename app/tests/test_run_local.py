@@ -135,9 +135,12 @@ def test_stop_signal_to_its_pid_stops_web_worker_then_backing_services_and_exits
     assert not (run_local.data_dir / "postgres" / "postmaster.pid").exists()
 
 
-def test_a_crashed_child_stops_the_rest_and_exits_nonzero(run_local: RunLocal) -> None:
+def test_web_listens_on_this_machine_only_and_a_crashed_child_stops_the_rest_and_exits_nonzero(
+    run_local: RunLocal,
+) -> None:
     web, worker = run_local.pid("web"), run_local.pid("worker")
-    run_local.wait_line(r"Alle is running: ")
+    run_local.wait_line(r"Alle is running: http://127\.0\.0\.1:")
+    assert procfs.listening_addresses(run_local.port) == {"127.0.0.1"}, "a developer's web is not the network's"
     backing_pids = processes_with_cwd_under(run_local.data_dir)
 
     os.kill(worker, signal.SIGKILL)

@@ -18,7 +18,6 @@ from gunicorn.arbiter import Arbiter
 from gunicorn.glogging import Logger
 from uvicorn_worker import UvicornWorker
 
-from alle.api.server import HOST
 from alle.logs import get_logger
 
 if TYPE_CHECKING:
@@ -144,7 +143,9 @@ class Prefork(BaseApplication):
     def load_config(self) -> None:
         settings = self.settings
         options = {
-            "bind": f"{HOST}:{settings.PORT}",
+            "bind": f"[{settings.HOST}]:{settings.PORT}"
+            if settings.HOST.version == 6
+            else f"{settings.HOST}:{settings.PORT}",
             "workers": settings.WEB_CONCURRENCY,
             "worker_class": WebProcess,
             "preload_app": True,

@@ -21,8 +21,6 @@ if TYPE_CHECKING:
     from alle.api.app import Bounded
     from alle.config import Settings
 
-HOST = "0.0.0.0"  # noqa: S104 - Cloud Run routes to the container's port
-
 
 def uvicorn_config(app: FastAPI, settings: Settings) -> uvicorn.Config:
     """Every web process's uvicorn settings, whichever way it was started, loaded.
@@ -34,7 +32,7 @@ def uvicorn_config(app: FastAPI, settings: Settings) -> uvicorn.Config:
     """
     config = uvicorn.Config(
         app,
-        host=HOST,
+        host=str(settings.HOST),
         port=settings.PORT,
         log_config=None,
         access_log=False,  # the app writes its own access line (alle.api.access_log)
@@ -55,7 +53,7 @@ def uvicorn_config(app: FastAPI, settings: Settings) -> uvicorn.Config:
 
 
 def server(app: Bounded, settings: Settings) -> Callable[[], int]:
-    """What serves on 0.0.0.0:PORT until SIGTERM or SIGINT has drained the requests in flight, returning 0 after a
+    """What serves on HOST:PORT until SIGTERM or SIGINT has drained the requests in flight, returning 0 after a
     clean drain. Built apart from running it, so that its imports count as start-up (alle.cli._starting)."""
     config = uvicorn_config(app, settings)
     if settings.WEB_CONCURRENCY > 1:
