@@ -5,21 +5,28 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from collections.abc import Callable
 
 import pytest
 
-import backing
-from conftest import OFFLINE_ENV
+from conftest import OFFLINE_ENV, ForkedAlle
+
+RunAlle = Callable[[str, dict[str, str]], subprocess.CompletedProcess[str]]
 
 
-def run_alle(command: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [backing.ALLE, command], env={"PATH": os.environ["PATH"], **env}, capture_output=True, text=True, timeout=30
-    )
+@pytest.fixture
+def run_alle(forked_alle: ForkedAlle) -> RunAlle:
+    """`alle COMMAND` with `env` and nothing else, forked from the zygote: a start refused for its config reads the
+    same env the same way as a fresh interpreter (app/tests/test_zygote.py compares the two)."""
+
+    def run(command: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+        return forked_alle({"PATH": os.environ["PATH"], **env}, command)
+
+    return run
 
 
 @pytest.mark.parametrize("command", ["web", "worker", "migrate", "cleanup-old-tasks", "generate-report"])
-def test_missing_database_url_exits_nonzero_with_one_json_line_naming_it(command: str) -> None:
+def test_missing_database_url_exits_nonzero_with_one_json_line_naming_it(command: str, run_alle: RunAlle) -> None:
     env = {k: v for k, v in OFFLINE_ENV.items() if k != "DATABASE_URL"}
     result = run_alle(command, env)
     assert result.returncode == 2
@@ -42,13 +49,13 @@ def test_missing_database_url_exits_nonzero_with_one_json_line_naming_it(command
         ("HOST", "localhost", "HOST value is not a valid IPv4 or IPv6 address"),
     ],
 )
-def test_invalid_value_names_key_and_what_is_expected(key: str, value: str, expected: str) -> None:
+def test_invalid_value_names_key_and_what_is_expected(key: str, value: str, expected: str, run_alle: RunAlle) -> None:
     result = run_alle("web", {**OFFLINE_ENV, key: value})
     assert result.returncode == 2
     assert expected in json.loads(result.stdout)["message"]
 
 
-def test_placeholder_secret_key_is_refused_in_production() -> None:
+def test_placeholder_secret_key_is_refused_in_production(run_alle: RunAlle) -> None:
     env = {**OFFLINE_ENV, "APP_ENV": "production", "SECRET_KEY": "development-secret-key-not-for-production"}
     result = run_alle("web", env)
     assert result.returncode == 2
@@ -99,7 +106,7 @@ def test_log_level_is_accepted_in_any_case(value: str) -> None:
     assert level.value == value.upper()
 
 
-def test_unknown_log_level_names_the_accepted_ones() -> None:
+def test_unknown_log_level_names_the_accepted_ones(run_alle: RunAlle) -> None:
     result = run_alle("web", {**OFFLINE_ENV, "LOG_LEVEL": "verbose"})
     assert result.returncode == 2
     assert "LOG_LEVEL Input should be 'DEBUG', 'INFO', 'WARNING' or 'ERROR'" in json.loads(result.stdout)["message"]

@@ -23,6 +23,14 @@ def test_a_forked_alle_exits_and_writes_exactly_as_an_execd_one(forked_alle: For
         forked = forked_alle(env, *argv)
         execd = subprocess.run([backing.ALLE, *argv], env=env, cwd=workdir, capture_output=True, text=True, check=False)
         assert (forked.returncode, forked.stdout, forked.stderr) == (execd.returncode, execd.stdout, execd.stderr)
+    # A start refused for its config (test_config.py forks these): the same line, but for the time in it.
+    unset = {k: v for k, v in env.items() if k != "DATABASE_URL"}
+    forked = forked_alle(unset, "web")
+    execd = subprocess.run([backing.ALLE, "web"], env=unset, cwd=workdir, capture_output=True, text=True, check=False)
+    assert forked.returncode == execd.returncode == 2
+    lines = [{**json.loads(line), "time": None} for line in (forked.stdout, execd.stdout)]
+    assert lines[0] == lines[1], (forked.stdout, execd.stdout)
+    assert forked.stderr == execd.stderr == ""
 
 
 def test_a_forked_alle_leads_its_own_session_and_a_signal_that_kills_it_is_its_status(spawn: Spawn) -> None:
