@@ -311,8 +311,8 @@ def report(
     print(f"  worst p99 @64                  {p99:7.1f} ms (under 150 ms)")
     production = results[-1]
     print(
-        f"  {production.name} @{production.concurrency}: {production.overload} 503s "
-        "(none: the concurrency Cloud Run sends production's instance)"
+        f"  {production.name} @{production.concurrency}    {production.overload} 503s "
+        "(should be none: the concurrency Cloud Run sends production's instance)"
     )
     print(f"  web RSS                        {web_rss[0]:7.0f} MiB (under 150 MiB)")
 
@@ -391,6 +391,7 @@ def run(duration: int, wrk_binary: str) -> None:
             measure(create, base + "/", concurrency, create_request, web.pid, app=True).baseline = pg
         results.append(pg)
         web_rss = rss_mib(web.pid)
+        processes.stop(web)  # the last run has the machine to itself, as every other did
         results.append(production_create(processes, env, create_request, wrk_binary, workdir, duration))
         report(results, web_rss, started, duration, load, default_sizing())
 

@@ -1,8 +1,7 @@
-"""Each stack's program runs once per test session (per xdist worker), each in its own process."""
+"""Each stack's program runs once per test session, shared by the xdist workers, each run in its own process."""
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,12 +17,14 @@ from stacks import RunOnce, deployed
 
 
 @pytest.fixture(scope="session", autouse=True)
-def run_once(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunOnce]:
+def run_once(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunOnce]:
     """Every test that runs the program through ops.graph (directly, via the stacks or alle-ops plan) shares
     runs of the same stack and config, on every xdist worker: about 40 runs become 20."""
     session = tmp_path_factory.getbasetemp()
-    # An xdist worker's temporary root is a directory of the session's own, made afresh for each session.
-    shared = (session.parent if "PYTEST_XDIST_WORKER" in os.environ else session) / "program-runs"
+    # An xdist worker's temporary root is a directory of the session's own, made afresh for each session. Asked of
+    # the config, not the environment, which a pytest started by a test would inherit.
+    worker = hasattr(request.config, "workerinput")
+    shared = (session.parent if worker else session) / "program-runs"
     shared.mkdir(exist_ok=True)
     with pytest.MonkeyPatch.context() as patch:
         runner = RunOnce(graph.run, shared)

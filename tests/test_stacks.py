@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ def test_a_run_is_made_once_for_every_worker_that_shares_the_directory_and_each_
 
     def fresh(stack: str, config: dict[str, str]) -> dict[str, Any]:
         made.append(stack)
+        time.sleep(0.05)  # a run takes a while: without the lock, the other callers would all start one meanwhile
         return {"resources": [{"stack": stack, "config": config}]}
 
     workers = [RunOnce(fresh, tmp_path), RunOnce(fresh, tmp_path)]

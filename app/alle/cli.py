@@ -97,7 +97,9 @@ def _dead_jobs(settings: Settings, args: argparse.Namespace) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="alle", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("web", help="serve HTTP on $HOST:$PORT (HOST: every address unless set)").set_defaults(run=_web)
+    commands.add_parser(
+        "web", help="serve HTTP on $WEB_HOST:$PORT (WEB_HOST: every IPv4 address unless set)"
+    ).set_defaults(run=_web)
     commands.add_parser("worker", help="consume background jobs until SIGTERM").set_defaults(run=_worker)
     commands.add_parser("migrate", help="apply database migrations (idempotent)").set_defaults(run=_migrate)
     cleanup = commands.add_parser(

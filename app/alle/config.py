@@ -11,7 +11,7 @@ from functools import lru_cache
 from ipaddress import IPv4Address
 from typing import Annotated
 
-from pydantic import BeforeValidator, Field, IPvAnyAddress, ValidationError, field_validator, model_validator
+from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 #: The env names every process receives, in every stack. The Pulumi program sets exactly these.
@@ -66,9 +66,11 @@ class Settings(BaseSettings):
     RELEASE: Annotated[str, Field(min_length=1, max_length=63)]
     LOG_LEVEL: Annotated[LogLevel, BeforeValidator(_level_in_any_case)] = LogLevel.INFO
     PORT: Annotated[int, Field(ge=1, le=65535)] = 8080
-    #: The address web listens on: every address, as Cloud Run routes to the container's port; bin/run-local
-    #: keeps a developer's web to this machine with 127.0.0.1.
-    HOST: IPvAnyAddress = IPv4Address("0.0.0.0")  # noqa: S104 - see above
+    #: The address web listens on: every IPv4 address, as Cloud Run routes to the container's port; bin/run-local
+    #: keeps a developer's web to this machine with 127.0.0.1. A name of the app's own: shells and front-end tools
+    #: export HOST (tcsh, the machine's name; webpack, localhost). IPv4 only, so that one process and several
+    #: listen alike (asyncio's own socket for "::" would take IPv6 alone, gunicorn's both).
+    WEB_HOST: IPv4Address = IPv4Address("0.0.0.0")  # noqa: S104 - see above
     DATABASE_URL: str
     REDIS_URL: str
     REDIS_CA_CERT: str | None = None

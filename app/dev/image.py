@@ -153,7 +153,7 @@ class Attachment:
 
 
 #: On the host's network, web would otherwise listen on every address of this machine.
-WEB_ENV = {"HOST": "127.0.0.1"}
+WEB_ENV = {"WEB_HOST": "127.0.0.1"}
 
 
 def attach(services: backing.Backing) -> Attachment:

@@ -30,7 +30,7 @@ ROOT = APP.parent
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 #: Seconds a child gets after SIGTERM beyond its own drain time (alle's SHUTDOWN_GRACE_SECONDS) before SIGKILL.
 KILL_AFTER = 5
-#: Where web listens, and the banner points: this machine only, not its network (HOST; Cloud Run's is every address).
+#: Where web listens (WEB_HOST), and the banner points: this machine only, not its network, unlike Cloud Run's web.
 LOOPBACK = "127.0.0.1"
 
 
@@ -200,7 +200,11 @@ class Supervisor:
             return 1
         self.services = backing.start(self.args.data_dir, persistent=True)
         env = self.services.release_env(
-            "development", os.environ.get("RELEASE", "local"), PORT=str(self.port), HOST=LOOPBACK, PYTHONUNBUFFERED="1"
+            "development",
+            os.environ.get("RELEASE", "local"),
+            PORT=str(self.port),
+            WEB_HOST=LOOPBACK,
+            PYTHONUNBUFFERED="1",
         )
         # A signal that came while the services started is already queued and wins over migrate's exit.
         migrate = Child.spawn("migrate", "alle migrate", env, self.console, self.events)

@@ -46,7 +46,7 @@ def test_missing_database_url_exits_nonzero_with_one_json_line_naming_it(command
         ("SECRET_KEY", "short", "SECRET_KEY String should have at least 32 characters"),
         ("REDIS_CA_CERT", "not a pem", "REDIS_CA_CERT expected a PEM certificate"),
         ("PORT", "99999", "PORT Input should be less than or equal to 65535"),
-        ("HOST", "localhost", "HOST value is not a valid IPv4 or IPv6 address"),
+        ("WEB_HOST", "::", "WEB_HOST Input is not a valid IPv4 address"),
     ],
 )
 def test_invalid_value_names_key_and_what_is_expected(key: str, value: str, expected: str, run_alle: RunAlle) -> None:

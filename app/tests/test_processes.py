@@ -309,3 +309,13 @@ def test_each_forked_process_gets_a_slot_of_its_own_a_replacement_the_freed_zero
     reloaded = [arbiter.spawn_worker() for _ in range(2)]
     assert [forked[pid] for pid in reloaded] == [2, 3]
     assert forked[arbiter.spawn_worker()] is None
+
+
+@pytest.mark.parametrize("processes", ["1", "2"])
+def test_web_listens_on_every_ipv4_address_unless_told_otherwise_as_cloud_run_routes_to_it(
+    spawn: Spawn, processes: str
+) -> None:
+    """Cloud Run sends requests to the container's port from outside it; only bin/run-local narrows WEB_HOST."""
+    web = spawn("web", {"WEB_CONCURRENCY": processes})
+    assert web.port is not None
+    assert procfs.listening_addresses(web.port) == {"0.0.0.0"}

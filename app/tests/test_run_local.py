@@ -154,7 +154,7 @@ def test_web_listens_on_this_machine_only_and_a_crashed_child_stops_the_rest_and
 
 def test_a_port_in_use_is_refused_before_anything_starts(tmp_path: Path) -> None:
     with socket.socket() as taken:
-        taken.bind(("0.0.0.0", 0))  # noqa: S104 - the address web binds
+        taken.bind(("0.0.0.0", 0))  # noqa: S104 - a program that holds the port on every address
         taken.listen()
         run_local = RunLocal(tmp_path / "local", taken.getsockname()[1])
         code = run_local.finish()

@@ -143,9 +143,7 @@ class Prefork(BaseApplication):
     def load_config(self) -> None:
         settings = self.settings
         options = {
-            "bind": f"[{settings.HOST}]:{settings.PORT}"
-            if settings.HOST.version == 6
-            else f"{settings.HOST}:{settings.PORT}",
+            "bind": f"{settings.WEB_HOST}:{settings.PORT}",
             "workers": settings.WEB_CONCURRENCY,
             "worker_class": WebProcess,
             "preload_app": True,

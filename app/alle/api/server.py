@@ -32,7 +32,7 @@ def uvicorn_config(app: FastAPI, settings: Settings) -> uvicorn.Config:
     """
     config = uvicorn.Config(
         app,
-        host=str(settings.HOST),
+        host=str(settings.WEB_HOST),
         port=settings.PORT,
         log_config=None,
         access_log=False,  # the app writes its own access line (alle.api.access_log)
@@ -53,7 +53,7 @@ def uvicorn_config(app: FastAPI, settings: Settings) -> uvicorn.Config:
 
 
 def server(app: Bounded, settings: Settings) -> Callable[[], int]:
-    """What serves on HOST:PORT until SIGTERM or SIGINT has drained the requests in flight, returning 0 after a
+    """What serves on WEB_HOST:PORT until SIGTERM or SIGINT has drained the requests in flight, returning 0 after a
     clean drain. Built apart from running it, so that its imports count as start-up (alle.cli._starting)."""
     config = uvicorn_config(app, settings)
     if settings.WEB_CONCURRENCY > 1:
