@@ -318,4 +318,4 @@ def test_web_listens_on_every_ipv4_address_unless_told_otherwise_as_cloud_run_ro
     """Cloud Run sends requests to the container's port from outside it; only bin/run-local narrows WEB_HOST."""
     web = spawn("web", {"WEB_CONCURRENCY": processes})
     assert web.port is not None
-    assert procfs.listening_addresses(web.port) == {"0.0.0.0"}
+    assert procfs.listening_addresses(web.port) == {"0.0.0.0"}  # noqa: S104 - what the test is about
