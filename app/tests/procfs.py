@@ -68,8 +68,10 @@ def blocked_signals_by_thread(pid: int) -> dict[int, set[int]]:
 def connections_accepted(pids: list[int], port: int) -> dict[int, set[str]]:
     """The established TCP connections to `port` that each process holds (the server's side), by socket inode."""
     inodes: set[str] = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
+    for table in (Path("/proc/net/tcp"), Path("/proc/net/tcp6")):
+        if not table.exists():
+            continue  # a kernel without IPv6
+        for line in table.read_text().splitlines()[1:]:
             fields = line.split()
             local_port, state, inode = int(fields[1].rsplit(":", 1)[1], 16), fields[3], fields[9]
             if local_port == port and state == "01":  # ESTABLISHED
