@@ -156,15 +156,15 @@ def wait_ok(url: str, proc: subprocess.Popen[bytes], what: str, timeout: float =
 
 def cpu_seconds(pid: int) -> float:
     """User plus system CPU time so far of a process and its children (gunicorn's processes), from /proc."""
-    total = 0.0
+    ticks = 0
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue  # exited meanwhile
         if stat.parent.name == str(pid) or fields[1] == str(pid):
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def wrk(
@@ -396,17 +396,21 @@ def run(duration: int, wrk_binary: str) -> None:
         report(results, web_rss, started, duration, load, default_sizing())
 
 
-def production_sizing() -> dict[str, str]:
-    """The web sizing production deploys (Pulumi.production.yaml over Pulumi.yaml's defaults), as its env."""
+def production_sizing() -> tuple[dict[str, str], int]:
+    """The web sizing production deploys, as its env, and the concurrency Cloud Run sends an instance: both as the
+    Pulumi program derives them from Pulumi.production.yaml (components/config.py)."""
     sys.path.insert(0, str(ROOT))
+    import pulumi
+
+    from components.config import parse
     from ops.graph import stack_config
 
-    config = stack_config("production")
-    return {
-        "WEB_CONCURRENCY": config["alle:webProcesses"],
-        "MAX_REQUESTS_IN_FLIGHT": config["alle:webRequestsPerProcess"],
-        "DATABASE_POOL_SIZE": config["alle:dbPoolSize"],
-    }
+    # CI pins production's image at promotion; sizing does not depend on which image it is.
+    pinned = {"alle:image": "europe-west1-docker.pkg.dev/alle-registry/alle/alle@sha256:" + "0" * 64}
+    config = parse("production", stack_config("production", pinned), pulumi.Output.from_input("unused"))
+    # wrk sends no X-Forwarded-For: the hops the load balancer adds would find none.
+    env = {name: value for name, value in config.app_env.items() if name != "TRUSTED_PROXY_HOPS"}
+    return env, config.web_container_concurrency
 
 
 def production_create(
@@ -419,11 +423,10 @@ def production_create(
 ) -> Result:
     """Creates from a web with production's processes and pool, at the concurrency Cloud Run sends it: the
     processes share the port unevenly, and none of these requests may get a 503 (alle.api.limits)."""
-    sizing = production_sizing()
+    sizing, concurrency = production_sizing()
     port = backing.free_port()
     web = processes.start("web-production", [str(BIN / "alle"), "web"], {**env, **sizing, "PORT": str(port)})
     wait_ok(f"http://127.0.0.1:{port}/readyz", web, "alle web with production's sizing")
-    concurrency = int(sizing["WEB_CONCURRENCY"]) * int(sizing["MAX_REQUESTS_IN_FLIGHT"])
     name = f"create, {sizing['WEB_CONCURRENCY']} processes"
     result = wrk(
         wrk_binary,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -65,17 +66,25 @@ def blocked_signals_by_thread(pid: int) -> dict[int, set[int]]:
     return found
 
 
-def connections_accepted(pids: list[int], port: int) -> dict[int, set[str]]:
-    """The established TCP connections to `port` that each process holds (the server's side), by socket inode."""
-    inodes: set[str] = set()
+#: TCP socket states as /proc/net/tcp writes them.
+ESTABLISHED, LISTEN = "01", "0A"
+
+
+def _tcp_sockets(port: int, state: str) -> Iterator[tuple[str, str]]:
+    """(local address as /proc writes it, socket inode) of each TCP socket on local `port` in `state`."""
     for table in (Path("/proc/net/tcp"), Path("/proc/net/tcp6")):
         if not table.exists():
             continue  # a kernel without IPv6
         for line in table.read_text().splitlines()[1:]:
             fields = line.split()
-            local_port, state, inode = int(fields[1].rsplit(":", 1)[1], 16), fields[3], fields[9]
-            if local_port == port and state == "01":  # ESTABLISHED
-                inodes.add(f"socket:[{inode}]")
+            address, local_port = fields[1].rsplit(":", 1)
+            if int(local_port, 16) == port and fields[3] == state:
+                yield address, fields[9]
+
+
+def connections_accepted(pids: list[int], port: int) -> dict[int, set[str]]:
+    """The established TCP connections to `port` that each process holds (the server's side), by socket inode."""
+    inodes = {f"socket:[{inode}]" for _, inode in _tcp_sockets(port, ESTABLISHED)}
     found: dict[int, set[str]] = {}
     for pid in pids:
         found[pid] = set()
@@ -90,11 +99,9 @@ def connections_accepted(pids: list[int], port: int) -> dict[int, set[str]]:
 
 
 def listening_addresses(port: int) -> set[str]:
-    """The addresses on which a socket listens on TCP `port` (IPv4 only)."""
-    found = set()
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        fields = line.split()
-        address, local_port = fields[1].split(":")
-        if int(local_port, 16) == port and fields[3] == "0A":  # LISTEN
-            found.add(".".join(str(b) for b in reversed(bytes.fromhex(address))))
-    return found
+    """The IPv4 addresses on which a socket listens on TCP `port`."""
+    return {
+        ".".join(str(b) for b in reversed(bytes.fromhex(address)))
+        for address, _ in _tcp_sockets(port, LISTEN)
+        if len(address) == 8  # IPv4: 4 bytes, written as a little-endian hex word
+    }
