@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import httpx
 import psycopg
-import pytest
 from google.cloud.storage import Bucket
 
 import procfs
@@ -41,7 +42,15 @@ def parked(
             )
             for _ in range(count)
         ]
-        wait_for(lambda: blocked_on_lock(database_url, "alle-web", count), what=f"{count} requests to wait on the lock")
+
+        def all_waiting() -> bool:
+            answered = [future.result() for future in futures if future.done()]
+            if answered:
+                early = answered[0]
+                raise AssertionError(f"a request was answered instead of waiting: {early.status_code} {early.text}")
+            return blocked_on_lock(database_url, "alle-web", count)
+
+        wait_for(all_waiting, what=f"{count} requests to wait on the lock")
         yield futures
 
 
@@ -74,25 +83,26 @@ def test_with_several_processes_the_bound_is_the_instances_wherever_the_kernel_p
     spawn: Spawn, db: psycopg.Connection[tuple[object, ...]]
 ) -> None:
     """Two processes, bound 1 each: Cloud Run sends the instance 2 requests at once. Connections go to whichever
-    process accepts first; when both went to one, neither request may be refused. (Which process a third request
-    would reach is the kernel's choice: test_limits.py shows a full instance refusing it.)"""
+    process accepts first; when both went to one, neither request may be refused. The other process is stopped
+    (SIGSTOP) while they connect, so that both go to one: the kernel's own choice would make it a matter of luck.
+    (Which process a third request would reach is the kernel's choice: test_limits.py shows a full instance
+    refusing it.)"""
     web = spawn("web", {"WEB_CONCURRENCY": "2", "MAX_REQUESTS_IN_FLIGHT": "1"})
     assert web.port is not None
     auth = signup_and_login(web.url)
     task = _task(web, auth)
     processes = procfs.children(web.popen.pid)
     assert len(processes) == 2
-    rounds = 0
-    while rounds < 20:  # each round on new connections; the kernel mostly puts both in one process
-        rounds += 1
-        before = procfs.connections_accepted(processes, web.port)  # a client's kept-alive connection, say
+    serving, stopped = processes
+    before = procfs.connections_accepted(processes, web.port)
+    os.kill(stopped, signal.SIGSTOP)
+    try:
         with parked(db, web, auth, task["id"], 2) as requests:
             during = procfs.connections_accepted(processes, web.port)
-            together = any(len(during[pid] - before[pid]) == 2 for pid in processes)
-        assert [r.result().status_code for r in requests] == [200, 200]
-        if together:
-            return
-    pytest.fail(f"in {rounds} rounds the kernel never put both connections in one process; nothing was shown")
+            assert len(during[serving] - before[serving]) == 2, "both connections should be in the running process"
+    finally:
+        os.kill(stopped, signal.SIGCONT)
+    assert [r.result().status_code for r in requests] == [200, 200]
 
 
 def test_cached_reads_and_sessions_found_in_redis_take_no_database_connection(
