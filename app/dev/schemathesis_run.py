@@ -132,8 +132,7 @@ def main(argv: list[str]) -> int:
         epilog="Any other argument goes to `schemathesis run` (see `venv/bin/schemathesis run --help`).",
     )
     _, passed_on = parser.parse_known_args(argv)
-    # bin/test runs this alongside the program's tests and stops it with SIGTERM when one of them fails: a SIGTERM
-    # unwinds like Ctrl-C does, so what was started is stopped.
+    # A supervisor or CI stops a run with SIGTERM: it unwinds like Ctrl-C does, so what was started is stopped.
     signal.signal(signal.SIGTERM, _stop)
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="alle-schemathesis-") as scratch:
