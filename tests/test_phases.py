@@ -8,6 +8,8 @@ it creates once running, a line the runner prints once stopping), not by sleeps.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import subprocess
 import textwrap
@@ -50,9 +52,9 @@ class Runner:
     def wait_started(self, *names: str) -> None:
         self.until(lambda: all((self.started / name).exists() for name in names), f"{', '.join(names)} to start")
 
-    def left_running(self) -> list[str]:
-        """Command lines of this test's jobs that are still alive."""
-        found = []
+    def left_running(self) -> dict[int, str]:
+        """This test's jobs that are still alive: pid and command line."""
+        found = {}
         for proc in Path("/proc").iterdir():
             try:
                 cmdline = (proc / "cmdline").read_bytes().decode(errors="replace")
@@ -60,7 +62,7 @@ class Runner:
             except (OSError, IndexError):
                 continue
             if self.marker in cmdline and state != "Z":
-                found.append(cmdline.replace("\0", " "))
+                found[int(proc.name)] = cmdline.replace("\0", " ")
         return found
 
 
@@ -87,18 +89,22 @@ def run(tmp_path: Path) -> Iterator[Callable[[str], Runner]]:
         return runner
 
     yield start
-    for runner in runners:
+    for runner in runners:  # after a failure: nothing of it may run on beside the next tests
         if runner.popen.poll() is None:
             runner.popen.kill()
             runner.popen.wait()
+        for leftover in runner.left_running():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(leftover, signal.SIGKILL)
 
 
 def job(name: str, *, ignore_sigint: bool = False, seconds: int = LONG) -> str:
     """A Python job that marks itself started, sleeps, and reports a KeyboardInterrupt."""
     ignore = "signal.signal(signal.SIGINT, signal.SIG_IGN); " if ignore_sigint else ""
     code = (
-        f"import pathlib, signal, time; {ignore}pathlib.Path('STARTED/{name}').touch()\n"
-        f"try:\n    time.sleep({seconds})\nexcept KeyboardInterrupt:\n    print('interrupted {name}', flush=True)\n"
+        f"import pathlib, signal, time; {ignore}\n"
+        f"try:\n    pathlib.Path('STARTED/{name}').touch()\n    time.sleep({seconds})\n"
+        f"except KeyboardInterrupt:\n    print('interrupted {name}', flush=True)\n"
         "    raise SystemExit(2)\n"
         "# MARKER"
     )
@@ -145,7 +151,7 @@ def test_a_background_failure_stops_the_run_at_once_with_what_still_runs(run: Ca
     assert "fails                    FAILED (exit 3)" in text
     assert "interrupted front" in text  # SIGINT reached it with its default action
     assert "== slow (stopped)" in text and "interrupted slow" in text
-    assert runner.left_running() == []
+    assert runner.left_running() == {}
 
 
 def test_sigterm_to_the_runner_interrupts_every_job_as_ctrl_c_would_and_says_which_phase_it_stopped(
@@ -164,7 +170,7 @@ def test_sigterm_to_the_runner_interrupts_every_job_as_ctrl_c_would_and_says_whi
     text = runner.text()
     assert "interrupted front" in text and "interrupted side" in text
     assert "front                    stopped by SIGTERM" in text
-    assert runner.left_running() == []
+    assert runner.left_running() == {}
 
 
 def test_a_second_signal_kills_at_once_what_the_first_did_not_stop(run: Callable[[str], Runner]) -> None:
@@ -182,4 +188,51 @@ def test_a_second_signal_kills_at_once_what_the_first_did_not_stop(run: Callable
     runner.popen.send_signal(signal.SIGINT)
     assert runner.popen.wait(20) == 128 + signal.SIGINT, runner.text()
     assert "== stubborn (stopped)" in runner.text()
-    assert runner.left_running() == []
+    assert runner.left_running() == {}
+
+
+def test_a_failure_while_the_run_waits_on_another_background_phase_stops_it_then(
+    run: Callable[[str], Runner],
+) -> None:
+    runner = run(
+        f"""
+        alongside "slow" {job("slow")}
+        alongside "fails" bash -c 'until [ -e STARTED/slow ]; do sleep 0.02; done; echo failing; exit 3'
+        phase "front" true
+        joined "slow"
+        joined "fails"
+        """
+    )
+    assert runner.popen.wait(20) == 3, runner.text()
+    assert "fails                    FAILED (exit 3)" in runner.text()
+    assert runner.left_running() == {}
+
+
+def test_a_background_failure_during_a_function_phase_stops_the_run_before_the_next_phase(
+    run: Callable[[str], Runner],
+) -> None:
+    runner = run(
+        f"""
+        in_the_foreground() {{ while [ ! -e STARTED/failed ] || running fails; do sleep 0.02; done; }}
+        alongside "fails" bash -c 'touch STARTED/failed; exit 3'
+        phase "function" in_the_foreground
+        phase "next" {job("next")}
+        """
+    )
+    assert runner.popen.wait(20) == 3, runner.text()
+    assert "fails                    FAILED (exit 3)" in runner.text()
+    assert "== next" not in runner.text()
+
+
+def test_a_signal_while_the_run_waits_on_a_background_phase_names_that_phase(run: Callable[[str], Runner]) -> None:
+    runner = run(
+        f"""
+        alongside "side" {job("side")}
+        joined "side"
+        """
+    )
+    runner.wait_started("side")
+    runner.popen.send_signal(signal.SIGTERM)
+    assert runner.popen.wait(20) == 128 + signal.SIGTERM, runner.text()
+    assert "side                     stopped by SIGTERM" in runner.text()
+    assert runner.left_running() == {}

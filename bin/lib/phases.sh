@@ -1,16 +1,17 @@
 # Phases for bin/test, sourced by it (and by tests/test_phases.py): `phase NAME COMMAND…` runs a check and waits for
 # it; `alongside NAME COMMAND…` starts one in the background, beside those that follow, and `joined NAME` waits for
 # it. The first failure, wherever it is, stops the run and what still runs. Phase times are printed at the end, pass
-# or fail. Needs `set -euo pipefail` and `set +m`: without job control a job leads no process group, so `setsid`
+# or fail (a failed or stopped phase has none). Needs `set -euo pipefail` and `set +m`: without job control a job leads no process group, so `setsid`
 # makes it one without forking, and its pid is its group's.
 # shellcheck shell=bash
 
 timings=() current='' hurry='' signalled=''
 declare -A pid=() log=() began=()
 logs=$(mktemp -d)
-# A signal to bin/test ends it with the usual status; the EXIT trap then stops what runs.
-trap 'signalled=SIGINT; exit 130' INT
-trap 'signalled=SIGTERM; exit 143' TERM
+# A signal to bin/test ends it with the usual status; the EXIT trap then stops what runs, and a second signal, even
+# one that comes before the trap has begun, only hurries that.
+trap 'signalled=SIGINT; trap "hurry=1" INT TERM; exit 130' INT
+trap 'signalled=SIGTERM; trap "hurry=1" INT TERM; exit 143' TERM
 
 phase() {
   local name=$1 started=${EPOCHREALTIME/./}
@@ -18,13 +19,14 @@ phase() {
   printf '\n== %s\n' "$name"
   current=$name
   if declare -F "$1" > /dev/null; then
-    "$@"  # one of this script's functions
+    "$@"  # one of this script's functions, in the foreground
+    join_ended
   else
     spawn "$name" "$@"
-    until_ended "$name"
+    settle "$name"
   fi
   timings+=("$(printf '%-24s %6.1f s' "$name" "$(((${EPOCHREALTIME/./} - started) / 1000))e-3")")
-  current=
+  current=''
 }
 alongside() {
   local name=$1
@@ -36,16 +38,9 @@ alongside() {
   spawn "$name" bash -c '"$@"; status=$?; echo "${EPOCHREALTIME/./}" > "$0"; exit $status' "${log[$name]}.end" "$@" \
     > "${log[$name]}" 2>&1
 }
+# `joined NAME` waits for a background phase, unless it was joined already, as it ended.
 joined() {
-  local name=$1 status=0 during=$current  # the phase running meanwhile, if any
-  wait "${pid[$name]}" || status=$?
-  unset "pid[$name]"
-  printf '\n== %s (ran in the background)\n' "$name"
-  cat "${log[$name]}"
-  current=$name
-  if [ "$status" -ne 0 ]; then return "$status"; fi
-  timings+=("$(printf '%-24s %6.1f s' "$name" "$((($(< "${log[$name]}.end") - began[$name]) / 1000))e-3")")
-  current=$during
+  if [ -n "${pid[$1]:-}" ]; then settle "$1"; fi
 }
 # `spawn NAME COMMAND…` starts COMMAND as a job in a session of its own, whose group a signal can stop whole, with
 # SIGINT's and SIGQUIT's default actions back: a script's job starts with both ignored, and so would everything it
@@ -63,37 +58,68 @@ running() {
   mapfile -t live < "$logs/running"
   [[ " ${live[*]} " == *" ${pid[$1]} "* ]]
 }
-# Waits for job NAME, a signal to bin/test interrupting the wait (bash runs a trap only once a command in the
-# foreground has ended), and returns its status. A background phase that ends meanwhile is joined then, so that
-# its failure stops the run at once.
-until_ended() {
-  local name=$1 other status=0
+# `settle NAME` waits until job NAME has ended, then finishes it. Meanwhile it joins each background phase that
+# ends, so that a failure anywhere stops the run then, not when the phases before it in this script are done.
+settle() {
+  local name=$1 during=$current
+  current=$name
   while running "$name"; do
-    for other in "${!log[@]}"; do
-      if [ -n "${pid[$other]:-}" ] && ! running "$other"; then joined "$other"; fi
-    done
+    join_ended "$name"
     sleep 0.2
   done
+  finish "$name"
+  current=$during
+}
+# Joins every background phase that has ended (but $1).
+join_ended() {
+  local name
+  for name in "${!log[@]}"; do
+    if [ "$name" != "${1:-}" ] && [ -n "${pid[$name]:-}" ] && ! running "$name"; then finish "$name"; fi
+  done
+}
+# `finish NAME` takes an ended job's status; a background phase's output and time are shown. A failure stops the
+# run, naming the phase.
+finish() {
+  local name=$1 status=0 during=$current
+  current=$name
   wait "${pid[$name]}" || status=$?
   unset "pid[$name]"
-  return "$status"
+  if [ -n "${log[$name]:-}" ]; then
+    printf '\n== %s (ran in the background)\n' "$name"
+    cat "${log[$name]}"
+  fi
+  if [ "$status" -ne 0 ]; then return "$status"; fi
+  if [ -n "${log[$name]:-}" ]; then
+    timings+=("$(printf '%-24s %6.1f s' "$name" "$((($(< "${log[$name]}.end") - began[$name]) / 1000))e-3")")
+  fi
+  current=$during
 }
 # Each job still running gets SIGINT, as Ctrl-C would give it, so that pytest tears down what its fixtures started;
 # what is left of its group 30 s later, or at a second signal, is killed. A background phase's output is shown.
 stop_running() {
-  local name deadline=$((${EPOCHREALTIME/./} + 30000000))
-  declare -A ended=()
+  local name status deadline=$((${EPOCHREALTIME/./} + 30000000))
+  local -A ended=()
   if [ ${#pid[@]} -eq 0 ]; then return 0; fi
-  printf '\n== stopping %s (a second signal kills at once)\n' "${!pid[*]}"
+  printf '\n== stopping what still runs (a second signal kills it at once):'
+  printf ' [%s]' "${!pid[@]}"
+  printf '\n'
   for name in "${!pid[@]}"; do
+    # One that ended unjoined is only reaped: its group is gone, and its number may be another's by now.
     if running "$name"; then kill -INT -- "-${pid[$name]}" 2>/dev/null || true; else ended[$name]=1; fi
   done
   for name in "${!pid[@]}"; do
-    while [ -z "$hurry" ] && [ "${EPOCHREALTIME/./}" -lt "$deadline" ] && kill -0 -- "-${pid[$name]}" 2>/dev/null; do
-      sleep 0.1 || true
-    done
-    kill -KILL -- "-${pid[$name]}" 2>/dev/null || true
-    local status=0
+    if [ -z "${ended[$name]:-}" ]; then
+      while [ -z "$hurry" ] && [ "${EPOCHREALTIME/./}" -lt "$deadline" ] && kill -0 -- "-${pid[$name]}" 2>/dev/null; do
+        sleep 0.1 || true
+      done
+      kill -KILL -- "-${pid[$name]}" 2>/dev/null || true
+      # Killed, its processes still take a moment to go (or stay as zombies, if nothing reaps them).
+      for _ in {1..20}; do
+        kill -0 -- "-${pid[$name]}" 2>/dev/null || break
+        sleep 0.1 || true
+      done
+    fi
+    status=0
     wait "${pid[$name]}" 2>/dev/null || status=$?
     if [ -n "${log[$name]:-}" ]; then
       if [ -n "${ended[$name]:-}" ]; then
