@@ -20,15 +20,18 @@ import ssl
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from run import Console
+
     import backing
 
 APP = Path(__file__).resolve().parent.parent
@@ -234,6 +237,8 @@ def ready(url: str) -> bool:
 def main() -> int:
     """Run the release from the image on the local backing services: migrate, then web and worker."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from run import Console
+
     import backing
 
     missing = missing_tools()
@@ -257,35 +262,43 @@ def main() -> int:
     }
     run_id = uuid.uuid4().hex[:8]
     names = [f"alle-{kind}-{run_id}" for kind in ("migrate", "web", "worker")]
-    children: list[subprocess.Popen[bytes]] = []
+    console = Console()
+    children: list[tuple[subprocess.Popen[str], threading.Thread]] = []
+
+    def start(kind: str, name: str, child_env: dict[str, str], remove: bool = False) -> subprocess.Popen[str]:
+        """A container in a session of its own (Ctrl-C reaches only this process, which stops it as Cloud Run
+        does, with SIGTERM), its output prefixed with its process type, as bin/run-local's is."""
+        popen = subprocess.Popen(
+            run_args(image, kind, name=name, env=child_env, mounts=mounts, remove=remove),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+            start_new_session=True,
+        )
+        assert popen.stdout is not None
+        relay = threading.Thread(target=_relay, args=(popen.stdout, kind, console), daemon=True)
+        relay.start()
+        children.append((popen, relay))
+        return popen
+
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # a supervisor's SIGTERM stops it like Ctrl-C
     try:
-        migrate = subprocess.run(run_args(image, "migrate", name=names[0], env=env, mounts=mounts, remove=True))
-        if migrate.returncode != 0:
-            print("alle migrate failed in the image; see the log line above.", file=sys.stderr)
+        migrate = start("migrate", names[0], env, remove=True)
+        if migrate.wait() != 0:
+            console.say("alle migrate failed in the image; see its lines above.")
             return migrate.returncode
-        # Their own sessions: Ctrl-C reaches only this process, which stops them as Cloud Run does (SIGTERM).
-        children = [
-            subprocess.Popen(
-                run_args(
-                    image,
-                    kind,
-                    name=name,
-                    env={**env, **WEB_ENV, "PORT": port} if kind == "web" else env,
-                    mounts=mounts,
-                ),
-                start_new_session=True,
-            )
-            for kind, name in (("web", names[1]), ("worker", names[2]))
-        ]
+        web = start("web", names[1], {**env, **WEB_ENV, "PORT": port})
+        worker = start("worker", names[2], env)
         url = f"http://127.0.0.1:{port}"
-        while all(child.poll() is None for child in children):
+        while web.poll() is None and worker.poll() is None:
             if url and ready(url):
                 tag = image.removeprefix("sha256:")[:12]
-                print(f"\n  Alle (image {tag}) is serving on {url}  (Ctrl-C stops everything)\n", flush=True)
+                console.say(f"Alle (image {tag}) is serving on {url}  (Ctrl-C stops everything)")
                 url = ""
             time.sleep(0.2)
-        print("A container exited; stopping the rest.", file=sys.stderr)
+        console.say("A container exited; stopping the rest.")
         return 1
     except KeyboardInterrupt:
         return 0
@@ -293,9 +306,15 @@ def main() -> int:
         for name in names[1:]:
             podman("stop", f"--time={STOP_SECONDS}", name, check=False)
             podman("rm", "--ignore", name, check=False)
-        for child in children:
-            child.wait()
+        for popen, relay in children:
+            popen.wait()
+            relay.join()  # its last lines
         services.stop()
+
+
+def _relay(stream: IO[str], kind: str, console: Console) -> None:
+    for text in stream:
+        console.line(kind, text.rstrip("\n"))
 
 
 if __name__ == "__main__":
