@@ -34,6 +34,7 @@ class Runner:
     popen: subprocess.Popen[bytes]
     output: Path
     marker: str
+    #: Where each job creates a file named after it once it runs.
     started: Path
 
     def text(self) -> str:
@@ -76,7 +77,7 @@ def run(tmp_path: Path) -> Iterator[Callable[[str], Runner]]:
         started.mkdir(exist_ok=True)
         output = tmp_path / "output.txt"
         script = f"set -euo pipefail\nset +m\nsource {ROOT / 'bin/lib/phases.sh'}\n" + textwrap.dedent(scenario)
-        script = script.replace("MARKER", marker).replace("STARTED", str(started)).replace("LONG", str(LONG))
+        script = script.replace("MARKER", marker).replace("STARTED", str(started))
         with output.open("wb") as sink:
             popen = subprocess.Popen(
                 ["env", "--default-signal=INT,QUIT", "bash", "-c", script],
@@ -98,12 +99,12 @@ def run(tmp_path: Path) -> Iterator[Callable[[str], Runner]]:
                 os.kill(leftover, signal.SIGKILL)
 
 
-def job(name: str, *, ignore_sigint: bool = False, seconds: int = LONG) -> str:
+def job(name: str, *, ignore_sigint: bool = False) -> str:
     """A Python job that marks itself started, sleeps, and reports a KeyboardInterrupt."""
     ignore = "signal.signal(signal.SIGINT, signal.SIG_IGN); " if ignore_sigint else ""
     code = (
         f"import pathlib, signal, time; {ignore}\n"
-        f"try:\n    pathlib.Path('STARTED/{name}').touch()\n    time.sleep({seconds})\n"
+        f"try:\n    pathlib.Path('STARTED/{name}').touch()\n    time.sleep({LONG})\n"
         f"except KeyboardInterrupt:\n    print('interrupted {name}', flush=True)\n"
         "    raise SystemExit(2)\n"
         "# MARKER"
@@ -132,7 +133,7 @@ def test_a_passing_run_shows_each_background_phase_once_and_times_every_phase(ru
 
 
 #: A background phase that fails once the front phase and another background one run.
-FAIL_ONCE_BOTH_RUN = "until [ -e STARTED/front ] && [ -e STARTED/slow ]; do sleep 0.02; done; echo failing; exit 3"
+FAIL_ONCE_BOTH_RUN = "until [ -e STARTED/front ] && [ -e STARTED/slow ]; do sleep 0.02; done; exit 3 # MARKER"
 
 
 def test_a_background_failure_stops_the_run_at_once_with_what_still_runs(run: Callable[[str], Runner]) -> None:
@@ -191,13 +192,13 @@ def test_a_second_signal_kills_at_once_what_the_first_did_not_stop(run: Callable
     assert runner.left_running() == {}
 
 
-def test_a_failure_while_the_run_waits_on_another_background_phase_stops_it_then(
+def test_a_failure_while_the_run_waits_on_another_background_phase_stops_the_run_without_waiting_for_that_one(
     run: Callable[[str], Runner],
 ) -> None:
     runner = run(
         f"""
         alongside "slow" {job("slow")}
-        alongside "fails" bash -c 'until [ -e STARTED/slow ]; do sleep 0.02; done; echo failing; exit 3'
+        alongside "fails" bash -c 'until [ -e STARTED/slow ]; do sleep 0.02; done; exit 3 # MARKER'
         phase "front" true
         joined "slow"
         joined "fails"

@@ -274,6 +274,7 @@ def main() -> int:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
+            errors="replace",
             bufsize=1,
             start_new_session=True,
         )
@@ -298,12 +299,13 @@ def main() -> int:
                 console.say(f"Alle (image {tag}) is serving on {url}  (Ctrl-C stops everything)")
                 url = ""
             time.sleep(0.2)
-        console.say("A container exited; stopping the rest.")
+        exited, popen = ("web", web) if web.poll() is not None else ("worker", worker)
+        console.say(f"The {exited} container exited with status {popen.returncode}; stopping the rest.")
         return 1
     except KeyboardInterrupt:
         return 0
     finally:
-        for name in names[1:]:
+        for name in names:  # migrate too, if a stop came while it ran
             podman("stop", f"--time={STOP_SECONDS}", name, check=False)
             podman("rm", "--ignore", name, check=False)
         for popen, relay in children:

@@ -25,8 +25,17 @@ phase() {
     spawn "$name" "$@"
     settle "$name"
   fi
-  timings+=("$(printf '%-24s %6.1f s' "$name" "$(((${EPOCHREALTIME/./} - started) / 1000))e-3")")
+  timed "$name" "$started" "${EPOCHREALTIME/./}"
   current=''
+}
+# `timed NAME START END` records a phase's time (microseconds since the epoch, as EPOCHREALTIME without its dot).
+timed() {
+  timings+=("$(printf '%-24s %6.1f s' "$1" "$((($3 - $2) / 1000))e-3")")
+}
+# `shown NAME HOW` prints a background phase's output under a heading saying how it went.
+shown() {
+  printf '\n== %s (%s)\n' "$1" "$2"
+  cat "${log[$1]}"
 }
 alongside() {
   local name=$1
@@ -85,12 +94,11 @@ finish() {
   wait "${pid[$name]}" || status=$?
   unset "pid[$name]"
   if [ -n "${log[$name]:-}" ]; then
-    printf '\n== %s (ran in the background)\n' "$name"
-    cat "${log[$name]}"
+    shown "$name" "ran in the background"
   fi
   if [ "$status" -ne 0 ]; then return "$status"; fi
   if [ -n "${log[$name]:-}" ]; then
-    timings+=("$(printf '%-24s %6.1f s' "$name" "$((($(< "${log[$name]}.end") - began[$name]) / 1000))e-3")")
+    timed "$name" "${began[$name]}" "$(< "${log[$name]}.end")"
   fi
   current=$during
 }
@@ -104,7 +112,8 @@ stop_running() {
   printf ' [%s]' "${!pid[@]}"
   printf '\n'
   for name in "${!pid[@]}"; do
-    # One that ended unjoined is only reaped: its group is gone, and its number may be another's by now.
+    # One that ended unjoined is only reaped: its number may be another's by now. (What a job leaves running in its
+    # own group after it ended is not looked for; what pytest's fixtures start, they stop.)
     if running "$name"; then kill -INT -- "-${pid[$name]}" 2>/dev/null || true; else ended[$name]=1; fi
   done
   for name in "${!pid[@]}"; do
@@ -123,11 +132,10 @@ stop_running() {
     wait "${pid[$name]}" 2>/dev/null || status=$?
     if [ -n "${log[$name]:-}" ]; then
       if [ -n "${ended[$name]:-}" ]; then
-        printf '\n== %s (ended with exit %s before it was joined)\n' "$name" "$status"
+        shown "$name" "ended with exit $status before it was joined"
       else
-        printf '\n== %s (stopped)\n' "$name"
+        shown "$name" stopped
       fi
-      cat "${log[$name]}"
     fi
   done
 }
