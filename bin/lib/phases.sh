@@ -1,8 +1,8 @@
 # Phases for bin/test, sourced by it (and by tests/test_phases.py): `phase NAME COMMAND…` runs a check and waits for
 # it; `alongside NAME COMMAND…` starts one in the background, beside those that follow, and `joined NAME` waits for
 # it. The first failure, wherever it is, stops the run and what still runs. Phase times are printed at the end, pass
-# or fail (a failed or stopped phase has none). Needs `set -euo pipefail` and `set +m`: without job control a job leads no process group, so `setsid`
-# makes it one without forking, and its pid is its group's.
+# or fail (a failed or stopped phase has none). Needs `set -euo pipefail` and `set +m`: without job control a job
+# leads no process group, so `setsid` makes it one without forking, and its pid is its group's.
 # shellcheck shell=bash
 
 timings=() current='' hurry='' signalled=''
