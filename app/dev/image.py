@@ -27,11 +27,9 @@ import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from run import Console
-
     import backing
 
 APP = Path(__file__).resolve().parent.parent
@@ -279,7 +277,7 @@ def main() -> int:
             start_new_session=True,
         )
         assert popen.stdout is not None
-        relay = threading.Thread(target=_relay, args=(popen.stdout, kind, console), daemon=True)
+        relay = threading.Thread(target=console.copy, args=(kind, popen.stdout), daemon=True)
         relay.start()
         children.append((popen, relay))
         return popen
@@ -312,11 +310,6 @@ def main() -> int:
             popen.wait()
             relay.join()  # its last lines
         services.stop()
-
-
-def _relay(stream: IO[str], kind: str, console: Console) -> None:
-    for text in stream:
-        console.line(kind, text.rstrip("\n"))
 
 
 if __name__ == "__main__":

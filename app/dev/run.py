@@ -48,6 +48,11 @@ class Console:
     def say(self, text: str) -> None:
         self.line("run-local", text)
 
+    def copy(self, name: str, stream: IO[str]) -> None:
+        """Every line of a child's output, prefixed with its name, until the child closes it."""
+        for text in stream:
+            self.line(name, text.rstrip("\n"))
+
 
 @dataclass
 class Exited:
@@ -92,8 +97,7 @@ class Child:
         return child
 
     def _copy(self, stream: IO[str], console: Console, events: queue.SimpleQueue[Event]) -> None:
-        for text in stream:
-            console.line(self.name, text.rstrip("\n"))
+        console.copy(self.name, stream)
         self.popen.wait()
         events.put(Exited(self))
 
