@@ -63,3 +63,46 @@ def test_run_local_image_refuses_a_data_directory_another_run_holds_before_build
     with held:
         assert image.main() == 1
     assert f"{tmp_path} is in use by another bin/run-local" in capsys.readouterr().err
+
+
+@pytest.fixture
+def context(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A copy of the build context's shape, with this checkout's .dockerignore, for image's build-inputs digest."""
+    app = tmp_path / "app"
+    for name in ("alle/__init__.py", "alle/__pycache__/cli.cpython-311.pyc", "tests/test_x.py", "requirements.txt"):
+        (app / name).parent.mkdir(parents=True, exist_ok=True)
+        (app / name).write_text(name)
+    (app / ".dockerignore").write_text((APP / ".dockerignore").read_text())
+    (app / "Dockerfile").write_text("FROM ${BASE}\n")
+    monkeypatch.setattr(image, "APP", app)
+    monkeypatch.setattr(image, "ROOT", tmp_path)
+    return app
+
+
+@pytest.mark.parametrize("changed", ["alle/__init__.py", "alle/new.py", "requirements.txt", "Dockerfile"])
+def test_a_change_to_what_podman_sends_or_builds_from_changes_the_build_inputs(context: Path, changed: str) -> None:
+    """The inputs' digest is what lets image.build skip podman build; a change it missed would test a stale image."""
+    before = image._build_inputs("base-1")
+    (context / changed).write_text("changed")
+    assert image._build_inputs("base-1") != before
+
+
+def test_a_new_base_image_changes_the_build_inputs(context: Path) -> None:
+    assert image._build_inputs("base-1") != image._build_inputs("base-2")
+
+
+@pytest.mark.parametrize("changed", ["tests/test_x.py", "alle/__pycache__/cli.cpython-311.pyc", ".mypy_cache/x"])
+def test_what_dockerignore_leaves_out_does_not_change_the_build_inputs(context: Path, changed: str) -> None:
+    before = image._build_inputs("base-1")
+    (context / changed).parent.mkdir(parents=True, exist_ok=True)
+    (context / changed).write_text("changed")
+    assert image._build_inputs("base-1") == before
+
+
+def test_a_negation_in_dockerignore_makes_every_file_count(context: Path) -> None:
+    """A `!pattern` sends back what an earlier line left out; the digest then counts everything, so never less."""
+    with (context / ".dockerignore").open("a") as ignore:
+        ignore.write("!tests/test_x.py\n")
+    before = image._build_inputs("base-1")
+    (context / "tests" / "test_x.py").write_text("changed")
+    assert image._build_inputs("base-1") != before

@@ -52,6 +52,22 @@ def _run(built: str, *command: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def test_a_build_with_nothing_changed_returns_the_built_image_without_running_podman_build(
+    built: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    called: list[tuple[str, ...]] = []
+    real = image.podman
+
+    def spied(*args: str, check: bool = True, capture: bool = True) -> subprocess.CompletedProcess[str]:
+        called.append(args)
+        return real(*args, check=check, capture=capture)
+
+    monkeypatch.setattr(image, "podman", spied)
+    assert image.build() == built
+    assert [args for args in called if args[0] == "build"] == []
+    assert ("image", "exists", built) in called, "the stamp was trusted without looking for its image in the store"
+
+
 def test_image_holds_no_compiler_or_build_tools(built: str) -> None:
     probe = (
         "import importlib.util, shutil; "
