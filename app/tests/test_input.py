@@ -110,3 +110,16 @@ def test_a_due_date_must_be_written_as_a_date(web: SharedWeb, due_date: object) 
     assert [error["loc"] for error in refused.json()["detail"]] == [["body", "due_date"]]
     accepted = httpx.post(f"{web.url}/v1/tasks", json={"title": "t", "due_date": "2026-12-01"}, headers=auth)
     assert accepted.json()["due_date"] == "2026-12-01"
+
+
+def test_a_title_is_stored_without_surrounding_whitespace_and_one_of_whitespace_alone_is_422(web: SharedWeb) -> None:
+    auth = signup_and_login(web.url)
+    created = httpx.post(f"{web.url}/v1/tasks", json={"title": "\u3000 buy milk \n"}, headers=auth)
+    assert created.json()["title"] == "buy milk"
+    for refused in (
+        httpx.post(f"{web.url}/v1/tasks", json={"title": " \t\x1c"}, headers=auth),
+        httpx.patch(f"{web.url}/v1/tasks/{created.json()['id']}", json={"title": " "}, headers=auth),
+    ):
+        assert refused.status_code == 422
+        assert [error["loc"] for error in refused.json()["detail"]] == [["body", "title"]]
+    assert httpx.get(f"{web.url}/v1/tasks/{created.json()['id']}", headers=auth).json()["title"] == "buy milk"

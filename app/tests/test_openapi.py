@@ -28,7 +28,7 @@ from schemathesis.core.warnings import SchemathesisWarning
 
 from alle.api.app import create_app
 from alle.api.limits import PROBES
-from alle.api.schemas import SignUp
+from alle.api.schemas import WHITESPACE, SignUp, TaskCreate
 from alle.config import AppEnv, Settings
 from conftest import OFFLINE_ENV, SECRET, SharedWeb, signup_and_login
 
@@ -255,6 +255,26 @@ def test_the_email_pattern_refuses_exactly_what_the_validator_refuses(document: 
     except ValidationError:
         accepted = False
     assert (re.search(pattern, address) is not None) == accepted
+
+
+def test_the_whitespace_class_is_what_str_strip_removes() -> None:
+    everything = "".join(map(chr, range(0x110000))).encode("utf-8", "surrogatepass").decode("utf-8", "surrogatepass")
+    assert re.findall(f"[{WHITESPACE}]", everything) == [c for c in everything if c.isspace()]
+
+
+@pytest.mark.parametrize(
+    "title",
+    [" ", "\t\n", "\x1c\x85", "\u3000\u2028", " x ", "x", "\ufeff", "\u200b", "a\u0000b", "\u0000"],
+)
+def test_the_title_pattern_refuses_exactly_what_the_validator_refuses(document: dict[str, Any], title: str) -> None:
+    """Schemathesis sent `" "`, which `minLength: 1` allows, and the API refused it: the document must say so."""
+    pattern = document["components"]["schemas"]["TaskCreate"]["properties"]["title"]["pattern"]
+    try:
+        TaskCreate(title=title)
+        accepted = True
+    except ValidationError:
+        accepted = False
+    assert (re.search(pattern, title) is not None) == accepted
 
 
 def test_every_warning_fails_the_schemathesis_run_but_missing_auth_on_the_log_in_alone(
