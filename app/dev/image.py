@@ -25,7 +25,7 @@ import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -44,6 +44,7 @@ CONTEXT = "app"
 DOCKERFILE = "app/Dockerfile"
 PLATFORM = "linux/amd64"
 TARGET = "release"
+TAG = "localhost/alle:local"
 
 #: The stand-in base: the Debian release and Python of the official base image named in app/Dockerfile.
 SUITE = "bookworm"
@@ -114,30 +115,44 @@ def _ca_bundle() -> Path:
 
 
 def _context_files() -> Iterator[Path]:
-    """Every file of the build context that .dockerignore lets through, or more: a file counted that podman does
-    not send costs a rebuild from podman's cache, one left out would leave an image that is out of date."""
-    patterns = [line.strip() for line in (APP / ".dockerignore").read_text().splitlines()]
-    patterns = [p for p in patterns if p and not p.startswith("#")]
-    # A negation sends back what an earlier pattern left out: with one, count everything.
-    if any(p.startswith("!") for p in patterns):
+    """Every file and symlink of the build context that .dockerignore lets through, or more: one counted that
+    podman does not send costs a rebuild from podman's cache, one left out would leave an image out of date.
+
+    Only the simple forms of .dockerignore are read: a name at the top (`tests`) and one at any depth
+    (`**/__pycache__`). A form whose meaning could differ between Go's globs and Python's (`[`, `\\`), a negation
+    (`!`, which sends back what an earlier line left out), or a .containerignore (which podman reads instead)
+    makes every file count.
+    """
+    if (APP / ".containerignore").exists():
+        patterns = []
+    else:
+        patterns = [line.strip() for line in (APP / ".dockerignore").read_text().splitlines()]
+        patterns = [p for p in patterns if p and not p.startswith("#")]
+    if any(p.startswith("!") or "[" in p or "\\" in p for p in patterns):
         patterns = []
     anywhere = [p.removeprefix("**/") for p in patterns if p.startswith("**/") and "/" not in p[3:]]
     top = [p for p in patterns if "/" not in p]
     for path in sorted(APP.rglob("*")):
         parts = path.relative_to(APP).parts
-        if path.is_file() and not (
+        if (path.is_file() or path.is_symlink()) and not (
             any(fnmatch.fnmatchcase(parts[0], p) for p in top)
             or any(fnmatch.fnmatchcase(part, p) for part in parts for p in anywhere)
         ):
             yield path
 
 
-def _build_inputs(base_id: str) -> str:
-    """A digest of everything a build reads: the context, the Dockerfile, the base image and the build's options."""
-    digest = hashlib.sha256(f"{base_id} {PLATFORM} {TARGET} {DOCKERFILE}\n".encode())
+def _build_inputs(base_id: str, options: Sequence[str]) -> str:
+    """A digest of everything a build reads: the base image, podman build's options (with the text of what they
+    mount), the Dockerfile and the context's files, each with its name, its executable bits and its content (a
+    symlink's target, not what it points to: podman copies the link)."""
+    digest = hashlib.sha256(json.dumps([base_id, *options]).encode())
     for path in [ROOT / DOCKERFILE, *_context_files()]:
-        digest.update(f"{path.relative_to(ROOT)}\0{path.stat().st_mode & 0o111:o}\0".encode())
-        digest.update(hashlib.sha256(path.read_bytes()).digest())
+        if path.is_symlink():
+            mode, content = "link", str(path.readlink()).encode()
+        else:
+            mode, content = f"{path.stat().st_mode & 0o111:o}", path.read_bytes()
+        digest.update(f"{path.relative_to(ROOT)}\0{mode}\0".encode())
+        digest.update(hashlib.sha256(content).digest())
     return digest.hexdigest()
 
 
@@ -146,38 +161,44 @@ def build(base: str | None = None) -> str:
 
     The host's CA bundle and a pip.conf naming it are mounted for the build's RUN steps only; no layer keeps them.
     When nothing the build reads has changed since the last one and its image is still in podman's store, that
-    image is returned without running podman build: even all from cache, it takes about 5 s of CPU.
+    image is returned without running podman build: even all from cache, it takes about 5 s of CPU. A build
+    whose inputs changed while it ran (a checkout of another branch, say) leaves no stamp: podman may have read
+    either version.
     """
     with _locked():
         base = base or standin()
-        base_id = podman("image", "inspect", "--format", "{{.Id}}", base).stdout.strip()
-        inputs = _build_inputs(base_id)
-        stamp = CACHE / "built.json"
-        with contextlib.suppress(FileNotFoundError, ValueError, KeyError):
-            last = json.loads(stamp.read_text())
-            if last["inputs"] == inputs and podman("image", "exists", last["image"], check=False).returncode == 0:
-                return str(last["image"])
-        pip_conf = CACHE / "pip.conf"
-        pip_conf.write_text("[global]\ncert = /etc/ssl/certs/ca-certificates.crt\n")
-        iidfile = CACHE / "iid"
-        result = podman(
-            "build",
+        pip_conf = "[global]\ncert = /etc/ssl/certs/ca-certificates.crt\n"
+        (CACHE / "pip.conf").write_text(pip_conf)
+        options = [
             "--network=host",
             f"--platform={PLATFORM}",
             f"--target={TARGET}",
             f"--build-arg=BASE={base}",
             f"--volume={_ca_bundle()}:/etc/ssl/certs/ca-certificates.crt:ro",
-            f"--volume={pip_conf}:/etc/pip.conf:ro",
+            f"--volume={CACHE / 'pip.conf'}:/etc/pip.conf:ro",
             f"--file={ROOT / DOCKERFILE}",
-            f"--iidfile={iidfile}",
-            "--tag=localhost/alle:local",
-            str(ROOT / CONTEXT),
-            check=False,
-        )
+            f"--tag={TAG}",
+        ]
+        looked_up = podman("image", "inspect", "--format", "{{.Id}}", base, check=False)
+        inputs = _build_inputs(looked_up.stdout.strip(), [*options, pip_conf]) if looked_up.returncode == 0 else None
+        stamp = CACHE / "built.json"
+        with contextlib.suppress(FileNotFoundError, ValueError, KeyError, TypeError):
+            last = json.loads(stamp.read_text())
+            if (
+                inputs
+                and last["inputs"] == inputs
+                and podman("image", "exists", last["image"], check=False).returncode == 0
+            ):
+                podman("tag", last["image"], TAG)
+                return str(last["image"])
+        stamp.unlink(missing_ok=True)
+        iidfile = CACHE / "iid"
+        result = podman("build", *options, f"--iidfile={iidfile}", str(ROOT / CONTEXT), check=False)
         if result.returncode != 0:
             raise RuntimeError(f"podman build of {DOCKERFILE} failed:\n{result.stdout[-4000:]}{result.stderr[-4000:]}")
         built = iidfile.read_text().strip()
-        stamp.write_text(json.dumps({"inputs": inputs, "image": built}))
+        if inputs and inputs == _build_inputs(looked_up.stdout.strip(), [*options, pip_conf]):
+            stamp.write_text(json.dumps({"inputs": inputs, "image": built}))
         return built
 
 

@@ -69,9 +69,16 @@ def test_run_local_image_refuses_a_data_directory_another_run_holds_before_build
 def context(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A copy of the build context's shape, with this checkout's .dockerignore, for image's build-inputs digest."""
     app = tmp_path / "app"
-    for name in ("alle/__init__.py", "alle/__pycache__/cli.cpython-311.pyc", "tests/test_x.py", "requirements.txt"):
+    for name in (
+        "alle/__init__.py",
+        "alle/__pycache__/cli.cpython-311.pyc",
+        "alle/tests/data.txt",
+        "tests/test_x.py",
+        "requirements.txt",
+    ):
         (app / name).parent.mkdir(parents=True, exist_ok=True)
         (app / name).write_text(name)
+    (app / "alle" / "data").symlink_to("tests")
     (app / ".dockerignore").write_text((APP / ".dockerignore").read_text())
     (app / "Dockerfile").write_text("FROM ${BASE}\n")
     monkeypatch.setattr(image, "APP", app)
@@ -79,30 +86,83 @@ def context(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return app
 
 
-@pytest.mark.parametrize("changed", ["alle/__init__.py", "alle/new.py", "requirements.txt", "Dockerfile"])
+def inputs(base: str = "base-1", options: tuple[str, ...] = ("--target=release",)) -> str:
+    return image._build_inputs(base, options)
+
+
+@pytest.mark.parametrize(
+    "changed", ["alle/__init__.py", "alle/new.py", "alle/tests/data.txt", "requirements.txt", "Dockerfile"]
+)
 def test_a_change_to_what_podman_sends_or_builds_from_changes_the_build_inputs(context: Path, changed: str) -> None:
-    """The inputs' digest is what lets image.build skip podman build; a change it missed would test a stale image."""
-    before = image._build_inputs("base-1")
+    """The inputs' digest is what lets image.build skip podman build; a change it missed would test a stale image.
+    `alle/tests/` is sent: .dockerignore's `tests` leaves out the top-level directory only."""
+    before = inputs()
     (context / changed).write_text("changed")
-    assert image._build_inputs("base-1") != before
+    assert inputs() != before
 
 
-def test_a_new_base_image_changes_the_build_inputs(context: Path) -> None:
-    assert image._build_inputs("base-1") != image._build_inputs("base-2")
+def test_a_changed_executable_bit_or_symlink_target_changes_the_build_inputs(context: Path) -> None:
+    before = inputs()
+    (context / "requirements.txt").chmod(0o755)
+    assert inputs() != before
+    before = inputs()
+    (context / "alle" / "data").unlink()
+    (context / "alle" / "data").symlink_to("other")
+    assert inputs() != before
+
+
+def test_a_new_base_image_or_build_option_changes_the_build_inputs(context: Path) -> None:
+    assert inputs() != inputs(base="base-2")
+    assert inputs() != inputs(options=("--target=release", "--build-arg=X=1"))
 
 
 @pytest.mark.parametrize("changed", ["tests/test_x.py", "alle/__pycache__/cli.cpython-311.pyc", ".mypy_cache/x"])
 def test_what_dockerignore_leaves_out_does_not_change_the_build_inputs(context: Path, changed: str) -> None:
-    before = image._build_inputs("base-1")
+    before = inputs()
     (context / changed).parent.mkdir(parents=True, exist_ok=True)
     (context / changed).write_text("changed")
-    assert image._build_inputs("base-1") == before
+    assert inputs() == before
 
 
-def test_a_negation_in_dockerignore_makes_every_file_count(context: Path) -> None:
-    """A `!pattern` sends back what an earlier line left out; the digest then counts everything, so never less."""
-    with (context / ".dockerignore").open("a") as ignore:
-        ignore.write("!tests/test_x.py\n")
-    before = image._build_inputs("base-1")
+@pytest.mark.parametrize(
+    ("ignore", "name"),
+    [
+        ("!tests/test_x.py\n", ".dockerignore"),
+        ("[t]ests\n", ".dockerignore"),
+        ("tests\n", ".containerignore"),
+    ],
+    ids=["a-negation", "a-glob-set", "a-containerignore"],
+)
+def test_an_ignore_file_read_otherwise_than_podman_might_makes_every_file_count(
+    context: Path, ignore: str, name: str
+) -> None:
+    """Go's globs read `[!x]` and `\\` otherwise than Python's; a negation sends back what an earlier line left
+    out; podman reads .containerignore instead of .dockerignore. The digest then counts everything, so never less."""
+    with (context / name).open("a") as file:
+        file.write(ignore)
+    before = inputs()
     (context / "tests" / "test_x.py").write_text("changed")
-    assert image._build_inputs("base-1") != before
+    assert inputs() != before
+
+
+def test_a_build_whose_inputs_changed_while_it_ran_leaves_no_stamp(
+    context: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """podman reads each COPY's files when that step runs, minutes into a cold build: a stamp of the inputs hashed
+    before would pair them with an image built from others, and a later build would return that image."""
+    builds: list[str] = []
+
+    def podman(*args: str, check: bool = True, capture: bool = True) -> subprocess.CompletedProcess[str]:
+        if args[0] == "build":
+            builds.append(args[0])
+            (context / "alle" / "__init__.py").write_text(f"edited during build {len(builds)}")
+            iidfile = next(a.removeprefix("--iidfile=") for a in args if a.startswith("--iidfile="))
+            Path(iidfile).write_text(f"sha256:image{len(builds)}")
+        return subprocess.CompletedProcess(args, 0, stdout="sha256:base\n", stderr="")
+
+    monkeypatch.setattr(image, "CACHE", tmp_path / "cache")
+    (tmp_path / "cache").mkdir()
+    monkeypatch.setattr(image, "podman", podman)
+    assert image.build(base="base") == "sha256:image1"
+    assert not (tmp_path / "cache" / "built.json").exists()
+    assert image.build(base="base") == "sha256:image2", "a build was skipped on a stamp of inputs podman never read"

@@ -112,7 +112,7 @@ def test_a_due_date_must_be_written_as_a_date(web: SharedWeb, due_date: object) 
     assert accepted.json()["due_date"] == "2026-12-01"
 
 
-def test_a_title_is_stored_without_surrounding_whitespace_and_one_of_whitespace_alone_is_422(web: SharedWeb) -> None:
+def test_a_title_is_stored_stripped_and_one_of_whitespace_alone_gets_one_422_naming_the_title(web: SharedWeb) -> None:
     auth = signup_and_login(web.url)
     created = httpx.post(f"{web.url}/v1/tasks", json={"title": "\u3000 buy milk \n"}, headers=auth)
     assert created.json()["title"] == "buy milk"
