@@ -66,6 +66,7 @@ def test_a_build_with_nothing_changed_returns_the_built_image_without_running_po
     assert image.build() == built
     assert [args for args in called if args[0] == "build"] == []
     assert ("image", "exists", built) in called, "the stamp was trusted without looking for its image in the store"
+    assert ("tag", built, image.TAG) in called
 
 
 def test_image_holds_no_compiler_or_build_tools(built: str) -> None:
