@@ -72,7 +72,9 @@ def write_report(pool: Pool, storage: Storage, *, report_id: uuid.UUID) -> Writt
         return Written(int(report["row_count"]), str(report["object_name"]))
     rows = _rows(pool, report["owner_id"])
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
+    # RFC 4180's CRLF: the writer then quotes a field holding either, so a title's own line break cannot start a
+    # row (a spreadsheet breaks rows at a bare CR too, and "x\r=1+1" would run as a formula there).
+    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\r\n")
     writer.writeheader()
     writer.writerows({**row, "owner": _as_text(row["owner"]), "title": _as_text(row["title"])} for row in rows)
     name = object_name(report_id, uuid.uuid4().hex)
