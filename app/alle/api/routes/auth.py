@@ -23,7 +23,8 @@ SIGNED_UP = "Signed up: log in with this email and password. An email that alrea
 
 
 class SignupOut(BaseModel):
-    """The same for a new account and a taken email, so sign-up cannot be used to find out who has an account."""
+    """The same for a new account and a taken email, so its answer alone does not tell who has an account (a log-in
+    with the password just sent still does: app/README.md, "Login")."""
 
     email: str
     detail: str
