@@ -169,8 +169,8 @@ def test_a_report_keeps_a_titles_formula_as_text_for_whoever_opens_it_in_a_sprea
     assert written is not None
     rows = list(csv.reader(io.StringIO(bucket.blob(written.object_name).download_as_text(), newline="")))
     assert [cell for row in rows for cell in row if cell.startswith(("=", "+", "-", "@"))] == []
-    title = rows[0].index("title")
-    assert sorted(row[title] for row in rows[1:]) == sorted([*(f"'{t}" for t in titles[:3]), *titles[3:]])
+    column = rows[0].index("title")
+    assert sorted(row[column] for row in rows[1:]) == sorted([*(f"'{t}" for t in titles[:3]), *titles[3:]])
 
 
 def test_outbox_sweep_redelivers_overdue_jobs_that_redis_lost_with_its_data(

@@ -22,14 +22,17 @@ def _any_case(word: str) -> str:
     return "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else re.escape(c) for c in word)
 
 
-#: email-validator refuses addresses at special-use domains (`.test`, `.invalid`, …: RFC 6761, mail there is never
-#: delivered), which `format: email` alone allows; this pattern, built from its own list, says so in the document.
-NOT_SPECIAL_USE = Field(
+_SPECIAL_USE = "|".join(_any_case(name) for name in SPECIAL_USE_DOMAIN_NAMES)
+#: `format: email` (RFC 5321's mailbox) admits addresses email-validator refuses as undeliverable, and this pattern
+#: says so in the document: one at a special-use domain (`.test`, `.invalid`, …: RFC 6761), built from
+#: email-validator's own list; a quoted local part (`"a b"@example.com`); a domain literal (`a@[127.0.0.1]`); and a
+#: domain without a dot or whose last label is all digits (`a@example`, `a@example.123`).
+DELIVERABLE = Field(
     json_schema_extra={
-        "pattern": f"^(?!.*@(?:.*\\.)?(?:{'|'.join(_any_case(name) for name in SPECIAL_USE_DOMAIN_NAMES)})$)"
+        "pattern": f'^(?!.*@(?:.*\\.)?(?:{_SPECIAL_USE})$)(?!.*")(?!.*@\\[).*@[^@]*\\.[^@.]*[^@.0-9][^@.]*$'
     }
 )
-Email = Annotated[EmailStr, NOT_SPECIAL_USE]
+Email = Annotated[EmailStr, DELIVERABLE]
 
 #: What `str.strip()` removes, as a regex class: the characters `str.isspace()` is true for (a test checks this
 #: against Python's own), written out because JSON Schema's `\s` (ECMAScript's) is another set.
