@@ -23,13 +23,21 @@ def _any_case(word: str) -> str:
 
 
 _SPECIAL_USE = "|".join(_any_case(name) for name in SPECIAL_USE_DOMAIN_NAMES)
-#: `format: email` (RFC 5321's mailbox) admits addresses email-validator refuses as undeliverable, and this pattern
-#: says so in the document: one at a special-use domain (`.test`, `.invalid`, …: RFC 6761), built from
+#: What separates a domain's labels: the full stop, and the dots IDNA reads as one (email-validator accepts
+#: `a@example。com` and stores `a@example.com`).
+_DOT = "\\.\\u3002\\uff0e\\uff61"
+#: `format: email` (RFC 5321's mailbox) admits addresses email-validator refuses by default, and this pattern says
+#: so in the document for these kinds: one at a special-use domain (`.test`, `.invalid`, …: RFC 6761), built from
 #: email-validator's own list; a quoted local part (`"a b"@example.com`); a domain literal (`a@[127.0.0.1]`); and a
-#: domain without a dot or whose last label is all digits (`a@example`, `a@example.123`).
+#: domain without a dot or that does not end in a letter (`a@example`, `a@example.123`, `a@example.x1`). Others it
+#: refuses, such as a label over 63 characters, are left to the 422. `[\\s\\S]` rather than `.`, and no line break
+#: at all, so that Python and JavaScript, whose `.` and `$` differ on line breaks, read it alike.
 DELIVERABLE = Field(
     json_schema_extra={
-        "pattern": f'^(?!.*@(?:.*\\.)?(?:{_SPECIAL_USE})$)(?!.*")(?!.*@\\[).*@[^@]*\\.[^@.]*[^@.0-9][^@.]*$'
+        "pattern": (
+            f"^(?![\\s\\S]*[\\r\\n])(?![\\s\\S]*@(?:[\\s\\S]*[{_DOT}])?(?:{_SPECIAL_USE})$)"
+            f'(?![\\s\\S]*")(?![\\s\\S]*@\\[)[\\s\\S]*@[^@]*[{_DOT}][^@{_DOT}]*[^@{_DOT}0-9]$'
+        )
     }
 )
 Email = Annotated[EmailStr, DELIVERABLE]

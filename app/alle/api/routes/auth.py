@@ -1,8 +1,9 @@
 """Sign-up, log-in and log-out. Tokens are opaque; only their keyed digest is stored.
 
-Neither sign-up nor log-in tells a stranger which emails have accounts: sign-up gives the same answer whether
-the email was free or taken (a taken account keeps its password, so the caller learns nothing it could not by
-trying to log in, which is throttled), and log-in verifies a password hash for unknown emails too.
+Sign-up gives the same answer whether the email was free or taken (a taken account keeps its password), and
+log-in verifies a password hash for unknown emails too, so neither answer alone tells which emails have accounts.
+Together they still do: a log-in with the password a sign-up just sent works only where the email was free.
+Closing that needs sign-up confirmed by mail (app/README.md, "Login"); both routes are throttled per address.
 """
 
 from __future__ import annotations
