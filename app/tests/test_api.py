@@ -245,8 +245,11 @@ def test_oversized_or_foreign_attachment_is_refused_and_leaves_nothing(web: Shar
     other = signup_and_login(web.url)
     assert httpx.post(url, params={"filename": "a.txt"}, content=b"x", headers=other).status_code == 404
     assert httpx.post(url, params={"filename": "../etc/passwd"}, content=b"x", headers=auth).status_code == 422
-    # A right-to-left override would show `inv\u202eexe.txt` as `invtxt.exe`.
-    assert httpx.post(url, params={"filename": "inv\u202eexe.txt"}, content=b"x", headers=auth).status_code == 422
+    # A right-to-left override would show `inv\u202eexe.txt` as `invtxt.exe`; the others are controls, a line
+    # separator and invisible characters.
+    for hidden in ("inv\u202eexe.txt", "a\x85b.txt", "a\x9bb.txt", "a\u2028b.txt", "a\u200bb.txt", "\ufeffa.txt"):
+        refused = httpx.post(url, params={"filename": hidden}, content=b"x", headers=auth)
+        assert refused.status_code == 422, hidden
     assert httpx.post(url, params={"filename": "empty.txt"}, content=b"", headers=auth).status_code == 422
     assert [(b.name, b.size) for b in shared_bucket.list_blobs(prefix=f"attachments/{task_id}/")] == []
     assert httpx.get(url, headers=auth).json() == []
