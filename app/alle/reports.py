@@ -21,7 +21,7 @@ _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 #: A `;`, tab or line break before one, or before a `"`: a spreadsheet in a locale whose list separator is `;` (or
 #: an import that splits at tabs) splits this comma-separated file there, and the rest of the title starts a cell of
 #: its own; where that starts with a `"`, the reader opens a quoted field and the formula follows it.
-_FORMULA_AFTER_BREAK = re.compile(r"(?<=[;\t\r\n])(?=[=+\-@\t\r\"])")
+_FORMULA_AFTER_BREAK = re.compile(f'(?<=[;\t\r\n])(?=[{re.escape("".join(_FORMULA_START))}"])')
 
 
 def _as_text(value: object) -> object:

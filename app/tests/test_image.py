@@ -164,7 +164,7 @@ class Podman:
             found = args[-1] in self.store
         elif args[0] == "build":
             self.during_build()
-            built = f"sha256:image{sum(call[0] == 'build' for call in self.calls)}"
+            built = f"sha256:image{self.builds()}"
             self.store.add(built)
             iidfile = next(a.removeprefix("--iidfile=") for a in args if a.startswith("--iidfile="))
             Path(iidfile).write_text(built)
