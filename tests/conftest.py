@@ -19,7 +19,8 @@ from stacks import RunOnce, deployed
 @pytest.fixture(scope="session", autouse=True)
 def run_once(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunOnce]:
     """Every test that runs the program through ops.graph (directly, via the stacks or alle-ops plan) shares
-    runs of the same stack and config, on every xdist worker: about 40 runs become 20."""
+    runs of the same stack and config, on every xdist worker (about 60 runs become 30), and with later sessions
+    while nothing the runs read has changed (`.cache/program-runs`; README "Testing")."""
     session = tmp_path_factory.getbasetemp()
     # An xdist worker's temporary root is a directory of the session's own, made afresh for each session. Asked of
     # the config, not the environment, which a pytest started by a test would inherit.
@@ -27,7 +28,7 @@ def run_once(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
     shared = (session.parent if worker else session) / "program-runs"
     shared.mkdir(exist_ok=True)
     with pytest.MonkeyPatch.context() as patch:
-        runner = RunOnce(graph.run, shared)
+        runner = RunOnce(graph.run, shared, graph.ROOT / ".cache" / "program-runs")
         patch.setattr(graph, "run", runner)
         yield runner
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from ops.graph import Graph, Resource
+from ops.graph import ROOT, Graph, Resource
 from stacks import MAIL_KEY, PROMOTED, RunOnce, deployed, deployed_config
 
 RUN = "gcp:cloudrunv2"
@@ -603,7 +603,13 @@ def test_secret_versions_outlive_a_rotation(stack: Graph) -> None:
     assert {v.inputs["deletionPolicy"] for v in stack.of_type(SECRET_VERSION)} == {"ABANDON"}
 
 
-def test_the_same_stack_and_config_register_the_same_twice(staging: Graph, run_once: RunOnce) -> None:
+@pytest.fixture(scope="module")
+def fresh_staging(run_once: RunOnce) -> dict[str, Any]:
+    """A run of staging made now, whatever this session or an earlier one has made and kept."""
+    return run_once.fresh("staging", deployed_config("staging"))
+
+
+def test_the_same_stack_and_config_register_the_same_twice(staging: Graph, fresh_staging: dict[str, Any]) -> None:
     """Tests share the runs of one stack and config (tests/stacks.py): a second, fresh run must agree with it.
 
     Registrations, and the dependencies in each, arrive in whatever order the program's outputs resolve, as they
@@ -613,6 +619,16 @@ def test_the_same_stack_and_config_register_the_same_twice(staging: Graph, run_o
     def canonical(graph: Graph) -> dict[str, Resource]:
         return {r.urn: replace(r, dependencies=sorted(r.dependencies)) for r in graph.resources}
 
-    again = Graph("staging", run_once.fresh("staging", deployed_config("staging")))
+    again = Graph("staging", fresh_staging)
     assert canonical(again) == canonical(staging)
     assert again.outputs == staging.outputs
+
+
+def test_a_run_names_every_file_of_the_repository_it_read(fresh_staging: dict[str, Any]) -> None:
+    """What a kept run is checked against (tests/stacks.py): the program and its components, which the run
+    imports, and ops' modules, which the server imported before forking it."""
+    inputs = fresh_staging["inputs"]
+    components = sorted(f"components/{p.name}" for p in (ROOT / "components").glob("*.py"))
+    assert {"__main__.py", *components, "ops/program.py", "ops/mocks.py"} <= set(inputs)
+    assert all((ROOT / path).is_file() and "__pycache__" not in path for path in inputs)
+    assert not [path for path in inputs if path.startswith(("venv/", "tests/", "app/"))]
