@@ -22,7 +22,6 @@ import runpy
 import sys
 import tempfile
 import traceback
-from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from pulumi.runtime.settings import get_root_resource
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
+from ops import reads
 from ops.mocks import Mocks, RecordingMonitor
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -84,44 +84,15 @@ def execute(stack: str, config: dict[str, str], secret_keys: list[str]) -> dict[
     return {"resources": monitor.recorded, "outputs": _stack_outputs()}
 
 
-def _inputs_recorder() -> Callable[[], list[str]]:
-    """What of the repository this run reads: the files it opens (imports included), and the modules it has from
-    the server's preload, as paths relative to ROOT. Installed packages are left to the caller to identify.
-
-    A run depends on nothing else (no environment variable, no directory listing), so a caller may keep a run's
-    result for as long as these files and the packages stay the same (tests/stacks.py).
-    """
-    opened: set[Path] = set()
-
-    def hook(event: str, args: tuple[Any, ...]) -> None:
-        if event == "open" and isinstance(args[0], str):
-            opened.add(Path(args[0]))
-
-    sys.addaudithook(hook)  # this process runs the program once and exits: the hook goes with it
-
-    def inputs() -> list[str]:
-        modules = [Path(file) for m in list(sys.modules.values()) if (file := getattr(m, "__file__", None))]
-        found = set()
-        for path in {*opened, *modules}:
-            path = path.resolve()
-            compiled = "__pycache__" in path.parts  # its source is among the modules
-            if path.is_relative_to(ROOT) and not path.is_relative_to(sys.prefix) and not compiled and path.is_file():
-                found.add(path.relative_to(ROOT).as_posix())
-        return sorted(found)
-
-    return inputs
-
-
 def serve(stack: str, config: dict[str, str], secret_keys: list[str], result: Connection) -> None:
-    """The forked process's whole life: run once and send the JSON (with what it read from the repository, as
-    "inputs"), or what it printed if it crashed."""
-    inputs = _inputs_recorder()
+    """The forked process's whole life: run once and send the JSON (with what the server and the run read of the
+    repository, as "inputs": ops/reads.py), or what it printed if it crashed."""
     with tempfile.TemporaryFile("w+") as printed:
         # What the program or the SDKs print stays here, not in the output of whoever started the server.
         for fd in (1, 2):
             os.dup2(printed.fileno(), fd)
         try:
-            sent = json.dumps({**execute(stack, config, secret_keys), "inputs": inputs()})
+            sent = json.dumps({**execute(stack, config, secret_keys), "inputs": reads.recorded()})
         except BaseException:  # noqa: BLE001 - anything else is a crash; its traceback goes back as the error
             sys.stdout.flush()
             sys.stderr.flush()

@@ -7,6 +7,10 @@ provider SDKs' tens of thousands of classes takes seconds of CPU and frees nothi
 import atexit
 import os
 
-import ops.program  # noqa: F401 - what each forked run needs, imported once
+import ops.reads
+
+ops.reads.install()  # before the program's modules: what they are, as read, decides whether a run may be kept
+
+import ops.program  # noqa: E402 - what each forked run needs, imported once
 
 atexit.register(os._exit, 0)

@@ -5,15 +5,17 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import os
 import sys
+import tempfile
 import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from importlib.metadata import distributions
 from pathlib import Path
 from typing import Any
 
+from ops import reads
 from ops.graph import ROOT, Graph, program, stack_config
 
 MAIL_KEY = "SG.mock-sendgrid-key"
@@ -32,18 +34,19 @@ def deployed(stack: str, overrides: dict[str, str] | None = None) -> Graph:
     return program(stack, deployed_config(stack, overrides))
 
 
+#: Environment variables the Pulumi SDKs read (config, settings, provider defaults): a forked run inherits them.
+SDK_ENVIRONMENT = ("PULUMI_", "GOOGLE_", "CLOUDSDK_")
+#: Bumped when what a kept run's file holds changes; an older file is a miss.
+KEPT_FORMAT = 1
+
+
 def installed() -> str:
-    """This interpreter and every package installed beside it, as one line: what a run's imports depend on beyond
-    the repository's own files."""
+    """This interpreter, every package installed beside it and the SDKs' environment variables, as one line: what
+    a run depends on beyond the repository's own files. A package edited in place, without a new version, is not
+    seen: `rm -rf .cache/program-runs` after that."""
     packages = sorted(f"{d.metadata['Name']}=={d.version}" for d in distributions())
-    return " ".join([sys.version, *packages])
-
-
-def _digest(path: Path) -> str | None:
-    try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
-    except OSError:
-        return None
+    environment = sorted(f"{k}={v}" for k, v in os.environ.items() if k.startswith(SDK_ENVIRONMENT))
+    return "\n".join([sys.version, *packages, *environment])
 
 
 class RunOnce:
@@ -57,10 +60,11 @@ class RunOnce:
     Through `shared`, a directory the session's xdist workers all see, the workers share runs too: the first to ask
     runs the program under a lock on that run's file, and the others wait for it and read what it wrote.
 
-    Through `kept`, a directory that outlives the session, a later session reuses a run as long as every file of
-    the repository it read (its "inputs", as ops/program.py records them: the program, the components, ops' own
-    modules; Pulumi.yaml, which says which keys are secret) and the installed packages are the same: about 30 runs
-    of about 0.8 s of CPU each. A changed file, package or Python reruns it; nothing else can change a run.
+    Through `kept`, a directory that outlives the session, a later session reuses a run (about 0.8 s of CPU each,
+    about 30 a session) while everything it read is the same: each file and directory of the repository the run
+    or its server read, as they were when read (its "inputs": ops/reads.py), Pulumi.yaml (which says which keys
+    are secret; read here before the run) and `installed()`. A run that ended in an error is not kept: what it
+    looked for and did not find (a module not yet written) may not be among its inputs.
     """
 
     def __init__(
@@ -103,33 +107,40 @@ class RunOnce:
                 return done.read_text()
             text = self._kept(done.name)
             if text is None:
-                started = time.time()
-                text = self._keep(done.name, self.fresh(stack, config), started)
+                secrets = reads.digest(self.root / "Pulumi.yaml")
+                text = self._keep(done.name, self.fresh(stack, config), secrets)
             _write(done, text)
             return text
 
     def _kept(self, name: str) -> str | None:
         """The result a previous session kept under `name`, if nothing it read has changed since."""
-        if self.kept is None or not (self.kept / name).exists():
+        if self.kept is None:
             return None
-        entry = json.loads((self.kept / name).read_text())
-        if entry["installed"] != self._packages() or any(
-            _digest(self.root / path) != digest for path, digest in entry["inputs"].items()
-        ):
-            return None
-        return str(entry["result"])
+        try:
+            entry = json.loads((self.kept / name).read_text())
+            if (
+                entry["format"] != KEPT_FORMAT
+                or entry["installed"] != self._packages()
+                or not self._same(entry["inputs"])
+            ):
+                return None
+            return str(entry["result"])
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return None  # none kept, or a file from another format or cut short: run afresh, and keep that
 
-    def _keep(self, name: str, data: dict[str, Any], started: float) -> str:
-        """The run's result, kept for later sessions unless a file it read was written while it ran: the digests
-        are taken afterwards, and must be of what the run read."""
-        paths = [self.root / path for path in [*data.pop("inputs", []), "Pulumi.yaml"]]
-        inputs = {path.relative_to(self.root).as_posix(): _digest(path) for path in paths}
+    def _keep(self, name: str, data: dict[str, Any], secrets: str | None) -> str:
+        inputs = {**data.pop("inputs", {}), "Pulumi.yaml": secrets}
         text = json.dumps(data)
-        # The kernel stamps files from a clock a few milliseconds coarser than time.time(): a second's margin.
-        if self.kept is not None and not any(path.exists() and path.stat().st_mtime >= started - 1 for path in paths):
+        if self.kept is not None and "error" not in data:
             self.kept.mkdir(parents=True, exist_ok=True)
-            _write(self.kept / name, json.dumps({"installed": self._packages(), "inputs": inputs, "result": text}))
+            entry = {"format": KEPT_FORMAT, "installed": self._packages(), "inputs": inputs, "result": text}
+            _write(self.kept / name, json.dumps(entry))
         return text
+
+    def _same(self, inputs: dict[str, str | None]) -> bool:
+        """Each file and directory as the run read it (it may have changed while the run went on: its digest is of
+        what the run read, so the entry is then found stale at once)."""
+        return all(reads.digest(self.root / path) == digest for path, digest in inputs.items())
 
     def _packages(self) -> str:
         if self._installed is None:
@@ -138,7 +149,7 @@ class RunOnce:
 
 
 def _write(path: Path, text: str) -> None:
-    """Whole or not at all: a reader never sees half a file."""
-    partial = path.with_suffix(".partial")
-    partial.write_text(text)
-    partial.replace(path)
+    """Whole or not at all: a reader never sees half a file, and two sessions writing it at once each write whole."""
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False) as partial:
+        partial.write(text)
+    Path(partial.name).replace(path)

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from ops import reads
 from ops.graph import ROOT, Graph, Resource
 from stacks import MAIL_KEY, PROMOTED, RunOnce, deployed, deployed_config
 
@@ -624,11 +625,16 @@ def test_the_same_stack_and_config_register_the_same_twice(staging: Graph, fresh
     assert again.outputs == staging.outputs
 
 
-def test_a_run_names_every_file_of_the_repository_it_read(fresh_staging: dict[str, Any]) -> None:
-    """What a kept run is checked against (tests/stacks.py): the program and its components, which the run
-    imports, and ops' modules, which the server imported before forking it."""
+def test_a_run_names_every_file_of_the_repository_it_read_with_its_digest_as_read(
+    fresh_staging: dict[str, Any],
+) -> None:
+    """What a kept run is checked against (tests/stacks.py, ops/reads.py): the program and its components, which
+    the run imports, ops' modules, which the server imported before forking it, and the directories the imports
+    looked in, where a new module would be found."""
     inputs = fresh_staging["inputs"]
-    components = sorted(f"components/{p.name}" for p in (ROOT / "components").glob("*.py"))
-    assert {"__main__.py", *components, "ops/program.py", "ops/mocks.py"} <= set(inputs)
-    assert all((ROOT / path).is_file() and "__pycache__" not in path for path in inputs)
-    assert not [path for path in inputs if path.startswith(("venv/", "tests/", "app/"))]
+    components = [f"components/{p.name}" for p in (ROOT / "components").glob("*.py")]
+    server = ["ops/program_server.py", "ops/reads.py", "ops/program.py", "ops/mocks.py"]
+    assert {"__main__.py", *components, *server, "components/", "ops/"} <= set(inputs)
+    assert not [path for path in inputs if path.startswith(("venv/", "app/", ".cache/")) or "__pycache__" in path]
+    changed = [path for path in inputs if reads.digest(ROOT / path) != inputs[path]]
+    assert changed == [], "unchanged since, so the same digests"

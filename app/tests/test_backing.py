@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import re
+import shutil
 import threading
 from pathlib import Path
 
 import pgserver
+import psutil  # type: ignore[import-untyped]
 import pytest
 
 import backing
@@ -63,3 +65,31 @@ def test_an_existing_data_directory_is_left_as_it_is(tmp_path: Path, monkeypatch
 
     assert [path.name for path in pgdata.iterdir()] == ["kept"]
     assert not backing.TEMPLATES.exists()
+
+
+def test_the_template_follows_what_initdb_writes_in_the_locale_and_time_zone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """initdb writes the environment's locale and time zone into the cluster: a template made under others would
+    give a copy settings a fresh initdb would not."""
+    _, made = backing._template()
+    for name, value in [("LANG", "de_DE.UTF-8"), ("LC_COLLATE", "sv_SE.UTF-8"), ("TZ", "Asia/Tokyo")]:
+        with monkeypatch.context() as env:
+            env.setenv(name, value)
+            assert backing._template()[1] != made, name
+    monkeypatch.setenv("ALLE_UNRELATED", "1")
+    assert backing._template()[1] == made
+
+
+def test_a_postgresql_left_serving_a_deleted_data_directory_of_the_same_name_is_stopped(tmp_path: Path) -> None:
+    """A killed run's server keeps running after the next run's pytest deletes its directory; pgserver stops it
+    before its own initdb, which a copy skips."""
+    pgdata = tmp_path / "postgres"
+    left = pgserver.get_server(pgdata, cleanup_mode=None)  # type: ignore[attr-defined]
+    postmaster = psutil.Process(left.get_pid())
+    shutil.rmtree(pgdata)
+    try:
+        backing._initdb_once(pgdata)
+        assert not postmaster.is_running()
+        assert (pgdata / "PG_VERSION").exists()
+    finally:
+        if postmaster.is_running():  # the test failed: not left behind by the test either
+            postmaster.kill()

@@ -1,0 +1,73 @@
+"""What of the repository a run of the program reads, each file's digest taken as it was read.
+
+ops/program_server.py installs this before it imports anything else of the program, so the record covers the
+server's preload and, in each run forked from it, the run itself: files opened (an import from a bytecode cache
+counts as a read of its source), and directories listed (an import looks for its module's file in one). A file
+or directory that was looked for and missing is recorded as missing. tests/stacks.py keeps a run's result only
+while all of them, read again, are the same.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+_PREFIX = Path(sys.prefix).resolve()
+#: Relative path → digest ("dir/" paths: of the sorted names in it); None when it did not exist.
+_read: dict[str, str | None] = {}
+_inside = threading.local()
+
+
+def digest(path: Path) -> str | None:
+    """A file's content, or a directory's names, as one digest; None if neither exists."""
+    try:
+        if path.is_dir():
+            return hashlib.sha256("\n".join(sorted(entry.name for entry in path.iterdir())).encode()).hexdigest()
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def _record(path: Path) -> None:
+    if "__pycache__" in path.parts and path.suffix == ".pyc":
+        path = path.parent.parent / f"{path.name.split('.')[0]}.py"
+    path = path.resolve()
+    if not path.is_relative_to(ROOT) or path.is_relative_to(_PREFIX):
+        return
+    name = path.relative_to(ROOT).as_posix() + ("/" if path.is_dir() else "")
+    if name not in _read:
+        _read[name] = digest(path)
+
+
+def _hook(event: str, args: tuple[Any, ...]) -> None:
+    if event not in ("open", "os.listdir", "os.scandir") or getattr(_inside, "busy", False):
+        return
+    target = args[0] if args else None
+    if event != "open" and target is None:
+        target = "."
+    if not isinstance(target, str | os.PathLike):
+        return  # a file descriptor
+    _inside.busy = True  # the digests themselves open and list
+    try:
+        _record(Path(target).resolve())
+    finally:
+        _inside.busy = False
+
+
+def install() -> None:
+    """Record from now on, and record the modules of the repository already imported (this one among them), with
+    the directories their imports looked in."""
+    for module in list(sys.modules.values()):
+        if file := getattr(module, "__file__", None):
+            _record(Path(file))
+            _record(Path(file).parent)
+    sys.addaudithook(_hook)  # for the life of the process: the server's, and each run's forked from it
+
+
+def recorded() -> dict[str, str | None]:
+    return dict(sorted(_read.items()))
