@@ -44,8 +44,17 @@ def _record(path: Path) -> None:
         _read[name] = digest(path)
 
 
+def _reading(mode: str | None, flags: int) -> bool:
+    """An open for reading only: not the import system writing a bytecode cache, say."""
+    if mode is not None:
+        return not any(letter in mode for letter in "wax+")
+    return flags & (os.O_WRONLY | os.O_RDWR) == 0
+
+
 def _hook(event: str, args: tuple[Any, ...]) -> None:
     if event not in ("open", "os.listdir", "os.scandir") or getattr(_inside, "busy", False):
+        return
+    if event == "open" and not _reading(args[1], args[2]):
         return
     target = args[0] if args else None
     if event != "open" and target is None:

@@ -1,0 +1,53 @@
+"""What ops/reads.py records of a run: reads, as read; never what the process writes, bytecode caches included.
+
+Each case runs in a fresh interpreter: an audit hook stays for the life of the process that installs it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from ops import reads
+from ops.graph import ROOT
+
+SCRIPT = """
+import json, sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+from ops import reads
+root = Path(sys.argv[2])
+reads.ROOT = root
+reads.install()
+(root / "written.txt").write_text("new")
+(root / "read.txt").read_text()
+sys.path.insert(0, str(root))
+import module
+print(json.dumps(reads.recorded()))
+"""
+
+
+def _recorded(root: Path) -> dict[str, str | None]:
+    environment = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    result = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(ROOT), str(root)], env=environment, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    return dict(json.loads(result.stdout))
+
+
+def test_reads_are_recorded_as_read_and_writes_and_bytecode_caches_are_not(tmp_path: Path) -> None:
+    (tmp_path / "read.txt").write_text("read")
+    (tmp_path / "module.py").write_text("VALUE = 1\n")
+
+    compiled = _recorded(tmp_path)  # imports module.py from source and writes its bytecode cache
+    assert (tmp_path / "__pycache__").is_dir()
+    cached = _recorded(tmp_path)  # imports it from that cache
+
+    for recorded in (compiled, cached):
+        assert {"read.txt", "module.py", "./"} <= set(recorded)
+        assert not [name for name in recorded if name == "written.txt" or "__pycache__" in name]
+        assert recorded["module.py"] == reads.digest(tmp_path / "module.py")
