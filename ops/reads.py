@@ -18,9 +18,18 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 _PREFIX = Path(sys.prefix).resolve()
+#: Installed packages and the standard library: told apart by a prefix of the path, before any other work.
+_ELSEWHERE = tuple(
+    dict.fromkeys(f"{prefix.rstrip(os.sep)}{os.sep}" for prefix in (sys.prefix, sys.base_prefix, str(_PREFIX)))
+)
+#: What a path read twice with two contents is recorded as: no digest equals it, so no record with it matches.
+CHANGED = "changed while it was read"
 #: Relative path → digest ("dir/" paths: of the sorted names in it); None when it did not exist.
 _read: dict[str, str | None] = {}
 _inside = threading.local()
+#: Whether this process records at all, and whether every read could be recorded.
+_installed = False
+_complete = True
 
 
 def digest(path: Path) -> str | None:
@@ -40,8 +49,11 @@ def _record(path: Path) -> None:
     if not path.is_relative_to(ROOT) or path.is_relative_to(_PREFIX):
         return
     name = path.relative_to(ROOT).as_posix() + ("/" if path.is_dir() else "")
+    now = digest(path)
     if name not in _read:
-        _read[name] = digest(path)
+        _read[name] = now
+    elif _read[name] != now:
+        _read[name] = CHANGED  # the run may have used either: the server's preload reads what a run imports again
 
 
 def _reading(mode: str | None, flags: int) -> bool:
@@ -52,6 +64,7 @@ def _reading(mode: str | None, flags: int) -> bool:
 
 
 def _hook(event: str, args: tuple[Any, ...]) -> None:
+    global _complete
     if event not in ("open", "os.listdir", "os.scandir") or getattr(_inside, "busy", False):
         return
     if event == "open" and not _reading(args[1], args[2]):
@@ -59,11 +72,13 @@ def _hook(event: str, args: tuple[Any, ...]) -> None:
     target = args[0] if args else None
     if event != "open" and target is None:
         target = "."
-    if not isinstance(target, str | os.PathLike):
-        return  # a file descriptor
+    if not isinstance(target, str | os.PathLike) or os.fspath(target).startswith(_ELSEWHERE):
+        return  # a file descriptor, or a package's module (about a thousand as the server imports the SDKs)
     _inside.busy = True  # the digests themselves open and list
     try:
         _record(Path(target).resolve())
+    except Exception:  # noqa: BLE001 - a hook must not fail the open it watches (a symlink loop, say)
+        _complete = False
     finally:
         _inside.busy = False
 
@@ -71,6 +86,8 @@ def _hook(event: str, args: tuple[Any, ...]) -> None:
 def install() -> None:
     """Record from now on, and record the modules of the repository already imported (this one among them), with
     the directories their imports looked in."""
+    global _installed
+    _installed = True
     for module in list(sys.modules.values()):
         if file := getattr(module, "__file__", None):
             _record(Path(file))
@@ -78,5 +95,7 @@ def install() -> None:
     sys.addaudithook(_hook)  # for the life of the process: the server's, and each run's forked from it
 
 
-def recorded() -> dict[str, str | None]:
-    return dict(sorted(_read.items()))
+def recorded() -> dict[str, str | None] | None:
+    """What was read, or None if this process did not record all of it (the server's preload could not import this
+    module, or a path could not be resolved): nothing then may be kept on the strength of it."""
+    return dict(sorted(_read.items())) if _installed and _complete else None

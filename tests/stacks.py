@@ -41,12 +41,13 @@ KEPT_FORMAT = 1
 
 
 def installed() -> str:
-    """This interpreter, every package installed beside it and the SDKs' environment variables, as one line: what
-    a run depends on beyond the repository's own files. A package edited in place, without a new version, is not
+    """This interpreter, every package installed beside it and the SDKs' environment variables, as one digest:
+    what a run depends on beyond the repository's own files. A package edited in place, without a new version, is not
     seen: `rm -rf .cache/program-runs` after that."""
     packages = sorted(f"{d.metadata['Name']}=={d.version}" for d in distributions())
     environment = sorted(f"{k}={v}" for k, v in os.environ.items() if k.startswith(SDK_ENVIRONMENT))
-    return "\n".join([sys.version, *packages, *environment])
+    # A digest: the variables may hold tokens and passphrases, which have no place in a file.
+    return hashlib.sha256("\n".join([sys.version, *packages, *environment]).encode()).hexdigest()
 
 
 class RunOnce:
@@ -129,9 +130,10 @@ class RunOnce:
             return None  # none kept, or a file from another format or cut short: run afresh, and keep that
 
     def _keep(self, name: str, data: dict[str, Any], secrets: str | None) -> str:
-        inputs = {**data.pop("inputs", {}), "Pulumi.yaml": secrets}
+        read = data.pop("inputs", None)  # None: the run could not say all it read (ops/reads.py)
+        inputs = {**(read or {}), "Pulumi.yaml": secrets}
         text = json.dumps(data)
-        if self.kept is not None and "error" not in data:
+        if self.kept is not None and read is not None and "error" not in data:
             self.kept.mkdir(parents=True, exist_ok=True)
             entry = {"format": KEPT_FORMAT, "installed": self._packages(), "inputs": inputs, "result": text}
             _write(self.kept / name, json.dumps(entry))

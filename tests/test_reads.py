@@ -26,14 +26,17 @@ reads.install()
 (root / "read.txt").read_text()
 sys.path.insert(0, str(root))
 import module
-print(json.dumps(reads.recorded()))
 """
+REPORT = "print(json.dumps(reads.recorded()))"
 
 
-def _recorded(root: Path) -> dict[str, str | None]:
+def _recorded(root: Path, then: str = "") -> dict[str, str | None]:
     environment = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     result = subprocess.run(
-        [sys.executable, "-c", SCRIPT, str(ROOT), str(root)], env=environment, capture_output=True, text=True
+        [sys.executable, "-c", SCRIPT + then + REPORT, str(ROOT), str(root)],
+        env=environment,
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0, result.stderr
     return dict(json.loads(result.stdout))
@@ -51,3 +54,18 @@ def test_reads_are_recorded_as_read_and_writes_and_bytecode_caches_are_not(tmp_p
         assert {"read.txt", "module.py", "./"} <= set(recorded)
         assert not [name for name in recorded if name == "written.txt" or "__pycache__" in name]
         assert recorded["module.py"] == reads.digest(tmp_path / "module.py")
+
+
+def test_a_file_read_twice_with_two_contents_matches_no_digest(tmp_path: Path) -> None:
+    """The server's preload reads the program's files, and a run reads them again: after an edit in between, which
+    the run used cannot be told, so no kept run may stand on either."""
+    (tmp_path / "read.txt").write_text("read")
+    (tmp_path / "module.py").write_text("VALUE = 1\n")
+    edited = _recorded(tmp_path, then='(root / "read.txt").write_text("edited"); (root / "read.txt").read_text()\n')
+    assert edited["read.txt"] == reads.CHANGED
+    assert reads.CHANGED not in (reads.digest(tmp_path / "read.txt"), None)
+
+
+def test_a_process_that_has_not_recorded_from_the_start_says_it_cannot_tell() -> None:
+    """This one (pytest's) never installed the recorder: as a fork server whose preload failed to import it."""
+    assert reads.recorded() is None

@@ -197,7 +197,10 @@ def _template() -> tuple[str | None, Path]:
     for what initdb writes in: the PostgreSQL build, its arguments, the owner, the locale and time zone it takes."""
     user = "pgserver" if os.geteuid() == 0 else None
     if user:
-        pgserver.utils.ensure_user_exists(user)
+        TEMPLATES.mkdir(parents=True, exist_ok=True)
+        with (TEMPLATES / "user.lock").open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # the first starts on a fresh machine: one useradd
+            pgserver.utils.ensure_user_exists(user)
     owner = pwd.getpwnam(user) if user else pwd.getpwuid(os.geteuid())
     settings = sorted(f"{k}={v}" for k, v in os.environ.items() if k in ("LANG", "TZ") or k.startswith("LC_"))
     build = [version("pgserver"), str(BIN.resolve()), str(owner.pw_uid), str(owner.pw_gid), *INITDB_ARGS, *settings]
@@ -206,11 +209,19 @@ def _template() -> tuple[str | None, Path]:
 
 def _stop_leftovers(pgdata: Path) -> None:
     """Stop a PostgreSQL still serving a data directory of this name that was deleted under it (a killed test run's,
-    whose directory the next run's pytest removed). pgserver does this before its own initdb, which a copy skips."""
+    whose directory the next run's pytest removed). pgserver does this before its own initdb, which a copy skips;
+    as it does, politely first, so the server removes its shared memory."""
+    path = str(pgdata.resolve())
     for process in psutil.process_iter(["name", "cmdline"]):
-        if process.info["name"] == "postgres" and str(pgdata) in (process.info["cmdline"] or []):
-            process.kill()
-            process.wait(5)
+        try:
+            if process.info["name"] == "postgres" and path in (process.info["cmdline"] or []):
+                process.terminate()
+                try:
+                    process.wait(2)
+                except psutil.TimeoutExpired:
+                    process.kill()
+        except psutil.Error:
+            continue  # gone meanwhile, or not ours to stop: pgserver then starts beside it, as it would have
 
 
 def start(root: Path, *, persistent: bool, database: str = "alle", durable: bool = True) -> Backing:

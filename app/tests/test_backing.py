@@ -83,6 +83,7 @@ def test_a_postgresql_left_serving_a_deleted_data_directory_of_the_same_name_is_
     """A killed run's server keeps running after the next run's pytest deletes its directory; pgserver stops it
     before its own initdb, which a copy skips."""
     pgdata = tmp_path / "postgres"
+    backing._initdb_once(pgdata)
     left = pgserver.get_server(pgdata, cleanup_mode=None)  # type: ignore[attr-defined]
     postmaster = psutil.Process(left.get_pid())
     shutil.rmtree(pgdata)
