@@ -72,12 +72,7 @@ def execute(stack: str, config: dict[str, str], secret_keys: list[str]) -> dict[
     pulumi.runtime.set_mocks(mocks, project="alle", stack=stack, preview=False, monitor=monitor)
     pulumi.runtime.set_all_config(config, secret_keys)
     os.chdir(ROOT)
-    # The program finds its modules in ROOT and the packages, whatever the process that asked for the run had on its
-    # path (a test's own directories): where the imports look is part of what a run read (ops/reads.py).
-    sys.path[:] = [
-        str(ROOT),
-        *(entry for entry in sys.path if entry and not Path(entry).resolve().is_relative_to(ROOT)),
-    ]
+    sys.path[:] = reads.program_path(sys.path)
 
     def run_main() -> None:
         runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__")

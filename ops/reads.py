@@ -17,10 +17,14 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-_PREFIX = Path(sys.prefix).resolve()
+PREFIX = Path(sys.prefix).resolve()
 #: Installed packages and the standard library: told apart by a prefix of the path, before any other work.
 _ELSEWHERE = tuple(
-    dict.fromkeys(f"{prefix.rstrip(os.sep)}{os.sep}" for prefix in (sys.prefix, sys.base_prefix, str(_PREFIX)))
+    dict.fromkeys(
+        f"{prefix.rstrip(os.sep)}{os.sep}"
+        for prefix in (sys.prefix, sys.base_prefix, str(PREFIX))
+        if not f"{ROOT}{os.sep}".startswith(f"{prefix.rstrip(os.sep)}{os.sep}")  # a checkout under /usr, say
+    )
 )
 #: What a path read twice with two contents is recorded as: no digest equals it, so no record with it matches.
 CHANGED = "changed while it was read"
@@ -46,7 +50,7 @@ def _record(path: Path) -> None:
     if "__pycache__" in path.parts and path.suffix == ".pyc":
         path = path.parent.parent / f"{path.name.split('.')[0]}.py"
     path = path.resolve()
-    if not path.is_relative_to(ROOT) or path.is_relative_to(_PREFIX):
+    if not path.is_relative_to(ROOT) or path.is_relative_to(PREFIX):
         return
     name = path.relative_to(ROOT).as_posix() + ("/" if path.is_dir() else "")
     now = digest(path)
@@ -83,15 +87,30 @@ def _hook(event: str, args: tuple[Any, ...]) -> None:
         _inside.busy = False
 
 
+def program_path(entries: list[str]) -> list[str]:
+    """ROOT, then `entries` without the repository's other directories: the program finds its modules in ROOT and
+    the packages (the venv may live in ROOT too), whatever the process that asked for the run had put on its path
+    (a test's own directories). Where its imports look is part of what a run read."""
+
+    def elsewhere(entry: str) -> bool:
+        path = Path(entry).resolve()
+        return not path.is_dir() or not path.is_relative_to(ROOT) or path.is_relative_to(PREFIX)
+
+    return [str(ROOT), *(entry for entry in entries if entry and elsewhere(entry))]
+
+
 def install() -> None:
     """Record from now on, and record the modules of the repository already imported (this one among them), with
     the directories their imports looked in."""
-    global _installed
+    global _installed, _complete
     _installed = True
-    for module in list(sys.modules.values()):
-        if file := getattr(module, "__file__", None):
-            _record(Path(file))
-            _record(Path(file).parent)
+    try:
+        for module in list(sys.modules.values()):
+            if isinstance(file := getattr(module, "__file__", None), str):
+                _record(Path(file))
+                _record(Path(file).parent)
+    except Exception:  # noqa: BLE001 - the server must start all the same; its runs are then not kept
+        _complete = False
     sys.addaudithook(_hook)  # for the life of the process: the server's, and each run's forked from it
 
 

@@ -69,3 +69,10 @@ def test_a_file_read_twice_with_two_contents_matches_no_digest(tmp_path: Path) -
 def test_a_process_that_has_not_recorded_from_the_start_says_it_cannot_tell() -> None:
     """This one (pytest's) never installed the recorder: as a fork server whose preload failed to import it."""
     assert reads.recorded() is None
+
+
+def test_a_run_looks_for_modules_in_the_checkout_and_the_packages_not_in_the_tests_directories() -> None:
+    """The venv lives in the checkout, and must stay on the path: a package a run imports first would not be found."""
+    packages = next(entry for entry in sys.path if entry.endswith("site-packages"))
+    asked = [str(ROOT / "tests"), str(ROOT / "app" / "dev"), "", packages, "__editable__.finder.__path_hook__"]
+    assert reads.program_path(asked) == [str(ROOT), packages, "__editable__.finder.__path_hook__"]

@@ -10,6 +10,7 @@ import hashlib
 import os
 import pwd
 import shutil
+import signal
 import socket
 import stat
 import subprocess
@@ -209,17 +210,18 @@ def _template() -> tuple[str | None, Path]:
 
 def _stop_leftovers(pgdata: Path) -> None:
     """Stop a PostgreSQL still serving a data directory of this name that was deleted under it (a killed test run's,
-    whose directory the next run's pytest removed). pgserver does this before its own initdb, which a copy skips;
-    as it does, politely first, so the server removes its shared memory."""
+    whose directory the next run's pytest removed). pgserver does this before its own initdb, which a copy skips.
+    A fast shutdown first (SIGINT: it does not wait for clients), so the server removes its shared memory."""
     path = str(pgdata.resolve())
     for process in psutil.process_iter(["name", "cmdline"]):
         try:
             if process.info["name"] == "postgres" and path in (process.info["cmdline"] or []):
-                process.terminate()
+                process.send_signal(signal.SIGINT)
                 try:
                     process.wait(2)
                 except psutil.TimeoutExpired:
                     process.kill()
+                    process.wait(5)
         except psutil.Error:
             continue  # gone meanwhile, or not ours to stop: pgserver then starts beside it, as it would have
 
