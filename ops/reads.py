@@ -80,7 +80,7 @@ def _hook(event: str, args: tuple[Any, ...]) -> None:
         return  # a file descriptor, or a package's module (about a thousand as the server imports the SDKs)
     _inside.busy = True  # the digests themselves open and list
     try:
-        _record(Path(target).resolve())
+        _record(Path(target))
     except Exception:  # noqa: BLE001 - a hook must not fail the open it watches (a symlink loop, say)
         _complete = False
     finally:

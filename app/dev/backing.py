@@ -170,7 +170,6 @@ def _initdb_once(pgdata: Path) -> None:
         return
     _stop_leftovers(pgdata)
     user, template = _template()
-    TEMPLATES.mkdir(parents=True, exist_ok=True)
     with (TEMPLATES / f"{template.name}.lock").open("a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # concurrent first starts: one initdb, the others wait and copy it
         if not template.exists():
@@ -197,8 +196,8 @@ def _template() -> tuple[str | None, Path]:
     """The user PostgreSQL runs as (as root, pgserver's own, which must own the data directory), and the template
     for what initdb writes in: the PostgreSQL build, its arguments, the owner, the locale and time zone it takes."""
     user = "pgserver" if os.geteuid() == 0 else None
+    TEMPLATES.mkdir(parents=True, exist_ok=True)
     if user:
-        TEMPLATES.mkdir(parents=True, exist_ok=True)
         with (TEMPLATES / "user.lock").open("a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # the first starts on a fresh machine: one useradd
             pgserver.utils.ensure_user_exists(user)
