@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import shlex
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -19,13 +20,15 @@ from ops import cli
 from ops.graph import ROOT
 
 README = (ROOT / "README.md").read_text()
-#: The system's PATH, without venv/bin or anything a developer's shell adds.
-BARE_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
+#: The system's PATH (Debian's, sbin included as for root, who installs podman and debootstrap), without venv/bin or
+#: anything a developer's shell adds.
+BARE_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
 
 NOT_RUN = {
     "pulumi": "needs the Pulumi CLI, credentials and a state backend; the program itself is tested under mocks",
     "gcloud": "needs Google Cloud credentials; ops/bootstrap.sh --dry-run prints the same commands and is run",
-    "bin/run-local": "serves until stopped; app/tests/test_run_local.py runs the app/dev/run.py it execs",
+    "bin/run-local": "serves until stopped: its arguments go through the parser of app/dev/run.py, which it execs "
+    "and app/tests/test_run_local.py runs",
     "rm": "deletes local data (.local/); nothing to check offline",
     "bin/lock": "resolves the locks against PyPI; what it writes is the committed lock files",
     "bin/setup": "installs from PyPI into venv/; bin/test's first phase runs it",
@@ -36,7 +39,7 @@ def readme_commands() -> list[str]:
     commands: list[str] = []
     for block in re.findall(r"^```bash\n(.*?)^```", README, flags=re.DOTALL | re.MULTILINE):
         commands += [shlex.join(shlex.split(line, comments=True)) for line in block.splitlines()]
-    for span in re.findall(r"`((?:bin|ops|venv/bin)/[^`]+)`", README):
+    for span in re.findall(r"`((?:[A-Z_]+=\S+ )*(?:bin|ops|tools|venv/bin)/[^`]+)`", README):
         argv = shlex.split(re.sub(r"\s*\[[^]]*\]", "", span))  # [--markdown]: an optional part
         if len(argv) > 1:  # a lone `bin/alle-ops` in prose names the file; the next test checks it exists
             commands.append(shlex.join(argv))
@@ -49,8 +52,10 @@ def test_every_script_the_readme_names_exists() -> None:
     assert missing == []
 
 
-def run(argv: list[str], timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, cwd=ROOT, env=BARE_ENV, capture_output=True, text=True, timeout=timeout, check=False)
+def run(argv: list[str], timeout: float = 180, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        argv, cwd=ROOT, env={**BARE_ENV, **(env or {})}, capture_output=True, text=True, timeout=timeout, check=False
+    )
 
 
 def test_the_readme_shows_the_commands_a_newcomer_starts_with() -> None:
@@ -60,9 +65,21 @@ def test_the_readme_shows_the_commands_a_newcomer_starts_with() -> None:
 
 
 @pytest.mark.parametrize("command", readme_commands())
-def test_readme_command_works_as_written(command: str) -> None:
+def test_readme_command_works_as_written(command: str, tmp_path: Path) -> None:
     argv = shlex.split(command)
+    # The shell's part of a command line: variables set for it (PORT=8081 …) and where its output goes (> file).
+    env = {}
+    while re.fullmatch(r"[A-Z_]+=\S*", argv[0]):
+        name, value = argv.pop(0).split("=", 1)
+        env[name] = value
+    if ">" in argv:
+        argv = argv[: argv.index(">")]
     program = argv[0]
+    if program == "bin/run-local":
+        server = ["app/dev/image.py", *argv[2:]] if argv[1:2] == ["--image"] else ["app/dev/run.py", *argv[1:]]
+        result = run(["venv/bin/python", *server, "--help"], env=env)
+        assert result.returncode == 0, f"`{command}`: its arguments are refused:\n{result.stdout}{result.stderr}"
+        return
     if program in NOT_RUN:
         assert program in ("pulumi", "gcloud", "rm") or (ROOT / program).is_file(), f"{program} does not exist"
         return
@@ -70,11 +87,7 @@ def test_readme_command_works_as_written(command: str) -> None:
     if program == "bin/alle-ops":
         _alle_ops(argv[1:])
     elif program == "bin/test":
-        # bin/test passes its arguments to pytest: they must be ones pytest accepts and that select tests.
-        result = run(
-            ["venv/bin/pytest", "--collect-only", "-q", "-p", "no:cacheprovider", *argv[1:], "tests/test_ops.py"]
-        )
-        assert result.returncode == 0, result.stdout + result.stderr
+        _bin_test(argv[1:], tmp_path, env)
     elif program == "venv/bin/pytest":
         # Run, not only collected: the README's is a quick offline selection, and must pass with nothing on PATH.
         result = run([*argv, "-q", "-p", "no:cacheprovider"])
@@ -86,6 +99,19 @@ def test_readme_command_works_as_written(command: str) -> None:
     else:
         result = run([*argv, "--help"])
         assert result.returncode == 0, f"`{command} --help` failed:\n{result.stdout}{result.stderr}"
+
+
+def _bin_test(args: list[str], tmp_path: Path, env: dict[str, str]) -> None:
+    """bin/test passes its arguments to both pytest trees, through bin/lib/selected: pytest must accept them in
+    each, and they must select tests in one tree at least."""
+    for tree in ("tests", "app/tests"):
+        marker = tmp_path / tree.replace("/", "-")
+        collect = ["venv/bin/pytest", "--collect-only", "-q", "-p", "no:cacheprovider", *args, tree]
+        result = run(["bin/lib/selected", str(marker), *collect], env=env)
+        assert result.returncode == 0, result.stdout + result.stderr
+    # Without arguments bin/test runs pytest itself, and a tree without tests fails the run.
+    empty = [marker.name for marker in tmp_path.iterdir()]
+    assert len(empty) < (2 if args else 1), f"bin/test {shlex.join(args)} selects no test in {empty}"
 
 
 def _alle_ops(args: list[str]) -> None:

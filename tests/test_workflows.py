@@ -399,6 +399,7 @@ def test_bootstrap_creates_the_registry_only_when_it_is_absent(tmp_path: Path, e
     [
         "bin/test",
         "bin/lib/phases.sh",
+        "bin/lib/selected",
         "bin/setup",
         "bin/lock",
         "bin/run-local",

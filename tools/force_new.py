@@ -12,6 +12,7 @@ Usage (git directories of the providers, e.g. from a `git clone --bare`):
 
 from __future__ import annotations
 
+import argparse
 import functools
 import importlib
 import inspect
@@ -474,10 +475,18 @@ def derive(google_beta: str, random_git: str, time_git: str) -> dict[str, Any]:
 
 
 def main() -> int:
-    if len(sys.argv) != 4:
-        sys.stderr.write("Usage" + (__doc__ or "").split("Usage", 1)[1])
-        return 2
-    sys.stdout.write(json.dumps(derive(*sys.argv[1:]), indent=1, sort_keys=True) + "\n")
+    parser = argparse.ArgumentParser(
+        prog="venv/bin/python tools/force_new.py",
+        description="Write the inputs that replace each resource type as JSON (for tests/force_new.json).",
+    )
+    parser.add_argument(
+        "google_beta", metavar="GOOGLE_BETA_GIT", help="a git directory of terraform-provider-google-beta"
+    )
+    parser.add_argument("random_git", metavar="RANDOM_GIT", help="a git directory of terraform-provider-random")
+    parser.add_argument("time_git", metavar="TIME_GIT", help="a git directory of terraform-provider-time")
+    args = parser.parse_args()
+    table = derive(args.google_beta, args.random_git, args.time_git)
+    sys.stdout.write(json.dumps(table, indent=1, sort_keys=True) + "\n")
     return 0
 
 

@@ -9,6 +9,7 @@ debootstrap, cached in podman's store and in .cache/ of this checkout. `python a
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import fcntl
 import fnmatch
@@ -300,8 +301,13 @@ def ready(url: str) -> bool:
     return False
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     """Run the release from the image on the local backing services: migrate, then web and worker."""
+    argparse.ArgumentParser(
+        prog="bin/run-local --image",
+        description="Build the release image, then run `alle migrate` as a job and web and worker from it, as Cloud "
+        f"Run runs them, on the backing services of {DATA_DIR.name}/ (PORT, default 8080), until Ctrl-C.",
+    ).parse_args(argv)
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from run import Console
 
