@@ -6,10 +6,12 @@ Each verb imports only what it needs, so `plan` does not pay for the cloud clien
 from __future__ import annotations
 
 import argparse
+import math
 import sys
+import urllib.parse
 
 from ops.errors import OpsError
-from ops.pulumi_cli import PulumiCli, Stacks
+from ops.pulumi_cli import TRAFFIC_UP_TIMEOUT, UP_TIMEOUT, PulumiCli, Stacks
 
 
 def _promote(args: argparse.Namespace, stacks: Stacks) -> int:
@@ -121,6 +123,8 @@ def _smoke(args: argparse.Namespace, stacks: Stacks) -> int:
     url = args.url or outputs.get(key)
     if not url:
         raise OpsError(f"give --url, or --stack whose outputs carry {key}")
+    if problem := _url_problem(url):
+        raise OpsError(f"{args.stack}'s {key} {problem}")
     for line in smoke(url, release=outputs.get("release"), wait_seconds=args.timeout):
         print(f"ok: {line}")
     return 0
@@ -132,6 +136,44 @@ def _change(text: str) -> str:
             f"{text!r} is not KEY=VALUE with a namespaced key, e.g. alle:webMinInstances=2"
         )
     return text
+
+
+def _url_problem(text: str) -> str | None:
+    """Why `text` is no base URL to smoke-test, or None: without a scheme urllib fails only when called, and the
+    smoke test would retry that for its whole timeout."""
+    parts = urllib.parse.urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return f"{text!r} is not an http(s) URL with a host, e.g. https://staging.alle.app"
+    return None
+
+
+def _url(text: str) -> str:
+    if problem := _url_problem(text):
+        raise argparse.ArgumentTypeError(problem)
+    return text
+
+
+def _seconds(text: str) -> float:
+    """A wait that can end: a positive, finite number of seconds."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not 0 < seconds < math.inf:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
+    return seconds
+
+
+def _pulumi_timeout(sub: argparse.ArgumentParser, default: float, why: str) -> None:
+    """`--timeout` for a command that runs `pulumi up`; PulumiCli bounds each up with it."""
+    sub.add_argument(
+        "--timeout",
+        dest="pulumi_timeout",
+        type=_seconds,
+        default=default,
+        metavar="SECONDS",
+        help=f"stop pulumi up after this long, with SIGINT so it writes its state (default: {default:.0f}, {why})",
+    )
 
 
 def parser() -> argparse.ArgumentParser:
@@ -166,7 +208,7 @@ def parser() -> argparse.ArgumentParser:
     jb.add_argument("--stack", required=True, help="stack whose outputs name the jobs, e.g. staging")
     jb.add_argument(
         "--timeout",
-        type=float,
+        type=_seconds,
         default=3600,
         metavar="SECONDS",
         help="stop waiting after this long; the execution goes on (default: 3600)",
@@ -177,6 +219,7 @@ def parser() -> argparse.ArgumentParser:
     )
     mg.add_argument("action", choices=["retry"], help="retry: pulumi up, replacing the token's RandomId")
     mg.add_argument("--stack", required=True, help="the stack whose migration runs again")
+    _pulumi_timeout(mg, UP_TIMEOUT, "above the 40 minutes it may wait for the migrate job")
     mg.set_defaults(run=_migrate)
     pl = sub.add_parser("plan", help="what a stack declares, offline; or --diff A B")
     pl.add_argument("--stack", default="staging", help="stack to show (default: staging)")
@@ -193,14 +236,15 @@ def parser() -> argparse.ArgumentParser:
     pl.set_defaults(run=_plan)
     sm = sub.add_parser("smoke", help="check a deployed release: /readyz, its release id, a task round trip")
     sm.add_argument("--stack", help="stack whose outputs give web_url and the expected release")
-    sm.add_argument("--url", help="base URL to check instead of the stack's web_url")
+    sm.add_argument("--url", type=_url, help="base URL to check instead of the stack's web_url, e.g. https://alle.app")
     sm.add_argument("--candidate", action="store_true", help="at this release's own URL (its traffic tag)")
     sm.add_argument(
         "--timeout",
-        type=float,
+        type=_seconds,
         default=120,
         metavar="SECONDS",
-        help="how long to wait for /readyz to answer 200, ready (default: 120)",
+        help="how long the whole smoke test may take, the wait for /readyz to answer 200, ready included "
+        "(default: 120)",
     )
     sm.set_defaults(run=_smoke)
     rl = sub.add_parser("release", help="begin a release: 0%% of web traffic, the serving release keeps the rest")
@@ -214,6 +258,7 @@ def parser() -> argparse.ArgumentParser:
     tr.add_argument("action", choices=["shift", "rollback"], help="shift to --to percent, or roll back to the previous")
     tr.add_argument("--stack", required=True, help="stack whose web traffic moves, e.g. production")
     tr.add_argument("--to", type=int, help="percent of traffic this release takes (shift)")
+    _pulumi_timeout(tr, TRAFFIC_UP_TIMEOUT, "above the 20 minutes it may wait for the web service's rollout")
     tr.set_defaults(run=_traffic)
     return p
 
@@ -228,7 +273,7 @@ def main(argv: list[str] | None = None, stacks: Stacks | None = None) -> int:
     args = parser().parse_args(argv)
     args.extra = extra
     try:
-        return int(args.run(args, stacks or PulumiCli()))
+        return int(args.run(args, stacks or PulumiCli(timeout=getattr(args, "pulumi_timeout", UP_TIMEOUT))))
     except OpsError as error:
         print(f"alle-ops: {error}", file=sys.stderr)
         return 1

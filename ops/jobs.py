@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -10,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ops.errors import OpsError
+from ops.progress import progress
 
 
 class JobLookupError(OpsError):
@@ -87,16 +87,12 @@ class OperationLike(Protocol):
     def done(self) -> bool: ...
 
 
-def _progress(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
-
-
 def wait_done(
     operation: OperationLike,
     execution: str,
     timeout: float,
     poll_seconds: float = 10,
-    say: Callable[[str], None] = _progress,
+    say: Callable[[str], None] = progress,
 ) -> None:
     """Poll until the execution finishes, saying how long it has been; past `timeout`, stop waiting (not the job)."""
     name = execution.rsplit("/", 1)[-1]

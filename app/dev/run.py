@@ -156,7 +156,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="bin/run-local", description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--data-dir",
-        type=Path,
+        type=lambda path: Path(path).resolve(),  # from the current directory, once, for every use and message
         default=ROOT / ".local",
         help="where PostgreSQL, Redis and the storage emulator keep their data (default: .local/)",
     )

