@@ -353,7 +353,7 @@ class PrivateRedis:
         """Saved first, so it comes back holding every entry it had: the worst case for a stale cache."""
         assert self.server is not None
         self.server.save()
-        self.server.shutdown()
+        backing.stop_redis(self.server)
         self.server = None
 
     @property
@@ -368,7 +368,7 @@ def private_redis() -> Iterator[PrivateRedis]:
     redis = PrivateRedis(root)
     yield redis
     if redis.server is not None:
-        redis.server.shutdown()
+        backing.stop_redis(redis.server)
     shutil.rmtree(root)
 
 
@@ -410,7 +410,7 @@ def shared_web_session(
     finally:
         for proc in started:
             kill(proc)
-        redis.client.shutdown()
+        backing.stop_redis(redis.client)
         shutil.rmtree(redis_root)
 
 
