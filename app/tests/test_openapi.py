@@ -32,8 +32,8 @@ from schemathesis.core.warnings import SchemathesisWarning
 from alle.api.app import create_app
 from alle.api.limits import PROBES
 from alle.api.schemas import WHITESPACE, SignUp, TaskCreate
-from alle.config import AppEnv, Settings
-from conftest import OFFLINE_ENV, SECRET, SharedWeb, signup_and_login
+from alle.config import Settings
+from conftest import OFFLINE_ENV, SharedWeb, signup_and_login
 
 JSON_BODY = "application/json"
 
@@ -41,14 +41,7 @@ JSON_BODY = "application/json"
 @pytest.fixture(scope="module")
 def app() -> FastAPI:
     """Built in process: the document needs no backing service (they are opened in the lifespan)."""
-    settings = Settings(
-        APP_ENV=AppEnv.test,
-        RELEASE="openapi-test",
-        DATABASE_URL="postgresql://unused/unused",
-        REDIS_URL="redis://unused",
-        STORAGE_BUCKET="alle-test",
-        SECRET_KEY=SECRET,
-    )
+    settings = Settings(**OFFLINE_ENV)  # type: ignore[arg-type]
     return create_app(settings)
 
 

@@ -19,8 +19,8 @@ from schemathesis.core.result import Ok
 from schemathesis.core.warnings import SchemathesisWarning
 
 from alle.api.app import create_app
-from alle.config import AppEnv, Settings
-from conftest import SECRET
+from alle.config import Settings
+from conftest import OFFLINE_ENV
 from procfs import alive, processes_with_cwd_under
 
 SCRIPT = Path(schemathesis_run.__file__).resolve()
@@ -39,14 +39,7 @@ def test_the_log_ins_expected_missing_auth_is_not_shown_and_every_warning_shown_
     run_wide = config.projects.default.warnings
     assert SchemathesisWarning.MISSING_AUTH in run_wide.display
     assert set(run_wide.fail_on) == set(run_wide.display)
-    settings = Settings(
-        APP_ENV=AppEnv.test,
-        RELEASE="schemathesis-test",
-        DATABASE_URL="postgresql://unused/unused",
-        REDIS_URL="redis://unused",
-        STORAGE_BUCKET="alle-test",
-        SECRET_KEY=SECRET,
-    )
+    settings = Settings(**OFFLINE_ENV)  # type: ignore[arg-type]
     shown: dict[str, set[SchemathesisWarning]] = {}
     for found in schemathesis.openapi.from_dict(create_app(settings).openapi(), config=config).get_all_operations():
         assert isinstance(found, Ok), found
