@@ -76,8 +76,7 @@ def test_readme_command_works_as_written(command: str, tmp_path: Path) -> None:
         argv = argv[: argv.index(">")]
     program = argv[0]
     if program == "bin/run-local":
-        server = ["app/dev/image.py", *argv[2:]] if argv[1:2] == ["--image"] else ["app/dev/run.py", *argv[1:]]
-        result = run(["venv/bin/python", *server, "--help"], env=env)
+        result = run(["venv/bin/python", "app/dev/run.py", *argv[1:], "--help"], env=env)
         assert result.returncode == 0, f"`{command}`: its arguments are refused:\n{result.stdout}{result.stderr}"
         return
     if program in NOT_RUN:

@@ -3,13 +3,12 @@
 Read-only root filesystem with a tmpfs on /tmp only, the image's non-root user, only the contract's env with PORT
 set by the runner, on the host network against the backing services of `dev/backing.py`. Registry images cannot
 be pulled everywhere, so the base is a stand-in of the same Debian release built from Debian's packages with
-debootstrap, cached in podman's store and in .cache/ of this checkout. `python app/dev/image.py` (what
-`bin/run-local --image` runs) builds it, runs `alle migrate` as a job, then web and worker until Ctrl-C.
+debootstrap, cached in podman's store and in .cache/ of this checkout. `bin/run-local --image` (app/dev/run.py)
+runs `main`, which builds it, runs `alle migrate` as a job, then web and worker until Ctrl-C.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import fcntl
 import fnmatch
@@ -301,13 +300,8 @@ def ready(url: str) -> bool:
     return False
 
 
-def main(argv: list[str] | None = None) -> int:
+def main() -> int:
     """Run the release from the image on the local backing services: migrate, then web and worker."""
-    argparse.ArgumentParser(
-        prog="bin/run-local --image",
-        description="Build the release image, then run `alle migrate` as a job and web and worker from it, as Cloud "
-        f"Run runs them, on the backing services of {DATA_DIR.name}/ (PORT, default 8080), until Ctrl-C.",
-    ).parse_args(argv)
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from run import Console
 
@@ -384,7 +378,3 @@ def main(argv: list[str] | None = None) -> int:
             popen.wait()
             relay.join()  # its last lines
         services.stop()
-
-
-if __name__ == "__main__":
-    sys.exit(main())

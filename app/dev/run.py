@@ -154,7 +154,14 @@ def banner(port: int, data_dir: Path) -> list[str]:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="bin/run-local", description=__doc__.split("\n\n")[0])
-    parser.add_argument(
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument(
+        "--image",
+        action="store_true",
+        help="run the release from the built image instead, as Cloud Run runs it, on the data of .local/ "
+        "(needs podman, runc and debootstrap; app/dev/image.py)",
+    )
+    where.add_argument(
         "--data-dir",
         type=lambda path: Path(path).resolve(),  # from the current directory, once, for every use and message
         default=ROOT / ".local",
@@ -256,8 +263,13 @@ class Supervisor:
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.image:
+        import image
+
+        return image.main()
     console = Console()
-    supervisor = Supervisor(parse_args(argv), console)
+    supervisor = Supervisor(args, console)
     for signum in STOP_SIGNALS:
         signal.signal(signum, supervisor.on_signal)
     try:

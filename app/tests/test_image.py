@@ -62,7 +62,7 @@ def test_run_local_image_refuses_a_data_directory_another_run_holds_before_build
     held = backing.claim(tmp_path)
     assert held is not None
     with held:
-        assert image.main([]) == 1
+        assert image.main() == 1
     assert f"{tmp_path} is in use by another bin/run-local" in capsys.readouterr().err
 
 
