@@ -243,8 +243,8 @@ def parser() -> argparse.ArgumentParser:
         type=_seconds,
         default=120,
         metavar="SECONDS",
-        help="how long the whole smoke test may take, the wait for /readyz to answer 200, ready included "
-        "(default: 120)",
+        help="how long the whole smoke test may take; the wait for /readyz to answer 200, ready may use all of it "
+        "but min(30 s, a quarter of it), kept for the checks after it (default: 120)",
     )
     sm.set_defaults(run=_smoke)
     rl = sub.add_parser("release", help="begin a release: 0%% of web traffic, the serving release keeps the rest")

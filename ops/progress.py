@@ -4,13 +4,18 @@ only results (the smoke test's checks, a job's outcome, Pulumi's up)."""
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from collections.abc import Callable
+
+#: Lines come from more than one thread (a wait's progress, Pulumi's output as it is read): one at a time, whole.
+_ONE_AT_A_TIME = threading.Lock()
 
 
 def progress(line: str) -> None:
     """Progress goes to stderr, so stdout keeps only results; every wait in alle-ops says its lines through this."""
-    print(line, file=sys.stderr, flush=True)
+    with _ONE_AT_A_TIME:
+        print(line, file=sys.stderr, flush=True)
 
 
 def wait(

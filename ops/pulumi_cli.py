@@ -1,32 +1,55 @@
 """The few Pulumi CLI calls the operator commands make; the only place `ops` shells out to `pulumi`.
 
 `pulumi up` is the one long call (a migration may take 40 minutes), so it is run the way an operator would watch
-it, with three things added:
+it, with more added:
 
-- Its output streams to stderr as it comes, as if `pulumi up` had been typed: the resource lines are the progress
-  that says what Pulumi is doing, and a CI log keeps them. They are also written to a log file, so that the error,
-  one line, can name the file that holds all of them (kept when the run fails, removed when it succeeds).
+- Its output goes straight into a log file (its stdout and stderr, merged), and alle-ops shows it on stderr as the
+  file grows, as if `pulumi up` had been typed: the resource lines are the progress that says what Pulumi is doing,
+  and a CI log keeps them. The file, not a pipe, is what Pulumi writes to, so whatever happens to alle-ops, Pulumi
+  never dies of a broken pipe halfway through an update; and nothing alle-ops waits for can be held open by a
+  plugin that outlives Pulumi. A failure is one line (`gist`) naming the file (kept when the run fails, removed when
+  it succeeds).
 - Every `every` seconds a line says what is awaited and for how long, as the smoke test's waits do (the same
   `ops.progress.wait`): a migration's execution leaves Pulumi silent for many minutes.
-- A timeout. Pulumi is then interrupted as Ctrl-C would (SIGINT: it finishes the operations in flight and writes
-  its state), and only if it has not stopped after a grace period is its process group killed. It runs in a
-  process group of its own, so the operator's own Ctrl-C reaches alle-ops alone, which stops Pulumi the same way
-  instead of Pulumi taking the terminal's Ctrl-C as a second, forcing one.
+- A timeout, and the operator's Ctrl-C, SIGTERM (CI, a supervisor) or SIGHUP (an SSH session dropped): Pulumi is
+  then interrupted as Ctrl-C would (one SIGINT: it finishes the operations in flight and writes its state), and
+  only if it has not stopped after a grace period, or at a second signal, is its process group killed. It runs in a
+  session of its own, so the terminal's Ctrl-C reaches alle-ops alone, which stops Pulumi this way instead of Pulumi
+  taking it as a second, forcing one. The signals are waited on with Pulumi's exit (`_Watch`), never raised at an
+  arbitrary point, so one that comes while Pulumi is being started still takes this path.
+- On Linux, should alle-ops itself be killed outright (SIGKILL, the OOM killer), the kernel sends Pulumi the SIGINT
+  (PR_SET_PDEATHSIG): it stops as at Ctrl-C rather than running on unsupervised.
+
+After a kill the state backend (gs://, self-managed) keeps the update's lock, and the state may list operations
+left pending: `pulumi cancel` removes such a backend's lock (pulumi/pulumi#9100), and `pulumi refresh` reports and
+resolves the pending operations (a pending create non-interactively with `--clear-pending-creates` or
+`--import-pending-creates`); the error says so.
+
+Interrupting while the migrate job's execution is awaited (up to 40 minutes) will most likely end in the kill: the
+provider finishes waiting for the execution before Pulumi can stop, and the grace period is 2 minutes. This is why
+the `--timeout` defaults are well above the waits they cover: the timeout is for an update that hangs, not one that
+takes its time.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import fcntl
 import json
 import os
 import re
+import select
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
+from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import IO, Any, Protocol
+from types import FrameType, TracebackType
+from typing import Any, Protocol
 
 from ops.errors import OpsError
 from ops.progress import progress, wait
@@ -41,8 +64,24 @@ TRAFFIC_UP_TIMEOUT = 1800.0
 STOP_GRACE = 120.0
 #: How often a running `pulumi up` is reported.
 PROGRESS_EVERY = 30.0
+#: How often the log is read for new lines while Pulumi is silent; its exit is seen at once, not at the next look.
+FOLLOW_EVERY = 0.1
+#: The longest one-line error taken from Pulumi's output.
+GIST_CHARS = 400
+#: What stops a running `pulumi up`, and how the error names each.
+STOP_SIGNALS = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM", signal.SIGHUP: "SIGHUP"}
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _NOT_INSTALLED = "the Pulumi CLI is not on PATH; install it (see README) and `pulumi login`"
+#: The summaries Pulumi's engine adds, on the Stack, to every failed or cancelled run (reportExecResult in
+#: pkg/resource/deploy/deployment_executor.go): they say that it failed, never why.
+_SUMMARIES = frozenset(
+    {"error: update failed", "error: preview failed", "error: update canceled", "error: preview canceled"}
+)
+#: A resource's header in Pulumi's Diagnostics, e.g. `gcp:cloudrunv2:Job (alle-staging-migrate):`.
+_HEADER = re.compile(r"[A-Za-z][\w.-]*(?::[\w./-]+)+ \(.+\):")
+_STACK = "pulumi:pulumi:Stack "
+_PR_SET_PDEATHSIG = 1
+_Handler = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
 
 
 class Stacks(Protocol):
@@ -54,16 +93,176 @@ class Stacks(Protocol):
 
 
 def gist(output: str) -> str:
-    """The line of Pulumi's output an operator needs first: its first `error:` (with the line after it when it ends
-    in a colon, as `error: 1 error occurred:` does), else the last line it wrote."""
-    lines = [line for line in (_ANSI.sub("", raw).strip() for raw in output.splitlines()) if line]
-    at = next((i for i, line in enumerate(lines) if line.startswith("error:")), None)
-    if at is None:
-        return lines[-1][:300] if lines else "no output"
-    line = lines[at]
-    if line.endswith(":") and at + 1 < len(lines):
-        line = f"{line} {lines[at + 1]}"
-    return line[:300]
+    """The line of Pulumi's output an operator needs first.
+
+    Pulumi's Diagnostics list the Stack first, and its error there is most often only the summary `error: update
+    failed`. So: the first error under a resource, after that resource's header; else the first other error (the
+    program's own on the Stack, or one Pulumi printed before any diagnostics); else a summary; else the last line.
+    An error ending in a colon (`error: 1 error occurred:`) gets the line it introduces, or for a Python traceback
+    the exception it ends with."""
+    lines = [line for line in (_ANSI.sub("", raw).rstrip() for raw in output.splitlines()) if line.strip()]
+    errors: list[tuple[int, str | None]] = []
+    summaries: list[tuple[int, str | None]] = []
+    header: str | None = None
+    for at, line in enumerate(lines):
+        text = line.lstrip()
+        if _HEADER.fullmatch(text):
+            header = text.removesuffix(":")
+            continue
+        if text == line:
+            header = None  # back at the margin: `Resources:`, `Duration:`, or the CLI's own error
+        if text.startswith("error:"):
+            (summaries if text in _SUMMARIES else errors).append((at, header))
+    in_resources = [(at, header) for at, header in errors if header and not header.startswith(_STACK)]
+    found = in_resources or errors or summaries
+    if not found:
+        return lines[-1].strip()[:GIST_CHARS] if lines else "no output"
+    at, header = found[0]
+    line = _introduced(lines, at)
+    if header and not header.startswith(_STACK):
+        line = f"{header}: {line}"
+    return line[:GIST_CHARS]
+
+
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip())
+
+
+def _introduced(lines: list[str], at: int) -> str:
+    """The error at `at`, with what it introduces when it ends in a colon."""
+    line = lines[at].strip()
+    if not line.endswith(":") or at + 1 >= len(lines):
+        return line
+    after = lines[at + 1]
+    if after.strip() == "Traceback (most recent call last):":
+        # The frames are indented under it; the exception is the next line back at its margin.
+        margin = _indent(after)
+        raised = next((later for later in lines[at + 2 :] if _indent(later) <= margin), after)
+        return f"{line} {raised.strip()}"
+    return f"{line} {after.strip()}"
+
+
+def _file_safe(name: str) -> str:
+    """A stack name as part of a file name: a fully qualified one (`organization/alle/staging`) has slashes."""
+    return re.sub(r"[^A-Za-z0-9._-]", "-", name)
+
+
+def _interrupt_when_orphaned() -> Callable[[], None] | None:
+    """For Popen's preexec_fn, on Linux: the kernel sends Pulumi SIGINT when alle-ops dies, however it dies.
+
+    It is armed in the child, before Pulumi starts, and fires when the thread that forked exits: Popen is called
+    from the main thread, whose end is alle-ops' end. Elsewhere there is no such thing, and None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    parent, sigint = os.getpid(), int(signal.SIGINT)
+
+    def arm() -> None:
+        prctl(_PR_SET_PDEATHSIG, sigint)
+        if os.getppid() != parent:  # alle-ops died before the line above: no signal will come, so do not start
+            raise ChildProcessError("alle-ops exited before pulumi started")
+
+    return arm
+
+
+class _StopSignalError(Exception):
+    """A stop signal alle-ops got, named as the error names it."""
+
+
+def _noted(signum: int, frame: FrameType | None) -> None:
+    """The Python-level handler: nothing. Installing one makes Python write the signal's number to the wakeup fd,
+    which is how `_Watch` learns of it; raising here instead would land at whatever line was running."""
+
+
+class _Watch:
+    """Pulumi's exit and the stop signals alle-ops gets, as bytes on one pipe that the main thread waits on.
+
+    A thread waits for Pulumi and writes 0; Python writes each signal's number (signal.set_wakeup_fd). A signal that
+    comes while Pulumi is being started waits in the pipe and is read at the first look, so it too stops Pulumi.
+    Signals alle-ops was told to ignore (SIG_IGN: nohup, a background job) stay ignored. The previous handlers
+    and wakeup fd come back at the end."""
+
+    def __init__(self) -> None:
+        self._read, self._write = os.pipe()
+        os.set_blocking(self._read, False)
+        os.set_blocking(self._write, False)
+        self.exited = threading.Event()
+        self._signals: deque[int] = deque()
+        self._handlers: dict[signal.Signals, _Handler] = {}
+        self._wakeup: int | None = None
+        self._waiter: threading.Thread | None = None
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> _Watch:
+        try:
+            for signum in STOP_SIGNALS:
+                previous = signal.getsignal(signum)
+                if previous != signal.SIG_IGN:
+                    signal.signal(signum, _noted)
+                    self._handlers[signum] = previous
+            self._wakeup = signal.set_wakeup_fd(self._write)
+        except ValueError:  # not the main thread: the signals keep their handlers
+            self._restore()
+        return self
+
+    def start(self, argv: list[str], cwd: str, output: int) -> subprocess.Popen[bytes]:
+        """Pulumi, writing to `output`, in a session of its own, and the thread that waits for it."""
+        self.process = subprocess.Popen(
+            argv,
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_interrupt_when_orphaned(),  # a C call before exec, no lock taken: see the function
+        )
+        self._waiter = threading.Thread(target=self._await, args=(self.process,), name="pulumi exit", daemon=True)
+        self._waiter.start()
+        return self.process
+
+    def _await(self, process: subprocess.Popen[bytes]) -> None:
+        process.wait()
+        self.exited.set()
+        os.write(self._write, b"\0")
+
+    def exited_within(self, seconds: float) -> bool:
+        """True once Pulumi has exited, False after `seconds`; _StopSignalError when a stop signal came first. Signals
+        are taken one at a time, in order, so a second one pressed at once still counts as the second."""
+        if not self.exited.is_set():
+            select.select([self._read], [], [], seconds)
+        with contextlib.suppress(BlockingIOError):  # nothing came within `seconds`
+            self._signals.extend(byte for byte in os.read(self._read, 512) if byte in self._handlers)
+        if self.exited.is_set():
+            return True
+        if self._signals:
+            raise _StopSignalError(STOP_SIGNALS[signal.Signals(self._signals.popleft())])
+        return False
+
+    def reaped(self) -> None:
+        """Block until the waiting thread has seen Pulumi exit (after SIGKILL: at once)."""
+        if self._waiter is not None:
+            self._waiter.join()
+
+    def _restore(self) -> None:
+        if self._wakeup is not None:
+            signal.set_wakeup_fd(self._wakeup)
+            self._wakeup = None
+        for signum, previous in self._handlers.items():
+            signal.signal(signum, signal.SIG_DFL if previous is None else previous)
+        self._handlers.clear()
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self._restore()
+        if self.process is not None and not self.exited.is_set():
+            # Only an unexpected error gets here with Pulumi running: leave it stopping as at Ctrl-C, not unwatched.
+            # Its waiting thread still writes to the pipe, which is left open for it.
+            self.process.send_signal(signal.SIGINT)
+            return
+        self.reaped()
+        os.close(self._read)
+        os.close(self._write)
 
 
 class PulumiCli:
@@ -118,78 +317,84 @@ class PulumiCli:
             *(f"--replace={urn}" for urn in replace),
         ]
         what = f"pulumi up on stack {stack}"
-        fd, name = tempfile.mkstemp(prefix=f"alle-ops-pulumi-up-{stack}-", suffix=".log")
+        fd, name = tempfile.mkstemp(prefix=f"alle-ops-pulumi-up-{_file_safe(stack)}-", suffix=".log")
         log = Path(name)
-        with os.fdopen(fd, "w", encoding="utf-8") as sink:
+        # Appending: Pulumi and whatever it starts share the file, and none overwrites another's lines.
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_APPEND)
+        with _Watch() as watch:
             try:
-                process = subprocess.Popen(
-                    ["pulumi", *args],
-                    cwd=self.cwd,
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.STDOUT,
-                    text=True,
-                    errors="replace",
-                    start_new_session=True,
-                )
+                process = watch.start(["pulumi", *args], self.cwd, fd)
             except FileNotFoundError as error:
-                sink.close()
                 log.unlink()
                 raise OpsError(_NOT_INSTALLED) from error
-            assert process.stdout is not None  # stdout=PIPE
-            self.say(f"waiting up to {self.timeout:g} s for {what}; its output follows, and is kept in {log}")
-            tee = threading.Thread(target=self._tee, args=(process.stdout, sink), name="pulumi output", daemon=True)
-            tee.start()
+            finally:
+                os.close(fd)  # Pulumi has its own copy; alle-ops reads the file by its name
+            self._say(f"waiting up to {self.timeout:g} s for {what}; its output follows, and is kept in {log}")
+            follower = threading.Thread(
+                target=self._follow, args=(log, watch.exited), name="pulumi output", daemon=True
+            )
+            follower.start()
             try:
-                finished = wait(what, self.timeout, lambda at_most: _exited(process, at_most), self.every, self.say)
+                finished = wait(what, self.timeout, watch.exited_within, self.every, self._say)
                 cause = f"did not finish within {self.timeout:g} s"
-            except KeyboardInterrupt:
-                finished, cause = False, "was interrupted (Ctrl-C)"
-            stopped = finished or self._stop(process, what)
-            tee.join(10)  # the pipe closes with the process; a plugin left holding it must not hold alle-ops
-            process.stdout.close()
+            except _StopSignalError as signalled:
+                finished, cause = False, f"was interrupted ({signalled})"
+            killed = None if finished else self._stop(process, what, watch)
+            follower.join()  # it ends once Pulumi has exited and what it wrote is read, whatever its plugins hold
         if not finished:
             longer = " (allow longer: --timeout)" if cause.startswith("did not finish") else ""
-            if stopped:
+            if killed is None:
                 raise OpsError(
                     f"{what} {cause}; stopped with SIGINT, it wrote its state. See what it was waiting on in {log}, "
                     f"then run the command again{longer}"
                 )
             raise OpsError(
-                f"{what} {cause}, did not stop within {self.grace:g} s of SIGINT and was killed; its state may "
-                f"list operations left pending: run `pulumi refresh --stack {stack}` before the next up. Output: {log}"
+                f"{what} {cause}, {killed}. The state keeps the update's lock and may list operations left pending: "
+                f"run `pulumi cancel --stack {stack}` (removes the stale lock), then `pulumi refresh --stack {stack}` "
+                f"and resolve the pending operations it reports, before the next up. Output: {log}"
             )
         if process.returncode != 0:
             cause = gist(log.read_text(encoding="utf-8", errors="replace"))
             raise OpsError(f"{what} failed (exit {process.returncode}): {cause} (all of its output: {log})")
         log.unlink()
 
-    def _tee(self, output: IO[str], sink: IO[str]) -> None:
-        """Each line of Pulumi's output to the log file and to the operator, as it comes."""
-        with contextlib.suppress(ValueError):  # the log was closed: a plugin held the pipe after Pulumi exited
-            for line in output:
-                sink.write(line)
-                sink.flush()
-                self.say(line.rstrip("\n"))
+    def _say(self, line: str) -> None:
+        """`say`, never failing: after an SSH drop stderr raises, and stopping Pulumi well matters more than
+        showing it (the log file has every line)."""
+        with contextlib.suppress(OSError, ValueError):
+            self.say(line)
 
-    def _stop(self, process: subprocess.Popen[str], what: str) -> bool:
-        """SIGINT, as Ctrl-C would, then up to `grace` seconds to write its state; past that (or at a second
-        Ctrl-C), SIGKILL to its process group, plugins and all. Whether it stopped by itself."""
+    def _follow(self, log: Path, exited: threading.Event) -> None:
+        """Each line Pulumi writes to the log, to the operator, as the file grows (as `tail -f`), until Pulumi has
+        exited and the file is read to where it ended then. What a plugin writes later stays in the file only:
+        nothing here waits for it."""
+        partial = b""
+        with log.open("rb") as source:
+            while True:
+                last = exited.is_set()  # seen before the size: all Pulumi wrote is then within it
+                size = os.fstat(source.fileno()).st_size
+                data = source.read(max(0, size - source.tell()))
+                *lines, partial = (partial + data).split(b"\n")
+                for line in lines:
+                    self._say(line.decode(errors="replace").rstrip("\r"))
+                if last:
+                    break
+                if not data:
+                    exited.wait(FOLLOW_EVERY)
+        if partial:
+            self._say(partial.decode(errors="replace").rstrip("\r"))
+
+    def _stop(self, process: subprocess.Popen[bytes], what: str, watch: _Watch) -> str | None:
+        """SIGINT, as Ctrl-C would, then up to `grace` seconds to write its state; past that, or at a second
+        signal, SIGKILL to its process group, plugins and all. None if it stopped by itself, else how it ended."""
         process.send_signal(signal.SIGINT)
         try:
-            if wait(f"{what} to stop after SIGINT", self.grace, lambda s: _exited(process, s), self.every, self.say):
-                return True
-        except KeyboardInterrupt:
-            pass
-        with contextlib.suppress(ProcessLookupError):  # it exited meanwhile
+            if wait(f"{what} to stop after SIGINT", self.grace, watch.exited_within, self.every, self._say):
+                return None
+            killed = f"did not stop within {self.grace:g} s of SIGINT and was killed"
+        except _StopSignalError as again:
+            killed = f"was killed at a second signal ({again}) while it stopped"
+        with contextlib.suppress(ProcessLookupError):  # it exited meanwhile, and nothing is left in its group
             os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-        return False
-
-
-def _exited(process: subprocess.Popen[str], at_most: float) -> bool:
-    try:
-        process.wait(at_most)
-    except subprocess.TimeoutExpired:
-        return False
-    return True
+        watch.reaped()
+        return killed

@@ -1,7 +1,9 @@
 """Smoke test of a deployed release: ready, running the expected release, its web client, a task round-trip.
 
-The whole test is bounded by one budget (`--timeout`): /readyz may use all of it, and each request after it gets
-at most what is left, saying what it waits for when it is slow.
+The whole test is bounded by one budget (`--timeout`). /readyz may use it all but a reserve, min(30 s, a quarter of
+it), kept for the checks after it: a release that becomes ready near the end of the budget is still checked, rather
+than failed as out of time although healthy. Each request after /readyz gets at most what is left, saying what it
+waits for when it is slow.
 """
 
 from __future__ import annotations
@@ -22,6 +24,14 @@ from ops.progress import progress, wait
 T = TypeVar("T")
 #: One request's longest wait, within the budget: a healthy service answers each in well under a second.
 REQUEST_SECONDS = 15.0
+#: What --timeout keeps for the checks after /readyz: this much, or a quarter of it when that is less. Seven
+#: requests to a healthy service take well under a second each.
+RESERVE_SECONDS = 30.0
+
+
+def reserve(seconds: float) -> float:
+    """The part of a smoke budget of `seconds` that /readyz may not use."""
+    return min(RESERVE_SECONDS, seconds / 4)
 
 
 class SmokeError(OpsError):
@@ -52,9 +62,14 @@ def _body(raw: bytes) -> Any:
 
 
 def wait_ready(
-    base: str, wait_seconds: float, poll_seconds: float = 3, say: Callable[[str], None] = progress
+    base: str,
+    wait_seconds: float,
+    poll_seconds: float = 3,
+    say: Callable[[str], None] = progress,
+    kept: float = 0,
 ) -> dict[str, Any]:
     """Poll /readyz until it answers 200 and ready, saying after each miss what was seen and how long it has been.
+    `kept` is what the budget keeps beyond `wait_seconds` for the checks after it, named when /readyz fails.
 
     `degraded` (200: PostgreSQL answers, Redis does not) serves traffic but is not a release that passed: a new
     release with a wrong REDIS_URL or CA would be degraded for good.
@@ -73,8 +88,13 @@ def wait_ready(
         elapsed = time.monotonic() - started
         if elapsed >= wait_seconds:
             seen = f"answered {status}: {ready}" if status else f"did not answer ({ready})"
+            share = (
+                f" (the part of --timeout {wait_seconds + kept:g} s it may use: {kept:g} s are kept for the checks "
+                "after it)"
+            )
             raise SmokeError(
-                f"{url} {seen} after {elapsed:.0f} s of waiting; check the service's logs, or allow longer: --timeout"
+                f"{url} {seen} after {elapsed:.0f} s of waiting{share if kept else ''}; check the service's logs, "
+                "or allow longer: --timeout"
             )
         say(f"  {url}: {status or 'no answer'} ({ready}); {elapsed:.0f} s of {wait_seconds:.0f} s")
         time.sleep(min(poll_seconds, max(0.0, wait_seconds - elapsed)))
@@ -161,10 +181,12 @@ def smoke(
     say: Callable[[str], None] = progress,
     every: float = 5,
 ) -> list[str]:
-    """Raise SmokeError with what failed; return what was checked. All of it within `wait_seconds`."""
+    """Raise SmokeError with what failed; return what was checked. All of it within `wait_seconds`, of which /readyz
+    may use all but `reserve(wait_seconds)`."""
     base = base_url.rstrip("/")
     budget = Budget(wait_seconds, every, say)
-    ready = wait_ready(base, wait_seconds, say=say)
+    kept = reserve(wait_seconds)
+    ready = wait_ready(base, wait_seconds - kept, say=say, kept=kept)
     checked = [f"/readyz 200 (release {ready.get('release')})"]
     if release and ready.get("release") != release:
         raise SmokeError(f"{base} runs release {ready.get('release')!r}, expected {release!r}")

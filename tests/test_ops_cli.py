@@ -6,12 +6,17 @@ import argparse
 import contextlib
 import json
 import os
+import queue
 import re
+import select
+import signal
 import socket
+import subprocess
+import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Protocol
@@ -20,7 +25,8 @@ import pytest
 
 from ops import cli, jobs, smoke
 from ops.errors import OpsError
-from ops.pulumi_cli import PulumiCli
+from ops.graph import ROOT
+from ops.pulumi_cli import PulumiCli, gist
 
 
 def _subcommands() -> Iterator[tuple[str, argparse.ArgumentParser]]:
@@ -153,19 +159,25 @@ def test_a_timeout_that_is_not_a_positive_number_of_seconds_is_refused_at_parsin
     assert f"argument --timeout: {argv[-1]!r} is not a positive number of seconds" in capsys.readouterr().err
 
 
+READY = b'{"status": "ready", "release": "r1"}'
+SCRIPT = "/assets/app.0123456789abcdef.js"
+
+
 @contextlib.contextmanager
-def _stalling_site(ready: bytes) -> Iterator[str]:
-    """/readyz answers `ready` at once; every other path accepts the request and answers nothing until the end."""
-    released = threading.Event()
+def _stalling_site(held: dict[str, threading.Event]) -> Iterator[str]:
+    """/readyz answers ready at once; / answers the entry page (a strict CSP, naming SCRIPT) and SCRIPT answers too,
+    each path in `held` only once its event is set (all are, at the end)."""
 
     class Stall(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            if self.path != "/readyz":
-                released.wait()
+            if self.path in held:
+                held[self.path].wait()
+            body = {"/readyz": READY, "/": f'<script src="{SCRIPT}"></script>'.encode()}.get(self.path, b"")
             self.send_response(200)
-            self.send_header("Content-Length", str(len(ready)))
+            self.send_header("Content-Security-Policy", "script-src 'self'; frame-ancestors 'none'")
+            self.send_header("Content-Length", str(len(body)))
             self.end_headers()
-            self.wfile.write(ready)
+            self.wfile.write(body)
 
         def log_message(self, *args: Any) -> None:
             """Quiet: the assertion says what matters."""
@@ -175,27 +187,71 @@ def _stalling_site(ready: bytes) -> Iterator[str]:
     try:
         yield f"http://127.0.0.1:{server.server_port}"
     finally:
-        released.set()
+        for event in held.values():
+            event.set()
         server.shutdown()
         server.server_close()
 
 
 def test_smoke_checks_after_readyz_get_only_the_time_left_and_say_what_they_wait_for() -> None:
-    """Each request after /readyz used to wait up to 15 s, unannounced and outside --timeout."""
+    """Each request after /readyz used to wait up to 15 s, unannounced and outside --timeout. The entry page answers
+    only once its wait has been announced; the script it names never answers, and the budget ends that wait."""
     said: list[str] = []
-    with _stalling_site(b'{"status": "ready", "release": "r1"}') as base:
+    page, script = threading.Event(), threading.Event()
+    with _stalling_site({"/": page, SCRIPT: script}) as base:
+
+        def say(line: str) -> None:
+            said.append(line)
+            if line.startswith(f"  waiting for GET {base}/: "):
+                page.set()
+
         started = time.monotonic()
         with pytest.raises(smoke.SmokeError) as raised:
-            smoke.smoke(base, wait_seconds=2, say=said.append, every=0.2)
+            smoke.smoke(base, wait_seconds=4, say=say, every=0.05)
         took = time.monotonic() - started
-    assert took < 10, "bounded by --timeout (2 s), not by the 15 s each request may take"
-    message = str(raised.value)
+    assert took < 12, "bounded by --timeout (4 s), not by the 15 s each request may take"
     assert re.fullmatch(
-        rf"GET {base}/ did not answer in the \d+ s left of --timeout 2 s; check the service's logs, "
-        r"or allow longer: --timeout",
-        message,
+        rf"GET {re.escape(base + SCRIPT)} did not answer in the \d+ s left of --timeout 4 s; check the service's "
+        r"logs, or allow longer: --timeout",
+        str(raised.value),
     )
-    assert any(re.fullmatch(rf"  waiting for GET {base}/: \d+ s of \d+ s", line) for line in said), said
+    assert any(re.fullmatch(rf"  waiting for GET {re.escape(base)}/: \d+ s of \d+ s", line) for line in said), said
+
+
+def test_smoke_keeps_part_of_its_timeout_for_the_checks_after_readyz(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A release that became ready at the very end of --timeout failed "ran out before GET /" although healthy:
+    /readyz may use the budget but min(30 s, a quarter of it), which the checks after it keep."""
+    clock = FakeClock()
+    monkeypatch.setattr(smoke, "time", clock)
+    given: list[tuple[float, float]] = []
+
+    def ready_at_the_last_moment(
+        base: str, wait_seconds: float, poll_seconds: float = 3, say: Any = None, kept: float = 0
+    ) -> dict[str, Any]:
+        given.append((wait_seconds, kept))
+        clock.now += wait_seconds
+        return {"status": "ready", "release": "r1"}
+
+    monkeypatch.setattr(smoke, "wait_ready", ready_at_the_last_moment)
+    with _stalling_site({}) as base, pytest.raises(smoke.SmokeError) as raised:
+        smoke.smoke(base, wait_seconds=120, say=lambda _: None)
+    assert given == [(90, 30)]
+    # The client checks passed; the site has no API, so the first API call is where it stopped.
+    assert str(raised.value).startswith("POST /v1/auth/signup answered 501")
+
+
+def test_smoke_says_readyz_had_only_its_part_of_the_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(smoke, "time", FakeClock())
+    monkeypatch.setattr(smoke, "_call", lambda url, timeout: (503, {"database": "down"}))
+    with pytest.raises(smoke.SmokeError) as raised:
+        smoke.smoke("https://alle.example", wait_seconds=120, say=lambda _: None)
+    waited = re.fullmatch(
+        r"https://alle\.example/readyz answered 503: \{'database': 'down'\} after (\d+) s of waiting \(the part of "
+        r"--timeout 120 s it may use: 30 s are kept for the checks after it\); check the service's logs, or allow "
+        r"longer: --timeout",
+        str(raised.value),
+    )
+    assert waited and 90 <= int(waited[1]) < 100, str(raised.value)
 
 
 # `pulumi up` ---------------------------------------------------------------------------------------------------------
@@ -308,10 +364,13 @@ def test_pulumi_up_that_ignores_sigint_is_killed_after_the_grace_period_plugins_
         PulumiCli(timeout=0.5, every=0.1, grace=0.5, say=lambda _: None).up("staging", ["urn:web"])
     message = str(raised.value)
     assert "\n" not in message
-    assert message.startswith(
-        "pulumi up on stack staging did not finish within 0.5 s, did not stop within 0.5 s of SIGINT and was killed; "
+    [log] = (home / "logs").iterdir()
+    assert message == (
+        "pulumi up on stack staging did not finish within 0.5 s, did not stop within 0.5 s of SIGINT and was killed. "
+        "The state keeps the update's lock and may list operations left pending: run `pulumi cancel --stack staging` "
+        "(removes the stale lock), then `pulumi refresh --stack staging` and resolve the pending operations it "
+        f"reports, before the next up. Output: {log}"
     )
-    assert "run `pulumi refresh --stack staging` before the next up" in message
     plugin = Path(f"/proc/{(home / 'plugin.pid').read_text().strip()}/stat")
     deadline = time.monotonic() + 10
     while plugin.exists() and plugin.read_text().split(") ")[-1][0] != "Z" and time.monotonic() < deadline:
@@ -319,30 +378,118 @@ def test_pulumi_up_that_ignores_sigint_is_killed_after_the_grace_period_plugins_
     assert not plugin.exists() or plugin.read_text().split(") ")[-1][0] == "Z", "the whole process group was killed"
 
 
-FAILED_UP = """echo "Updating (staging):"
-echo "  pulumi:pulumi:Stack alle-staging  **failed** 1 error"
+def test_a_plugin_left_holding_pulumis_output_does_not_hold_alle_ops(stub_pulumi: StubPulumi) -> None:
+    """Plugins inherit Pulumi's output. One that outlived Pulumi held the pipe alle-ops read, and alle-ops waited on
+    it: Pulumi now writes to a file, and alle-ops reads it up to where it was when Pulumi exited."""
+    home = stub_pulumi('sleep 300 & echo $! > "$DIR/plugin.pid"\necho "Resources: 1"')
+    said: list[str] = []
+    started = time.monotonic()
+    PulumiCli(timeout=60, every=30, say=said.append).up("staging", [])
+    assert time.monotonic() - started < 10, "done when Pulumi is, not when the plugin (300 s) is"
+    assert said[-1] == "Resources: 1"
+    assert list((home / "logs").iterdir()) == []
+
+
+def test_a_fully_qualified_stack_name_makes_a_log_file_name_without_slashes(stub_pulumi: StubPulumi) -> None:
+    """`organization/alle/staging` is a valid stack name on a self-managed backend; in the log's name its slashes
+    named directories that do not exist."""
+    home = stub_pulumi('echo "error: the stack is locked" >&2\nexit 255')
+    with pytest.raises(OpsError) as raised:
+        PulumiCli(timeout=60, say=lambda _: None).up("organization/alle/staging", [])
+    [log] = (home / "logs").iterdir()
+    assert log.name.startswith("alle-ops-pulumi-up-organization-alle-staging-")
+    assert str(raised.value) == (
+        f"pulumi up on stack organization/alle/staging failed (exit 255): error: the stack is locked "
+        f"(all of its output: {log})"
+    )
+
+
+#: Pulumi's own order: the Diagnostics list the Stack, whose error only says the update failed, before the resource
+#: whose error says why; the provider's lines come on stderr.
+FAILED_RESOURCE = r"""echo "Updating (staging):"
+echo "    pulumi:pulumi:Stack alle-staging  **failed** 1 error"
 echo "Diagnostics:"
+echo "  pulumi:pulumi:Stack (alle-staging):"
+echo "    error: update failed"
+echo ""
 echo "  gcp:cloudrunv2:Job (alle-staging-migrate):"
 echo "    error: 1 error occurred:" >&2
-echo "    * Error waiting for execution: migration failed" >&2
+printf '    \t* Error waiting for execution: migration failed\n' >&2
+echo ""
 echo "Resources:"
+exit 255"""
+FAILED_PROGRAM = """cat <<'EOF'
+Updating (staging):
+    pulumi:pulumi:Stack alle-staging running error: Program failed with an unhandled exception:
+    pulumi:pulumi:Stack alle-staging **failed** 1 error
+Diagnostics:
+  pulumi:pulumi:Stack (alle-staging):
+    error: Program failed with an unhandled exception:
+    Traceback (most recent call last):
+      File "/work/alle/__main__.py", line 12, in <module>
+        cfg = config.load()
+              ^^^^^^^^^^^^^
+    components.config.ConfigError: alle:webMinInstances is '-1'; allowed: 0 to 100
+
+    error: update failed
+
+Resources:
+    1 unchanged
+
+Duration: 3s
+EOF
 exit 255"""
 
 
+@pytest.mark.parametrize(
+    ("up", "error"),
+    [
+        (
+            FAILED_RESOURCE,
+            "gcp:cloudrunv2:Job (alle-staging-migrate): error: 1 error occurred: "
+            "* Error waiting for execution: migration failed",
+        ),
+        (
+            FAILED_PROGRAM,
+            "error: Program failed with an unhandled exception: "
+            "components.config.ConfigError: alle:webMinInstances is '-1'; allowed: 0 to 100",
+        ),
+    ],
+    ids=["a resource failed", "the program failed"],
+)
 def test_a_failed_pulumi_up_is_one_line_naming_its_error_and_the_log_of_all_its_output(
-    stub_pulumi: StubPulumi, capsys: pytest.CaptureFixture[str]
+    up: str, error: str, stub_pulumi: StubPulumi, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    home = stub_pulumi(FAILED_UP)
+    """The first error under a resource, with the resource; else the program's own; never Pulumi's summary
+    (`error: update failed`), which Pulumi lists first."""
+    home = stub_pulumi(up)
     assert cli.main(["migrate", "retry", "--stack", "staging"]) == 1
     err = capsys.readouterr().err
-    assert "  gcp:cloudrunv2:Job (alle-staging-migrate):" in err.splitlines(), "Pulumi's stdout, streamed"
+    assert "  pulumi:pulumi:Stack (alle-staging):" in err.splitlines(), "Pulumi's output, streamed"
     [line] = _alle_ops_errors(err)
     [log] = (home / "logs").iterdir()
-    assert line == (
-        "alle-ops: pulumi up on stack staging failed (exit 255): error: 1 error occurred: "
-        f"* Error waiting for execution: migration failed (all of its output: {log})"
+    assert line == f"alle-ops: pulumi up on stack staging failed (exit 255): {error} (all of its output: {log})"
+    assert "error: update failed" in log.read_text()
+
+
+def test_the_gist_of_a_failed_up_prefers_a_resources_error_to_the_stacks() -> None:
+    """A failed registration often fails the program too, and Pulumi lists the Stack first: the resource's error
+    says what to fix."""
+    output = """Diagnostics:
+  pulumi:pulumi:Stack (alle-staging):
+    error: Program failed with an unhandled exception:
+    Exception: resource alle-staging-pg failed to register
+
+  gcp:sql:DatabaseInstance (alle-staging-pg):
+    error: googleapi: Error 409: The instance or operation is not in an appropriate state to handle the request.
+
+    error: update failed
+"""
+    assert gist(output) == (
+        "gcp:sql:DatabaseInstance (alle-staging-pg): error: googleapi: Error 409: The instance or operation is not "
+        "in an appropriate state to handle the request."
     )
-    assert "**failed** 1 error" in log.read_text() and "migration failed" in log.read_text()
+    assert gist("Resources:\n    1 unchanged\n\nDuration: 3s\n") == "Duration: 3s", "no error: the last line"
 
 
 def test_a_failed_pulumi_query_is_one_line(stub_pulumi: StubPulumi, capsys: pytest.CaptureFixture[str]) -> None:
@@ -353,3 +500,174 @@ def test_a_failed_pulumi_query_is_one_line(stub_pulumi: StubPulumi, capsys: pyte
     assert capsys.readouterr().err == (
         "alle-ops: `pulumi stack output --json --stack staging` failed: error: no stack named 'staging' found\n"
     )
+
+
+# alle-ops itself signalled, as an operator's terminal, a CI runner or a dropped SSH session would -------------------
+
+
+class AlleOps:
+    """`alle-ops migrate retry --stack staging` in a process of its own, as a shell runs it: a process group of its
+    own (a terminal's foreground job: Ctrl-C is SIGINT to that group), its stderr read line by line as it comes."""
+
+    def __init__(self, home: Path) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "ops", "migrate", "retry", "--stack", "staging"],
+            cwd=ROOT,
+            env={**os.environ, "TMPDIR": str(home / "logs")},
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+            preexec_fn=_signals_as_in_a_terminal,
+        )
+        self.err: list[str] = []
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self._lines.put(line.rstrip("\n"))
+        self._lines.put(None)
+
+    def until(self, text: str) -> None:
+        """Return once alle-ops has written a line holding `text`: what the test does next then happens after it.
+        (The bound only ends a test that went wrong.)"""
+        while (line := self._lines.get(timeout=60)) is not None:
+            self.err.append(line)
+            if text in line:
+                return
+        raise AssertionError(f"alle-ops ended before writing {text!r}: {self.err}")
+
+    def ended(self) -> int:
+        code = self.process.wait(60)
+        while (line := self._lines.get(timeout=60)) is not None:
+            self.err.append(line)
+        return code
+
+    def errors(self) -> list[str]:
+        return [line for line in self.err if line.startswith("alle-ops")]
+
+
+def _signals_as_in_a_terminal() -> None:
+    """Default dispositions, as a terminal's job has them: a test run in the background may have SIGINT ignored."""
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_DFL)
+
+
+@pytest.fixture
+def alle_ops(stub_pulumi: StubPulumi) -> Iterator[Callable[[str], tuple[Path, AlleOps]]]:
+    """Start alle-ops with a stub `pulumi up` running the given shell; whatever is still running at the end (only
+    after a failed test) is killed: alle-ops here, the stub by the stub fixture."""
+    started: list[AlleOps] = []
+
+    def start(up: str) -> tuple[Path, AlleOps]:
+        home = stub_pulumi(up)
+        started.append(AlleOps(home))
+        return home, started[-1]
+
+    yield start
+    for ops in started:
+        if ops.process.poll() is None:
+            ops.process.kill()
+            ops.process.wait()
+
+
+#: A Pulumi that notes every signal it gets and, at SIGINT, writes its state and exits as Pulumi does.
+STOPPABLE = """echo $$ > "$DIR/pulumi.pid"
+trap 'echo INT >> "$DIR/signals"; echo "cancelled; state written"; exit 255' INT
+trap 'echo TERM >> "$DIR/signals"' TERM
+trap 'echo HUP >> "$DIR/signals"' HUP
+echo "Updating (staging)"
+while :; do sleep 0.05; done"""
+
+
+def _ctrl_c(process: subprocess.Popen[str]) -> None:
+    os.killpg(process.pid, signal.SIGINT)  # the terminal signals its foreground process group
+
+
+@pytest.mark.parametrize(
+    ("send", "named"),
+    [
+        (_ctrl_c, "Ctrl-C"),
+        (lambda process: process.send_signal(signal.SIGTERM), "SIGTERM"),
+        (lambda process: process.send_signal(signal.SIGHUP), "SIGHUP"),
+    ],
+    ids=["Ctrl-C", "SIGTERM", "SIGHUP"],
+)
+def test_a_stop_signal_to_alle_ops_interrupts_pulumi_once_so_it_writes_its_state(
+    send: Callable[[subprocess.Popen[str]], None], named: str, alle_ops: Callable[[str], tuple[Path, AlleOps]]
+) -> None:
+    """SIGTERM (CI, a supervisor) and SIGHUP (a dropped SSH session) used to end alle-ops outright and leave Pulumi
+    running with no reader for its output; they now stop it as Ctrl-C does: one SIGINT, and it writes its state.
+    Pulumi gets nothing else: not the terminal's Ctrl-C as a second, forcing one, nor alle-ops' own signal."""
+    home, ops = alle_ops(STOPPABLE)
+    ops.until("Updating (staging)")
+    pulumi = int((home / "pulumi.pid").read_text())
+    assert os.getsid(pulumi) == pulumi != os.getsid(ops.process.pid), "a session of its own: Ctrl-C is not for it"
+    send(ops.process)
+    assert ops.ended() == 1
+    assert (home / "signals").read_text() == "INT\n"
+    assert "cancelled; state written" in ops.err, "Pulumi's last lines, still streamed"
+    [log] = (home / "logs").iterdir()
+    assert ops.errors() == [
+        f"alle-ops: pulumi up on stack staging was interrupted ({named}); stopped with SIGINT, it wrote its state. "
+        f"See what it was waiting on in {log}, then run the command again"
+    ]
+
+
+def test_a_second_signal_while_pulumi_stops_kills_it_at_once(alle_ops: Callable[[str], tuple[Path, AlleOps]]) -> None:
+    """The operator who signals again will not wait out the grace period (120 s here): Pulumi and its group are
+    killed at once, and the error says how to release the lock and settle what was pending."""
+    home, ops = alle_ops(
+        'echo $$ > "$DIR/pulumi.pid"\n'
+        'trap \'echo INT >> "$DIR/signals"; echo "stopping: waiting for the operations in flight"\' INT\n'
+        'echo "Updating (staging)"\nwhile :; do sleep 0.05; done'
+    )
+    ops.until("Updating (staging)")
+    ops.process.send_signal(signal.SIGTERM)
+    ops.until("stopping: waiting for the operations in flight")
+    _ctrl_c(ops.process)
+    assert ops.ended() == 1
+    assert (home / "signals").read_text() == "INT\n", "one SIGINT; the second signal was the kill"
+    with pytest.raises(ProcessLookupError):
+        os.kill(int((home / "pulumi.pid").read_text()), 0)
+    [log] = (home / "logs").iterdir()
+    assert ops.errors() == [
+        "alle-ops: pulumi up on stack staging was interrupted (SIGTERM), was killed at a second signal (Ctrl-C) "
+        "while it stopped. The state keeps the update's lock and may list operations left pending: run "
+        "`pulumi cancel --stack staging` (removes the stale lock), then `pulumi refresh --stack staging` and resolve "
+        f"the pending operations it reports, before the next up. Output: {log}"
+    ]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_pulumi_is_interrupted_and_goes_on_writing_its_log_when_alle_ops_is_killed_outright(
+    alle_ops: Callable[[str], tuple[Path, AlleOps]],
+) -> None:
+    """SIGKILL leaves alle-ops no say. The kernel sends Pulumi SIGINT as alle-ops dies, so it stops as at Ctrl-C
+    instead of running on unsupervised; and it writes to the log file, not to a pipe nobody reads any more, so its
+    writes do not fail halfway through its state. It says it is done through a FIFO the test reads."""
+    home, ops = alle_ops(
+        'echo $$ > "$DIR/pulumi.pid"\n'
+        "trap '"
+        'echo INT >> "$DIR/signals"; i=0\n'
+        'while [ $i -lt 100 ]; do echo "writing state $i" || echo FAILED >> "$DIR/signals"; i=$((i + 1)); done\n'
+        'echo "cancelled; state written"; echo done > "$DIR/done"; exit 255'
+        "' INT\n"
+        'echo "Updating (staging)"\nwhile :; do sleep 0.05; done'
+    )
+    os.mkfifo(home / "done")
+    done = os.open(home / "done", os.O_RDONLY | os.O_NONBLOCK)  # a reader, so the stub's write does not wait
+    try:
+        ops.until("Updating (staging)")
+        ops.process.kill()
+        assert ops.ended() == -signal.SIGKILL
+        readable, _, _ = select.select([done], [], [], 60)
+        assert readable and os.read(done, 16) == b"done\n", "Pulumi finished after alle-ops was gone"
+    finally:
+        os.close(done)
+    assert (home / "signals").read_text() == "INT\n", "SIGINT, once, and no failed write"
+    [log] = (home / "logs").iterdir()
+    assert log.read_text().endswith("writing state 99\ncancelled; state written\n")
