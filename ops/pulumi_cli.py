@@ -13,12 +13,22 @@ it, with more added:
   `ops.progress.wait`): a migration's execution leaves Pulumi silent for many minutes.
 - A timeout, and the operator's Ctrl-C, SIGTERM (CI, a supervisor) or SIGHUP (an SSH session dropped): Pulumi is
   then interrupted as Ctrl-C would (one SIGINT: it finishes the operations in flight and writes its state), and
-  only if it has not stopped after a grace period, or at a second signal, is its process group killed. It runs in a
-  session of its own, so the terminal's Ctrl-C reaches alle-ops alone, which stops Pulumi this way instead of Pulumi
-  taking it as a second, forcing one. The signals are waited on with Pulumi's exit (`_Watch`), never raised at an
-  arbitrary point, so one that comes while Pulumi is being started still takes this path.
+  only if it has not stopped after a grace period, or at a second signal, is it killed, with every process of its
+  session: Pulumi starts each plugin (language host, program, providers) in a process group of its own
+  (pulumi/pulumi#934), so killing Pulumi's group alone would leave them running. It runs in a session of its own,
+  so the terminal's Ctrl-C reaches alle-ops alone, which stops Pulumi this way instead of Pulumi taking it as a
+  second, forcing one. The signals are waited on with Pulumi's exit (`_Watch`), never raised at an arbitrary point,
+  so one that comes while Pulumi is being started still takes this path. An unexpected error in alle-ops takes it
+  too (SIGINT, grace, kill) before it propagates: an exiting alle-ops never leaves Pulumi running.
+- A Pulumi that exits 0 is a success, even when a stop was asked as it finished: the update was applied, and
+  running the command again would apply it again.
 - On Linux, should alle-ops itself be killed outright (SIGKILL, the OOM killer), the kernel sends Pulumi the SIGINT
-  (PR_SET_PDEATHSIG): it stops as at Ctrl-C rather than running on unsupervised.
+  (PR_SET_PDEATHSIG): it stops as at Ctrl-C rather than running on unsupervised. alle-ops cannot take that back:
+  killed within the grace period after it interrupted Pulumi itself (a supervisor's SIGTERM, then its SIGKILL),
+  Pulumi gets a second SIGINT and ends at once without writing its state, as at a second Ctrl-C.
+- The main thread never waits on stderr: the lines it shows (progress and Pulumi's) are written by a thread of
+  their own, and dropped, with a count, while stderr is not read (`2>&1 | less` scrolled back), so the timeout and
+  the signals still work. The log file keeps every line.
 
 After a kill the state backend (gs://, self-managed) keeps the update's lock, and the state may list operations
 left pending: `pulumi cancel` removes such a backend's lock (pulumi/pulumi#9100), and `pulumi refresh` reports and
@@ -45,6 +55,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -66,11 +77,18 @@ STOP_GRACE = 120.0
 PROGRESS_EVERY = 30.0
 #: How often the log is read for new lines while Pulumi is silent; its exit is seen at once, not at the next look.
 FOLLOW_EVERY = 0.1
+#: How long the kill goes on killing what is left of Pulumi's session (a process forking as it is killed).
+KILL_WITHIN = 10.0
+#: How long alle-ops waits for the last of Pulumi's output to be read from the log, and then shown, once it ended.
+FLUSH_WITHIN = 10.0
+#: How many lines may wait to be shown on stderr; past that, while stderr is not read, lines are dropped (counted).
+QUEUED_LINES = 1000
 #: The longest one-line error taken from Pulumi's output.
 GIST_CHARS = 400
 #: What stops a running `pulumi up`, and how the error names each.
 STOP_SIGNALS = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM", signal.SIGHUP: "SIGHUP"}
-_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+#: Control sequences (CSI, private ones such as `\x1b[?25h` too) and operating system commands (OSC 8 links).
+_ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)")
 _NOT_INSTALLED = "the Pulumi CLI is not on PATH; install it (see README) and `pulumi login`"
 #: The summaries Pulumi's engine adds, on the Stack, to every failed or cancelled run (reportExecResult in
 #: pkg/resource/deploy/deployment_executor.go): they say that it failed, never why.
@@ -165,6 +183,43 @@ def _interrupt_when_orphaned() -> Callable[[], None] | None:
     return arm
 
 
+def _session(sid: int) -> set[int]:
+    """The live processes of session `sid`, whatever their process group: Pulumi's plugins have groups of their own.
+    Zombies are left out: they are dead, only not yet reaped. Linux reads /proc (field 6 of each stat is the
+    session); elsewhere `pgrep -s` (macOS documents it; only procps' has been tried)."""
+    proc = Path("/proc")
+    if not (proc / "self" / "stat").exists():
+        with contextlib.suppress(OSError):
+            found = subprocess.run(["pgrep", "-s", str(sid)], capture_output=True, text=True, check=False).stdout
+            return {int(pid) for pid in found.split()}
+        return set()
+    members = set()
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:  # after the command's `)`, which the command may itself hold: state, ppid, pgrp, session
+            state, _, _, session = entry.joinpath("stat").read_text().rsplit(")", 1)[1].split()[:4]
+        except (OSError, ValueError):  # gone meanwhile
+            continue
+        if state != "Z" and int(session) == sid:
+            members.add(int(entry.name))
+    return members
+
+
+def _kill_session(sid: int) -> None:
+    """SIGKILL to the process group `sid` and to every process of session `sid`, again and again until none is left
+    (one may fork while it is killed), for up to KILL_WITHIN seconds. The session cannot be reused meanwhile: its
+    id stays taken while a process is in it."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(sid, signal.SIGKILL)
+    deadline = time.monotonic() + KILL_WITHIN
+    while (left := _session(sid) - {os.getpid()}) and time.monotonic() < deadline:
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.01)  # they are not alle-ops' children, so nothing says when they are gone: look again
+
+
 class _StopSignalError(Exception):
     """A stop signal alle-ops got, named as the error names it."""
 
@@ -192,15 +247,16 @@ class _Watch:
         self._wakeup: int | None = None
         self._waiter: threading.Thread | None = None
         self.process: subprocess.Popen[bytes] | None = None
+        self.interrupted = False
 
     def __enter__(self) -> _Watch:
-        try:
+        try:  # the wakeup fd first: a signal that comes once its handler is in is not lost
+            self._wakeup = signal.set_wakeup_fd(self._write)
             for signum in STOP_SIGNALS:
                 previous = signal.getsignal(signum)
                 if previous != signal.SIG_IGN:
                     signal.signal(signum, _noted)
                     self._handlers[signum] = previous
-            self._wakeup = signal.set_wakeup_fd(self._write)
         except ValueError:  # not the main thread: the signals keep their handlers
             self._restore()
         return self
@@ -228,7 +284,7 @@ class _Watch:
     def exited_within(self, seconds: float) -> bool:
         """True once Pulumi has exited, False after `seconds`; _StopSignalError when a stop signal came first. Signals
         are taken one at a time, in order, so a second one pressed at once still counts as the second."""
-        if not self.exited.is_set():
+        if not self.exited.is_set() and not self._signals:  # one read together with an earlier one is waiting
             select.select([self._read], [], [], seconds)
         with contextlib.suppress(BlockingIOError):  # nothing came within `seconds`
             self._signals.extend(byte for byte in os.read(self._read, 512) if byte in self._handlers)
@@ -243,23 +299,29 @@ class _Watch:
         if self._waiter is not None:
             self._waiter.join()
 
+    def interrupt(self) -> None:
+        """SIGINT to Pulumi, once: a second one would make it end at once, without writing its state."""
+        if self.process is not None and not self.interrupted:
+            self.interrupted = True
+            self.process.send_signal(signal.SIGINT)
+
     def _restore(self) -> None:
-        if self._wakeup is not None:
-            signal.set_wakeup_fd(self._wakeup)
-            self._wakeup = None
+        """The handlers first, the wakeup fd last: a signal that comes before its handler is back is not lost."""
         for signum, previous in self._handlers.items():
             signal.signal(signum, signal.SIG_DFL if previous is None else previous)
         self._handlers.clear()
+        if self._wakeup is not None:
+            signal.set_wakeup_fd(self._wakeup)
+            self._wakeup = None
 
     def __exit__(
         self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
     ) -> None:
         self._restore()
         if self.process is not None and not self.exited.is_set():
-            # Only an unexpected error gets here with Pulumi running: leave it stopping as at Ctrl-C, not unwatched.
-            # Its waiting thread still writes to the pipe, which is left open for it.
-            self.process.send_signal(signal.SIGINT)
-            return
+            # Only an error while it was being stopped gets here with Pulumi running. alle-ops' exit would send it a
+            # second SIGINT (PR_SET_PDEATHSIG), which ends it as a kill does: kill it, plugins and all.
+            _kill_session(self.process.pid)
         self.reaped()
         os.close(self._read)
         os.close(self._write)
@@ -329,18 +391,34 @@ class PulumiCli:
                 raise OpsError(_NOT_INSTALLED) from error
             finally:
                 os.close(fd)  # Pulumi has its own copy; alle-ops reads the file by its name
-            self._say(f"waiting up to {self.timeout:g} s for {what}; its output follows, and is kept in {log}")
-            follower = threading.Thread(
-                target=self._follow, args=(log, watch.exited), name="pulumi output", daemon=True
-            )
-            follower.start()
+            say = _Lines(self.say)
             try:
-                finished = wait(what, self.timeout, watch.exited_within, self.every, self._say)
-                cause = f"did not finish within {self.timeout:g} s"
-            except _StopSignalError as signalled:
-                finished, cause = False, f"was interrupted ({signalled})"
-            killed = None if finished else self._stop(process, what, watch)
-            follower.join()  # it ends once Pulumi has exited and what it wrote is read, whatever its plugins hold
+                say(f"waiting up to {self.timeout:g} s for {what}; its output follows, and is kept in {log}")
+                follower = threading.Thread(
+                    target=self._follow, args=(log, watch.exited, say), name="pulumi output", daemon=True
+                )
+                follower.start()
+                try:
+                    try:
+                        finished = wait(what, self.timeout, watch.exited_within, self.every, say)
+                        asked = f"timeout {self.timeout:g} s"
+                        cause = f"did not finish within {self.timeout:g} s"
+                    except _StopSignalError as signalled:
+                        finished, asked, cause = False, str(signalled), f"was interrupted ({signalled})"
+                    killed = None if finished else self._stop(process, what, watch, say)
+                except BaseException:
+                    if not watch.exited.is_set():  # unexpected: stop it as at a signal, rather than leave it running
+                        self._stop(process, what, watch, say)
+                    raise
+                # It ends once Pulumi has exited and what it wrote is read, whatever its plugins hold.
+                follower.join(FLUSH_WITHIN)
+                if process.returncode == 0 and not finished:
+                    say(f"{what} finished although a stop was asked ({asked}): its update is done")
+            finally:
+                say.close(FLUSH_WITHIN)
+        if process.returncode == 0:  # whatever was asked: running the command again would apply the update again
+            log.unlink()
+            return
         if not finished:
             longer = " (allow longer: --timeout)" if cause.startswith("did not finish") else ""
             if killed is None:
@@ -353,18 +431,10 @@ class PulumiCli:
                 f"run `pulumi cancel --stack {stack}` (removes the stale lock), then `pulumi refresh --stack {stack}` "
                 f"and resolve the pending operations it reports, before the next up. Output: {log}"
             )
-        if process.returncode != 0:
-            cause = gist(log.read_text(encoding="utf-8", errors="replace"))
-            raise OpsError(f"{what} failed (exit {process.returncode}): {cause} (all of its output: {log})")
-        log.unlink()
+        cause = gist(log.read_text(encoding="utf-8", errors="replace"))
+        raise OpsError(f"{what} failed (exit {process.returncode}): {cause} (all of its output: {log})")
 
-    def _say(self, line: str) -> None:
-        """`say`, never failing: after an SSH drop stderr raises, and stopping Pulumi well matters more than
-        showing it (the log file has every line)."""
-        with contextlib.suppress(OSError, ValueError):
-            self.say(line)
-
-    def _follow(self, log: Path, exited: threading.Event) -> None:
+    def _follow(self, log: Path, exited: threading.Event, say: Callable[[str], None]) -> None:
         """Each line Pulumi writes to the log, to the operator, as the file grows (as `tail -f`), until Pulumi has
         exited and the file is read to where it ended then. What a plugin writes later stays in the file only:
         nothing here waits for it."""
@@ -376,25 +446,80 @@ class PulumiCli:
                 data = source.read(max(0, size - source.tell()))
                 *lines, partial = (partial + data).split(b"\n")
                 for line in lines:
-                    self._say(line.decode(errors="replace").rstrip("\r"))
+                    say(line.decode(errors="replace").rstrip("\r"))
                 if last:
                     break
                 if not data:
                     exited.wait(FOLLOW_EVERY)
         if partial:
-            self._say(partial.decode(errors="replace").rstrip("\r"))
+            say(partial.decode(errors="replace").rstrip("\r"))
 
-    def _stop(self, process: subprocess.Popen[bytes], what: str, watch: _Watch) -> str | None:
+    def _stop(
+        self, process: subprocess.Popen[bytes], what: str, watch: _Watch, say: Callable[[str], None]
+    ) -> str | None:
         """SIGINT, as Ctrl-C would, then up to `grace` seconds to write its state; past that, or at a second
-        signal, SIGKILL to its process group, plugins and all. None if it stopped by itself, else how it ended."""
-        process.send_signal(signal.SIGINT)
+        signal, SIGKILL to its session, plugins and all. None if it stopped by itself, else how it ended."""
+        watch.interrupt()
         try:
-            if wait(f"{what} to stop after SIGINT", self.grace, watch.exited_within, self.every, self._say):
+            if wait(f"{what} to stop after SIGINT", self.grace, watch.exited_within, self.every, say):
                 return None
             killed = f"did not stop within {self.grace:g} s of SIGINT and was killed"
         except _StopSignalError as again:
             killed = f"was killed at a second signal ({again}) while it stopped"
-        with contextlib.suppress(ProcessLookupError):  # it exited meanwhile, and nothing is left in its group
-            os.killpg(process.pid, signal.SIGKILL)
+        _kill_session(process.pid)
         watch.reaped()
         return killed
+
+
+class _Lines:
+    """The lines shown while Pulumi runs (progress, and Pulumi's own), written to `say` by a thread of their own, so
+    that no other thread waits on stderr: one nobody reads (`2>&1 | less` scrolled back) would stop the timeout and
+    the signals. Past QUEUED_LINES waiting, lines are dropped, and the next line shown says how many."""
+
+    def __init__(self, say: Callable[[str], None]) -> None:
+        self._say = say
+        self._queued: deque[tuple[int, str | None]] = deque()  # lines dropped just before, and the line
+        self._dropped = 0
+        self._closed = False
+        self._ready = threading.Condition()
+        self._writer = threading.Thread(target=self._write, name="alle-ops output", daemon=True)
+        self._writer.start()
+
+    def __call__(self, line: str) -> None:
+        """Queue `line`, never waiting: dropped while the queue is full, and once closed."""
+        with self._ready:
+            if self._closed:
+                return
+            if len(self._queued) >= QUEUED_LINES:
+                self._dropped += 1
+                return
+            self._queued.append((self._dropped, line))
+            self._dropped = 0
+            self._ready.notify()
+
+    def _write(self) -> None:
+        while True:
+            with self._ready:
+                while not self._queued and not self._closed:
+                    self._ready.wait()
+                if not self._queued:
+                    return
+                dropped, line = self._queued.popleft()
+            # Never failing: after an SSH drop stderr raises, and the log file has every line.
+            with contextlib.suppress(OSError, ValueError):
+                if dropped:
+                    self._say(f"  ({dropped} lines not shown: stderr was not read; the log has them all)")
+                if line is not None:
+                    self._say(line)
+
+    def close(self, within: float) -> None:
+        """Show what is queued, for up to `within` seconds; what is still queued then is dropped, so that nothing
+        comes after alle-ops' own last line."""
+        with self._ready:
+            if self._dropped:
+                self._queued.append((self._dropped, None))
+            self._closed = True
+            self._ready.notify()
+        self._writer.join(within)
+        with self._ready:
+            self._queued.clear()

@@ -23,9 +23,10 @@ from typing import Any, Protocol
 
 import pytest
 
-from ops import cli, jobs, smoke
+from ops import cli, jobs, pulumi_cli, smoke
 from ops.errors import OpsError
 from ops.graph import ROOT
+from ops.progress import wait
 from ops.pulumi_cli import PulumiCli, gist
 
 
@@ -352,30 +353,182 @@ def test_pulumi_up_past_its_timeout_is_interrupted_to_write_its_state_and_fails_
     assert log.read_text() == "Updating (staging)\ncancelled; state written\n"
 
 
+#: A plugin as Pulumi starts one: in a process group of its own (pulumi/pulumi#934); its pid is written once it is.
+PLUGIN = (
+    f'{sys.executable} -c \'import os, sys; os.setpgid(0, 0); open(sys.argv[1], "w").write(str(os.getpid())); '
+    f'os.execvp("sleep", ["sleep", "300"])\' "$DIR/plugin.pid" &\n'
+    'while [ ! -s "$DIR/plugin.pid" ]; do sleep 0.05; done\n'
+)
+
+
+def _signal_at(text: str, signums: list[signal.Signals], said: list[str]) -> Callable[[str], None]:
+    """A `say` that notes each line and, at the first holding `text`, sends alle-ops (this process) `signums`."""
+
+    def say(line: str) -> None:
+        said.append(line)
+        if text in line and not any(text in earlier for earlier in said[:-1]):
+            for signum in signums:
+                os.kill(os.getpid(), signum)
+
+    return say
+
+
+def _gone(pid: int) -> bool:
+    """Dead (a zombie is), or no such process."""
+    stat = Path(f"/proc/{pid}/stat")
+    with contextlib.suppress(OSError):
+        return stat.read_text().rsplit(") ", 1)[1][0] == "Z"
+    return True
+
+
 def test_pulumi_up_that_ignores_sigint_is_killed_after_the_grace_period_plugins_and_all(
     stub_pulumi: StubPulumi,
 ) -> None:
-    home = stub_pulumi(
-        "trap '' INT\n"
-        'sleep 300 & echo $! > "$DIR/plugin.pid"\n'
-        'echo "Updating (staging)"\nwhile :; do sleep 0.05; done'
-    )
+    """Real Pulumi puts each plugin in a process group of its own: killing Pulumi's group left them running. Every
+    process of its session is killed."""
+    home = stub_pulumi(f"trap '' INT\n{PLUGIN}echo \"Updating (staging)\"\nwhile :; do sleep 0.05; done")
     with pytest.raises(OpsError) as raised:
-        PulumiCli(timeout=0.5, every=0.1, grace=0.5, say=lambda _: None).up("staging", ["urn:web"])
+        PulumiCli(timeout=60, every=0.1, grace=0.5, say=_signal_at("Updating", [signal.SIGTERM], [])).up(
+            "staging", ["urn:web"]
+        )
     message = str(raised.value)
     assert "\n" not in message
     [log] = (home / "logs").iterdir()
     assert message == (
-        "pulumi up on stack staging did not finish within 0.5 s, did not stop within 0.5 s of SIGINT and was killed. "
+        "pulumi up on stack staging was interrupted (SIGTERM), did not stop within 0.5 s of SIGINT and was killed. "
         "The state keeps the update's lock and may list operations left pending: run `pulumi cancel --stack staging` "
         "(removes the stale lock), then `pulumi refresh --stack staging` and resolve the pending operations it "
         f"reports, before the next up. Output: {log}"
     )
-    plugin = Path(f"/proc/{(home / 'plugin.pid').read_text().strip()}/stat")
-    deadline = time.monotonic() + 10
-    while plugin.exists() and plugin.read_text().split(") ")[-1][0] != "Z" and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not plugin.exists() or plugin.read_text().split(") ")[-1][0] == "Z", "the whole process group was killed"
+    plugin = int((home / "plugin.pid").read_text())
+    assert _gone(plugin), "the plugin in a process group of its own was killed too"
+
+
+def test_an_unexpected_error_stops_pulumi_as_a_signal_would_before_it_propagates(
+    stub_pulumi: StubPulumi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An error in alle-ops used to send Pulumi SIGINT and exit at once; the exit then sent it a second SIGINT
+    (PR_SET_PDEATHSIG), which ends Pulumi without writing its state. Now Pulumi has stopped when the error
+    propagates, after one SIGINT."""
+    home = stub_pulumi(
+        'echo $$ > "$DIR/pulumi.pid"\n'
+        'trap \'echo INT >> "$DIR/signals"; sleep 0.3; echo "cancelled; state written"; exit 255\' INT\n'
+        'echo "Updating (staging)"\nwhile :; do sleep 0.05; done'
+    )
+    updating = threading.Event()
+    calls: list[str] = []
+
+    def failing_first(what: str, *args: Any) -> bool:
+        calls.append(what)
+        if len(calls) == 1:
+            assert updating.wait(60)
+            raise RuntimeError("a bug in alle-ops")
+        return wait(what, *args)
+
+    def say(line: str) -> None:
+        if line == "Updating (staging)":
+            updating.set()
+
+    monkeypatch.setattr(pulumi_cli, "wait", failing_first)
+    with pytest.raises(RuntimeError, match="a bug in alle-ops"):
+        PulumiCli(timeout=60, every=0.1, grace=60, say=say).up("staging", [])
+    assert _gone(int((home / "pulumi.pid").read_text())), "stopped before the error went on"
+    assert (home / "signals").read_text() == "INT\n"
+
+
+def test_two_signals_read_together_count_as_two_at_once() -> None:
+    """Both bytes came in one read: the second waited in a queue while alle-ops blocked on the empty pipe for the
+    next progress line (30 s), and was lost if Pulumi exited meanwhile."""
+    with pulumi_cli._Watch() as watch:
+        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGHUP)
+        with pytest.raises(pulumi_cli._StopSignalError, match="SIGTERM"):
+            watch.exited_within(30)
+        started = time.monotonic()
+        with pytest.raises(pulumi_cli._StopSignalError, match="SIGHUP"):
+            watch.exited_within(30)
+        assert time.monotonic() - started < 15, "at once, not at the end of the 30 s"
+
+
+def test_the_wakeup_fd_is_in_before_the_handlers_and_goes_after_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A signal that came between a handler and the wakeup fd ran the handler with nowhere to write: lost."""
+    calls: list[str] = []
+    real_signal, real_wakeup = signal.signal, signal.set_wakeup_fd
+
+    def handler(signum: int, action: Any) -> Any:
+        calls.append("handler")
+        return real_signal(signum, action)
+
+    def wakeup(fd: int, **options: bool) -> int:
+        calls.append("wakeup")
+        return real_wakeup(fd, **options)
+
+    monkeypatch.setattr(signal, "signal", handler)
+    monkeypatch.setattr(signal, "set_wakeup_fd", wakeup)
+    with pulumi_cli._Watch():
+        pass
+    assert calls[0] == calls[-1] == "wakeup"
+    assert calls[1:-1] and set(calls[1:-1]) == {"handler"}
+
+
+def test_pulumi_that_exits_0_as_it_is_stopped_succeeded(stub_pulumi: StubPulumi) -> None:
+    """Reported as interrupted, the update was applied all the same, and `migrate retry` run again would migrate
+    again. Exit 0 is a success, whatever was asked."""
+    home = stub_pulumi(
+        'trap \'echo "Resources: 1"; exit 0\' INT\necho "Updating (staging)"\nwhile :; do sleep 0.05; done'
+    )
+    said: list[str] = []
+    PulumiCli(timeout=60, every=0.1, grace=60, say=_signal_at("Updating", [signal.SIGTERM], said)).up("staging", [])
+    assert "pulumi up on stack staging finished although a stop was asked (SIGTERM): its update is done" in said
+    assert list((home / "logs").iterdir()) == []
+
+
+def test_a_stalled_stderr_does_not_keep_the_timeout_from_interrupting_pulumi(
+    stub_pulumi: StubPulumi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """stderr that nobody reads (`2>&1 | less` scrolled back) blocked the main thread in a progress line, and the
+    timeout never came. Here it is not read until Pulumi got its SIGINT; the lines that did not fit meanwhile are
+    dropped and counted (the log has them)."""
+    monkeypatch.setattr(pulumi_cli, "QUEUED_LINES", 100)
+    home = stub_pulumi(
+        "trap 'echo INT > \"$DIR/interrupted\"; exit 255' INT\n"
+        'i=0; while [ $i -lt 1000 ]; do echo "creating $i"; i=$((i + 1)); done\nwhile :; do sleep 0.05; done'
+    )
+    os.mkfifo(home / "interrupted")
+    interrupted = os.open(home / "interrupted", os.O_RDONLY | os.O_NONBLOCK)
+    said: list[str] = []
+    unread_until_interrupted: list[bool] = []
+
+    def stalled(line: str) -> None:
+        if not said:
+            readable, _, _ = select.select([interrupted], [], [], 60)
+            unread_until_interrupted.append(bool(readable))
+        said.append(line)
+
+    try:
+        with pytest.raises(OpsError, match="did not finish within 1 s; stopped with SIGINT"):
+            PulumiCli(timeout=1, every=0.1, grace=60, say=stalled).up("staging", [])
+    finally:
+        os.close(interrupted)
+    assert unread_until_interrupted == [True], "interrupted while stderr was not read"
+    assert any(
+        re.fullmatch(r"  \(\d+ lines not shown: stderr was not read; the log has them all\)", line) for line in said
+    )
+
+
+@pytest.mark.parametrize(
+    ("output", "error"),
+    [
+        ("\x1b[?25l\x1b[1;31merror:\x1b[0m quota exceeded\x1b[?25h\n", "error: quota exceeded"),
+        (
+            "error: see \x1b]8;;https://pulumi.com/docs\x07the docs\x1b]8;;\x07 and \x1b]8;;https://x\x1b\\x\x1b]8;;\x1b\\\n",
+            "error: see the docs and x",
+        ),
+    ],
+    ids=["private CSI", "OSC 8 links"],
+)
+def test_the_gist_leaves_out_terminal_control_sequences(output: str, error: str) -> None:
+    assert gist(output) == error
 
 
 def test_a_plugin_left_holding_pulumis_output_does_not_hold_alle_ops(stub_pulumi: StubPulumi) -> None:
