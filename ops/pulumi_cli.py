@@ -317,12 +317,13 @@ class _Watch:
     def __exit__(
         self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
     ) -> None:
-        self._restore()
         if self.process is not None and not self.exited.is_set():
             # Only an error while it was being stopped gets here with Pulumi running. alle-ops' exit would send it a
             # second SIGINT (PR_SET_PDEATHSIG), which ends it as a kill does: kill it, plugins and all.
             _kill_session(self.process.pid)
         self.reaped()
+        # Last: a Ctrl-C during the kill above must not cut it short.
+        self._restore()
         os.close(self._read)
         os.close(self._write)
 
@@ -417,7 +418,8 @@ class PulumiCli:
             finally:
                 say.close(FLUSH_WITHIN)
         if process.returncode == 0:  # whatever was asked: running the command again would apply the update again
-            log.unlink()
+            if not say.dropped_any:
+                log.unlink()
             return
         if not finished:
             longer = " (allow longer: --timeout)" if cause.startswith("did not finish") else ""
@@ -480,6 +482,8 @@ class _Lines:
         self._say = say
         self._queued: deque[tuple[int, str | None]] = deque()  # lines dropped just before, and the line
         self._dropped = 0
+        #: Whether any line was dropped: the log, the only place holding them all, is then kept even after a success.
+        self.dropped_any = False
         self._closed = False
         self._ready = threading.Condition()
         self._writer = threading.Thread(target=self._write, name="alle-ops output", daemon=True)
@@ -492,6 +496,7 @@ class _Lines:
                 return
             if len(self._queued) >= QUEUED_LINES:
                 self._dropped += 1
+                self.dropped_any = True
                 return
             self._queued.append((self._dropped, line))
             self._dropped = 0

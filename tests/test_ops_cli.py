@@ -292,9 +292,13 @@ def stub_pulumi(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stu
         return tmp_path
 
     yield install
+    # What a test left running, and only that: a pid reaped already may be another process's by now.
     for pid_file in tmp_path.glob("*.pid"):
-        with contextlib.suppress(ProcessLookupError, ValueError):
-            os.kill(int(pid_file.read_text()), 9)
+        with contextlib.suppress(OSError, ValueError):
+            pid = int(pid_file.read_text())
+            command = Path(f"/proc/{pid}/cmdline").read_bytes()
+            if str(tmp_path).encode() in command or command == b"sleep\x00300\x00":
+                os.kill(pid, signal.SIGKILL)
 
 
 def _alle_ops_errors(err: str) -> list[str]:
@@ -514,6 +518,35 @@ def test_a_stalled_stderr_does_not_keep_the_timeout_from_interrupting_pulumi(
     assert any(
         re.fullmatch(r"  \(\d+ lines not shown: stderr was not read; the log has them all\)", line) for line in said
     )
+
+
+def test_a_successful_up_whose_lines_were_dropped_keeps_its_log(
+    stub_pulumi: StubPulumi, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The note on dropped lines says the log has them all: after a success too, the log is then kept."""
+    monkeypatch.setattr(pulumi_cli, "QUEUED_LINES", 100)
+    logs = tmp_path / "up-logs"
+    logs.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(logs))
+    home = stub_pulumi(
+        'i=0; while [ $i -lt 1000 ]; do echo "creating $i"; i=$((i + 1)); done\necho done > "$DIR/finished"'
+    )
+    os.mkfifo(home / "finished")
+    finished = os.open(home / "finished", os.O_RDONLY | os.O_NONBLOCK)
+    said: list[str] = []
+
+    def stalled(line: str) -> None:
+        if not said:
+            select.select([finished], [], [], 60)  # stderr is not read until Pulumi has written everything
+        said.append(line)
+
+    try:
+        PulumiCli(every=0.1, say=stalled).up("staging", [])
+    finally:
+        os.close(finished)
+    assert any("lines not shown" in line for line in said)
+    [log] = logs.glob("alle-ops-pulumi-up-staging-*.log")
+    assert "creating 999" in log.read_text()
 
 
 @pytest.mark.parametrize(
