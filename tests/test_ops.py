@@ -5,13 +5,12 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+from http_stub import QuietHandler, serving
 
 from ops import cli, jobs, plan
 from ops.graph import ROOT, Graph
@@ -263,24 +262,16 @@ def test_smoke_fails_when_nothing_answers() -> None:
 def _site(pages: dict[str, bytes]) -> Iterator[str]:
     """A web server on a free local port answering 200 with the page for each path; yields its base URL."""
 
-    class Pages(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
+    class Pages(QuietHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server calls it by this name
             body = pages[self.path]
             self.send_response(200)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, *args: Any) -> None:
-            """Quiet: the assertion says what matters."""
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Pages)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(Pages) as base:
+        yield base
 
 
 def test_smoke_fails_when_the_web_client_is_served_without_a_csp() -> None:

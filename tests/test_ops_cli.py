@@ -17,11 +17,11 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Protocol
 
 import pytest
+from http_stub import QuietHandler, serving
 
 from ops import cli, jobs, pulumi_cli, smoke
 from ops.errors import OpsError
@@ -169,8 +169,8 @@ def _stalling_site(held: dict[str, threading.Event]) -> Iterator[str]:
     """/readyz answers ready at once; / answers the entry page (a strict CSP, naming SCRIPT) and SCRIPT answers too,
     each path in `held` only once its event is set (all are, at the end)."""
 
-    class Stall(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
+    class Stall(QuietHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server calls it by this name
             if self.path in held:
                 held[self.path].wait()
             body = {"/readyz": READY, "/": f'<script src="{SCRIPT}"></script>'.encode()}.get(self.path, b"")
@@ -180,18 +180,12 @@ def _stalling_site(held: dict[str, threading.Event]) -> Iterator[str]:
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, *args: Any) -> None:
-            """Quiet: the assertion says what matters."""
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Stall)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        for event in held.values():
-            event.set()
-        server.shutdown()
-        server.server_close()
+    with serving(Stall) as base:
+        try:
+            yield base
+        finally:  # before the server closes, which waits for its handlers
+            for event in held.values():
+                event.set()
 
 
 def test_smoke_checks_after_readyz_get_only_the_time_left_and_say_what_they_wait_for() -> None:
